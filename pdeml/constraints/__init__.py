@@ -1,4 +1,5 @@
-"""Hard-constraint layers, the soft-constraint baseline and the physics loss."""
+"""Hard-constraint layers (single and mixture of experts), partitions, the soft-constraint
+baseline and the physics loss."""
 
 from pdeml.constraints.hard import ConstraintInfo, HardConstraint
 from pdeml.constraints.models import (
@@ -9,12 +10,17 @@ from pdeml.constraints.models import (
     physics_loss,
     relative_l2,
 )
+from pdeml.constraints.moe import MoEConstraintInfo, MoEHardConstraint
+from pdeml.constraints.partition import Partition
 from pdeml.constraints.sampling import sample_points
 
 __all__ = [
     "ConstraintInfo",
     "HardConstrainedModel",
     "HardConstraint",
+    "MoEConstraintInfo",
+    "MoEHardConstraint",
+    "Partition",
     "SoftConstrainedModel",
     "batch_physics_loss",
     "network_input",

@@ -1,0 +1,252 @@
+"""Partitions of a space-time grid into experts, held as data (arrays), not as code.
+
+A :class:`Partition` of a grid of shape ``grid_shape`` into K experts is three arrays:
+
+* ``weights`` ``(K, *grid)``: a partition of unity, ``sum_k weights[k] == 1`` at every grid
+  point; the mixture-of-experts output is ``u = sum_k weights[k] * (b @ w_k)``;
+* ``members`` ``(K, *grid)`` (bool): the points expert k may sample its collocation points from
+  (its subdomain, extended by the overlap; ``weights[k] > 0`` exactly there);
+* plus static metadata (``splits``, ``overlap``, ``assignment``, ``boundary_rows``).
+
+Constructors:
+
+* :meth:`Partition.uniform`: the router of [HC-MoE], a uniform split into
+  ``splits[a]`` pieces along each grid axis ``a`` (``K = prod(splits)``; splits of 1 leave an
+  axis whole). Along an axis of n points, point i has the normalised cell-centre coordinate
+  ``s_i = (i + 1/2) / n`` and piece j covers ``j / K_a <= s < (j + 1) / K_a``. When
+  ``K_a`` does not divide n the pieces differ by at most one point (documented, not an error).
+
+  With ``overlap > 0`` the hard seam at every cut ``c`` is replaced by a blending band
+  ``|s - c| < overlap / (2 K_a)`` (so ``overlap`` is the band width as a fraction of one
+  piece's width, in [0, 1)); inside the band the weights ramp with the C^2 quintic smoothstep
+  ``psi(z) = 6 z^5 - 15 z^4 + 10 z^3``. The 1D weights of piece j are the telescoping
+  differences ``psi_j - psi_{j+1}`` of the steps at its two cuts (``psi_0 = 1``,
+  ``psi_{K_a} = 0``), so they sum to one; the K-dimensional weights are tensor products and
+  sum to one too. The blended field has no jump at a seam: across a seam it changes by
+  ``O(h / band)`` times the difference between neighbouring experts, smoothly.
+
+* :meth:`Partition.random`: the ablation of [HC-MoE]'s reviewers: every grid point is given to
+  one expert at random (a balanced random assignment: a random permutation dealt round-robin),
+  with one-hot weights. The experts are then not spatially localised.
+
+``boundary_rows`` says which IC/BC rows each expert's least squares gets: ``"all"`` (every
+expert gets every global row, the published setting) or ``"touching"`` (only the rows whose
+stencil touches the expert's ``members``; see :meth:`pdeml.constraints.MoEHardConstraint.row_masks`).
+
+Reference: Chalapathi, Du, Krishnapriyan, "Scaling physics-informed hard constraints with
+mixture-of-experts", ICLR 2024 (arXiv:2402.13412).
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from pdeml.core.validation import check_choice
+
+__all__ = ["ASSIGNMENTS", "BOUNDARY_ROWS", "Partition", "smoothstep"]
+
+ASSIGNMENTS = ("spatial", "random")
+BOUNDARY_ROWS = ("all", "touching")
+
+
+def smoothstep(z):
+    """The C^2 quintic step ``6 z^5 - 15 z^4 + 10 z^3`` on [0, 1], clamped outside."""
+    z = np.clip(z, 0.0, 1.0)
+    return z * z * z * (z * (6.0 * z - 15.0) + 10.0)
+
+
+def _axis_weights(n: int, pieces: int, overlap: float) -> np.ndarray:
+    """``(pieces, n)`` 1D partition-of-unity weights along one axis (float64, numpy)."""
+    s = (np.arange(n) + 0.5) / n
+    half = overlap / (2.0 * pieces)
+    steps = [np.ones(n)]
+    for j in range(1, pieces):
+        c = j / pieces
+        if half > 0:
+            steps.append(smoothstep((s - (c - half)) / (2.0 * half)))
+        else:
+            steps.append((s >= c).astype(np.float64))
+    steps.append(np.zeros(n))
+    return np.stack([steps[j] - steps[j + 1] for j in range(pieces)])
+
+
+class Partition(eqx.Module):
+    """K experts on a grid: partition-of-unity ``weights`` and sampling ``members``.
+
+    Build with :meth:`uniform` or :meth:`random` (or pass your own arrays: any non-negative
+    ``weights`` summing to one with ``members == (weights > 0)`` is a valid partition).
+
+    Attributes:
+        weights: ``(K, *grid)`` blending weights, summing to one over k at every point.
+        members: ``(K, *grid)`` bool, the points of each expert's (extended) subdomain.
+        grid_shape: the grid.
+        splits: pieces per grid axis for a uniform partition, ``None`` for a random one.
+        overlap: band width of the blending as a fraction of a piece (0: block-wise).
+        assignment: ``"spatial"`` or ``"random"``.
+        boundary_rows: ``"all"`` or ``"touching"`` (which IC/BC rows each expert gets).
+        member_counts: points in each expert's subdomain (static, for checks at trace time).
+
+    Example:
+        >>> p = Partition.uniform((8, 6), (2, 1), overlap=0.5)
+        >>> p.num_experts, p.weights.shape, bool(abs(p.weights.sum(0) - 1).max() < 1e-15)
+        (2, (2, 8, 6), True)
+    """
+
+    weights: Float[Array, "k *grid"]
+    members: Bool[Array, "k *grid"]
+    grid_shape: tuple[int, ...] = eqx.field(static=True)
+    splits: tuple[int, ...] | None = eqx.field(static=True, default=None)
+    overlap: float = eqx.field(static=True, default=0.0)
+    assignment: str = eqx.field(static=True, default="spatial")
+    boundary_rows: str = eqx.field(static=True, default="all")
+    member_counts: tuple[int, ...] = eqx.field(static=True, default=())
+
+    def __check_init__(self):
+        check_choice("assignment", self.assignment, ASSIGNMENTS)
+        check_choice("boundary_rows", self.boundary_rows, BOUNDARY_ROWS)
+        shape = (len(self.member_counts), *self.grid_shape)
+        for name in ("weights", "members"):
+            if tuple(jnp.shape(getattr(self, name))) != shape:
+                raise ValueError(
+                    f"Partition.{name} must have shape (K, *grid_shape) = {shape}, got "
+                    f"{jnp.shape(getattr(self, name))}"
+                )
+
+    # ---- constructors ---------------------------------------------------------------
+
+    @classmethod
+    def uniform(
+        cls,
+        grid_shape,
+        splits,
+        *,
+        overlap: float = 0.0,
+        boundary_rows: str = "all",
+        dtype=None,
+    ) -> Partition:
+        """Uniform split into ``splits[a]`` pieces along grid axis ``a`` ([HC-MoE]'s router).
+
+        Args:
+            grid_shape: the grid, e.g. ``(nx, nt)``.
+            splits: pieces per axis, same length as ``grid_shape`` (1 = axis not split).
+                Experts are numbered in C order over the pieces (last axis fastest).
+            overlap: width of the smooth blending band at every seam, as a fraction of one
+                piece's width, in ``[0, 1)``; 0 gives block-wise experts (hard seams).
+            boundary_rows: ``"all"`` or ``"touching"``.
+            dtype: dtype of ``weights`` (default: JAX's default float).
+        """
+        grid_shape = tuple(int(n) for n in grid_shape)
+        splits = tuple(splits)
+        if len(splits) != len(grid_shape) or not all(
+            isinstance(k, (int, np.integer)) and k >= 1 for k in splits
+        ):
+            raise ValueError(
+                f"splits must be {len(grid_shape)} positive integers (one per grid axis of "
+                f"{grid_shape}), got {splits!r}"
+            )
+        splits = tuple(int(k) for k in splits)
+        for a, (n, k) in enumerate(zip(grid_shape, splits)):
+            if k > n:
+                raise ValueError(
+                    f"splits[{a}] = {k} exceeds the {n} grid points along axis {a}"
+                )
+        if not (isinstance(overlap, (int, float)) and 0.0 <= overlap < 1.0):
+            raise ValueError(f"overlap must be a number in [0, 1), got {overlap!r}")
+        per_axis = [_axis_weights(n, k, float(overlap)) for n, k in zip(grid_shape, splits)]
+        weights = np.ones((1,) * (len(grid_shape) + 1))
+        for a, wa in enumerate(per_axis):
+            # Outer product over axes, expert index in C order over (piece_0, piece_1, ...).
+            shape = [1] * len(grid_shape)
+            shape[a] = grid_shape[a]
+            wa = wa.reshape((wa.shape[0], *shape))
+            prod = weights[:, None] * wa[None]
+            weights = prod.reshape((-1, *prod.shape[2:]))
+        weights = weights.reshape((-1, *grid_shape))
+        members = weights > 0
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        return cls(
+            weights=jnp.asarray(weights, dtype),
+            members=jnp.asarray(members),
+            grid_shape=grid_shape,
+            splits=splits,
+            overlap=float(overlap),
+            assignment="spatial",
+            boundary_rows=boundary_rows,
+            member_counts=tuple(int(c) for c in members.reshape(members.shape[0], -1).sum(1)),
+        )
+
+    @classmethod
+    def random(
+        cls, grid_shape, num_experts: int, key, *, boundary_rows: str = "all", dtype=None
+    ) -> Partition:
+        """Balanced random assignment of grid points to ``num_experts`` experts (ablation).
+
+        A random permutation of the grid points (from ``key``) is dealt round-robin, so the
+        expert sizes differ by at most one; the weights are one-hot.
+        """
+        grid_shape = tuple(int(n) for n in grid_shape)
+        size = math.prod(grid_shape)
+        if not isinstance(num_experts, (int, np.integer)) or not 1 <= num_experts <= size:
+            raise ValueError(
+                f"num_experts must be an integer in [1, {size}] (the grid points), got "
+                f"{num_experts!r}"
+            )
+        perm = np.asarray(jax.random.permutation(key, size))
+        owner = np.empty(size, np.int64)
+        owner[perm] = np.arange(size) % num_experts
+        members = owner.reshape(grid_shape)[None] == np.arange(num_experts).reshape(
+            (-1,) + (1,) * len(grid_shape)
+        )
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        return cls(
+            weights=jnp.asarray(members, dtype),
+            members=jnp.asarray(members),
+            grid_shape=grid_shape,
+            splits=None,
+            overlap=0.0,
+            assignment="random",
+            boundary_rows=boundary_rows,
+            member_counts=tuple(int(c) for c in members.reshape(num_experts, -1).sum(1)),
+        )
+
+    # ---- queries ---------------------------------------------------------------------
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.member_counts)
+
+    def owner(self) -> Int[Array, "*grid"]:
+        """The expert with the largest weight at every grid point (the block of a point)."""
+        return jnp.argmax(self.weights, axis=0)
+
+    def member_mask_at(self, points: Int[Array, "m ndim"]) -> Bool[Array, "k m"]:
+        """Whether each of ``points`` (multi-indices) lies in each expert's subdomain."""
+        return self.members[(slice(None), *points.T)]
+
+    def counts_at(self, points: Int[Array, "m ndim"]) -> tuple[int, ...]:
+        """Concrete number of ``points`` in each expert's subdomain (needs concrete points)."""
+        mask = np.asarray(self.member_mask_at(jnp.asarray(points)))
+        return tuple(int(c) for c in mask.sum(1))
+
+    def blend(self, fields: Float[Array, "k *grid"]) -> Float[Array, "*grid"]:
+        """``sum_k weights[k] * fields[k]``: the mixture of per-expert fields."""
+        return jnp.einsum("k...,k...->...", self.weights.astype(fields.dtype), fields)
+
+    def permute(self, order) -> Partition:
+        """The same partition with the experts renumbered: expert i becomes ``order[i]``-th."""
+        order = np.asarray(order)
+        if sorted(order.tolist()) != list(range(self.num_experts)):
+            raise ValueError(f"order must be a permutation of range({self.num_experts}), got "
+                             f"{order.tolist()}")
+        return Partition(
+            weights=self.weights[order], members=self.members[order],
+            grid_shape=self.grid_shape, splits=self.splits, overlap=self.overlap,
+            assignment=self.assignment, boundary_rows=self.boundary_rows,
+            member_counts=tuple(self.member_counts[i] for i in order),
+        )
