@@ -7,6 +7,8 @@
 - :class:`DiffusionSorptionSolver`, :func:`solve_diffusion_sorption`: stiff reference solver.
 - :func:`random_initial_conditions`, :func:`generate_dataset`, :func:`load_or_generate`:
   PDEBench-style data with an on-disk cache.
+- :class:`NavierStokes2D`, :class:`NavierStokesSolver`, :class:`GaussianRandomField`,
+  :func:`navier_stokes_dataset`: 2D periodic Navier-Stokes (vorticity form, [HC-MoE] benchmark).
 """
 
 from pdeml.pde.base import PDEProblem
@@ -38,6 +40,21 @@ from pdeml.pde.diffusion_sorption_solver import (
     solve_diffusion_sorption,
 )
 from pdeml.pde.grids import SpaceTimeGrid
+from pdeml.pde.grf import GRF_KINDS, GaussianRandomField
+from pdeml.pde.navier_stokes import FORCINGS, NavierStokes2D, NavierStokesData
+from pdeml.pde.navier_stokes_data import (
+    generate_navier_stokes_dataset,
+    navier_stokes_dataset,
+    navier_stokes_request,
+)
+from pdeml.pde.navier_stokes_solver import (
+    NavierStokesSolution,
+    NavierStokesSolver,
+    fourier_upsample,
+    solve_navier_stokes,
+    velocity_from_vorticity,
+    vorticity_features,
+)
 from pdeml.pde.operators import (
     fd_derivative,
     fd_derivative_at,
@@ -52,6 +69,20 @@ __all__ = [
     "CachedDataset",
     "DiffusionSorption",
     "DiffusionSorptionSolver",
+    "FORCINGS",
+    "GRF_KINDS",
+    "GaussianRandomField",
+    "NavierStokes2D",
+    "NavierStokesData",
+    "NavierStokesSolution",
+    "NavierStokesSolver",
+    "fourier_upsample",
+    "generate_navier_stokes_dataset",
+    "navier_stokes_dataset",
+    "navier_stokes_request",
+    "solve_navier_stokes",
+    "velocity_from_vorticity",
+    "vorticity_features",
     "PDEDataset",
     "PDEProblem",
     "ReferenceSolution",
