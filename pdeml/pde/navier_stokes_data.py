@@ -165,7 +165,7 @@ def generate_navier_stokes_dataset(
         raise RuntimeError(
             f"reference solver unstable for samples {bad[:20]} ({len(bad)} of {num_samples}; "
             f"largest CFL number {float(np.nanmax(cfl)):.3g} > {MAX_STABLE_CFL} or non-finite "
-            f"output); decrease the solver's dt (now {solver.dt})"
+            f"output); decrease the solver's dt (now {solver.time_step(problem)})"
         )
     metadata = {
         "request": navier_stokes_request(problem, num_samples, key, solver=solver, grf=grf,
@@ -173,6 +173,7 @@ def generate_navier_stokes_dataset(
         "result": {
             "cfl_max": float(cfl.max()),
             "steps_per_sample": steps,
+            "dt": solver.time_step(problem),
             "wall_time_s": elapsed,
             "jax_version": jax.__version__,
         },
