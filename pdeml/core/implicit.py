@@ -12,7 +12,11 @@ reverse mode (``jax.grad``, ``jax.vjp``) both work, as do ``vmap`` of ``grad`` a
 of ``vmap``. Memory is independent of how many iterations the solver took.
 
 The Jacobian ``dg/dx`` is formed densely (``x`` is small: the N basis weights) and
-factorised once per derivative evaluation.
+factorised once per derivative evaluation: by ``jax.jacfwd`` of ``g`` (n forward passes), or
+by a closed form the caller passes as ``jacobian`` (the least-squares solver passes the
+structured Hessian, one pass over its data). The closed form is called inside the derivative
+rule on the primal inputs, so higher derivatives remain correct as long as it is itself
+differentiable.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ def implicit_solution(
     x_star: Float[Array, " n"],
     theta: PyTree,
     optimality: Callable[[Float[Array, " n"], PyTree], Float[Array, " n"]],
+    *,
+    jacobian: Callable[[Float[Array, " n"], PyTree], Float[Array, "n n"]] | None = None,
 ) -> Float[Array, " n"]:
     """Attach implicit-function-theorem derivatives to a solver's output.
 
@@ -38,6 +44,8 @@ def implicit_solution(
         theta: pytree of floating arrays the solution depends on.
         optimality: ``g(x, theta) -> (n,)``, zero at the solution (for least squares,
             ``J^T r``). Its Jacobian in ``x`` must be non-singular at ``x_star``.
+        jacobian: optional ``(x, theta) -> dg/dx`` of shape ``(n, n)``, used instead of
+            ``jax.jacfwd(optimality)`` when a cheaper closed form is known.
 
     Returns:
         ``x_star`` (same value) whose derivatives w.r.t. ``theta`` follow from the implicit
@@ -61,7 +69,10 @@ def implicit_solution(
         x, th = primals
         _, dth = tangents
         _, dg = jax.jvp(lambda t: optimality(x, t), (th,), (dth,))
-        dg_dx = jax.jacfwd(lambda v: optimality(v, th))(x)
+        if jacobian is None:
+            dg_dx = jax.jacfwd(lambda v: optimality(v, th))(x)
+        else:
+            dg_dx = jacobian(x, th)
         # jnp.linalg.solve is a custom_linear_solve: linear in dg and transposable.
         dx = -jnp.linalg.solve(dg_dx, dg)
         return x, dx

@@ -167,7 +167,10 @@ class DiffusionSorption(PDEProblem):
         """Retardation factor ``R(u) = M'(u)``, finite, smooth and in (1, 1 + c n_f eps^(n_f-1)]."""
         p, dp = self._positive_part(u)
         s = self.sorption_eps + p
-        return 1.0 + self.sorption_coefficient * self.n_f * s ** (self.n_f - 1.0) * dp
+        # s^(n_f - 1) as exp((n_f - 1) log s) (s > 0): its derivative reuses the exp, where
+        # that of ``s ** (n_f - 1)`` evaluates a second power.
+        power = jnp.exp((self.n_f - 1.0) * jnp.log(s))
+        return 1.0 + self.sorption_coefficient * self.n_f * power * dp
 
     # ---- PDEProblem interface ----------------------------------------------------------
 
