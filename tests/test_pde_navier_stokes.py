@@ -89,8 +89,9 @@ def test_features_equal_full_grid_operators_and_do_not_depend_on_chunking():
     pts = jnp.asarray(np.random.default_rng(0).integers(0, [16, 16, 9], size=(50, 3)),
                       jnp.int32)
     chunked = MMS.features_at(basis, pts)  # feature_batch=3: 3 chunks of 3 basis functions
-    whole = dataclasses.replace(MMS, feature_batch=None).features_at(basis, pts)
-    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-12)
+    for fb in (None, 1):  # all at once (vmap) / one at a time (scan)
+        other = dataclasses.replace(MMS, feature_batch=fb).features_at(basis, pts)
+        np.testing.assert_allclose(chunked, other, rtol=0, atol=1e-12)
     # Independent full-grid construction, then gathered.
     idx = tuple(pts[:, d] for d in range(3))
     w_t = fd_derivative(basis, axis=2, order=1, spacing=MMS.dt)[idx]
