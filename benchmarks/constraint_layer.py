@@ -229,7 +229,7 @@ def time_function(fn, args, repeats: int, *, max_seconds: float = 60.0) -> dict:
 
 def run_case(setup: Setup, m: int, n: int, *, backends=BACKENDS, modes=MODES, repeats: int = 5,
              perturbation: float = 1e-2, start: str = "warm", max_steps: int = 100,
-             seed: int = 0) -> dict:
+             seed: int = 0, start_seed: int | None = None) -> dict:
     """Measure one (m, N) case on every back end; returns a JSON-serialisable record.
 
     Args:
@@ -242,7 +242,10 @@ def run_case(setup: Setup, m: int, n: int, *, backends=BACKENDS, modes=MODES, re
         perturbation: relative size of the warm-start perturbation.
         start: ``"warm"`` (from :func:`warm_start`) or ``"cold"`` (the layer's own start).
         max_steps: Levenberg-Marquardt iteration cap (the same for all back ends).
-        seed: seeds the basis mixing, the points and the warm start.
+        seed: seeds the basis mixing, the points and (by default) the warm start.
+        start_seed: seeds the warm-start direction instead (default ``seed + 2``); the
+            acceptance case is measured from several starts, since the iteration count of
+            every back end depends on the start.
 
     Returns:
         ``{"m", "n", "start", "perturbation", "results": {backend: {mode: {...}}},
@@ -261,7 +264,8 @@ def run_case(setup: Setup, m: int, n: int, *, backends=BACKENDS, modes=MODES, re
     problem = setup.problem
     basis, w_ref = make_basis(setup, n, seed=seed)
     points = sample_points(problem.interior_points(), m, jax.random.key(seed + 1))
-    w0 = jnp.asarray(warm_start(w_ref, perturbation, seed=seed + 2), setup.dtype)
+    start_seed = seed + 2 if start_seed is None else start_seed
+    w0 = jnp.asarray(warm_start(w_ref, perturbation, seed=start_seed), setup.dtype)
     args = (basis, setup.data, points, w0)
     solver = LevenbergMarquardt(max_steps=max_steps)
 
@@ -302,6 +306,7 @@ def run_case(setup: Setup, m: int, n: int, *, backends=BACKENDS, modes=MODES, re
         for b in backends
     }
     return {"m": m, "n": n, "start": start, "perturbation": perturbation if start == "warm" else None,
+            "start_seed": start_seed if start == "warm" else None,
             "max_steps": max_steps, "results": results, "agreement": agreement, "ratios": ratios}
 
 
@@ -440,7 +445,9 @@ def plot(records: list[dict], path: str) -> None:
     markers = {16: "o", 64: "s"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     # Per-iteration probes (a small max_steps) are not comparable with full solves.
-    warm = [r for r in records if r["start"] == "warm" and r.get("max_steps", 100) == 100]
+    # and the acceptance case's extra starts would stack vertically: plot its first start.
+    warm = [r for r in records if r["start"] == "warm" and r.get("max_steps", 100) == 100
+            and r.get("start_seed") in (None, 2)]
     for ax, mode in zip(axes, MODES):
         for backend in BACKENDS:
             for n in sorted({r["n"] for r in warm}):
@@ -491,20 +498,50 @@ def _fmt_table(records: list[dict]) -> str:
 
 
 def _criterion(records: list[dict]) -> dict | None:
-    crit = next((r for r in records if (r["m"], r["n"]) == CRITERION_CASE
-                 and r["start"] == "warm"), None)
-    if crit is None:
+    """Native vs optimistix on the acceptance case, over every warm start measured.
+
+    The speed-up is the ratio of the *total* time of the solves from all starts (sum of the
+    per-start medians), so a start on which one back end needs many iterations counts with
+    its real weight; the per-start ratios and iteration counts are listed too.
+    """
+    crit = [r for r in records if (r["m"], r["n"]) == CRITERION_CASE and r["start"] == "warm"
+            and {"native", "optimistix"} <= set(r["results"])]
+    if not crit:
         return None
+    total = {b: {md: sum(r["results"][b][md]["median_s"] for r in crit) for md in MODES}
+             for b in ("native", "optimistix")}
     out = {
         "case": {"m": CRITERION_CASE[0], "n": CRITERION_CASE[1], "start": "warm"},
+        "starts": [r.get("start_seed") for r in crit],
         "required_speedup": CRITERION_SPEEDUP,
-        "speedup_native_vs_optimistix": {md: crit["ratios"]["optimistix"][md] for md in MODES},
-        "iterations": {b: crit["results"][b]["fwd"]["iterations"] for b in BACKENDS},
-        "seconds_per_iteration_fwd": {b: crit["results"][b]["fwd"]["seconds_per_iteration"]
-                                      for b in BACKENDS},
+        "speedup_native_vs_optimistix": {
+            md: total["optimistix"][md] / total["native"][md] for md in MODES},
+        "speedup_per_start": [{md: r["ratios"]["optimistix"][md] for md in MODES} for r in crit],
+        "iterations_per_start": [
+            {b: r["results"][b]["fwd"]["iterations"] for b in r["results"]} for r in crit],
+        "seconds_per_iteration_fwd": {
+            b: sum(r["results"][b]["fwd"]["median_s"] for r in crit)
+            / max(1, sum(r["results"][b]["fwd"]["iterations"] for r in crit))
+            for b in crit[0]["results"]},
     }
     out["passed"] = all(v >= CRITERION_SPEEDUP for v in out["speedup_native_vs_optimistix"].values())
     return out
+
+
+def _start_seeds(count: int) -> list[int]:
+    """Warm-start seeds of the acceptance case: 2 (the single start used before) onwards."""
+    return list(range(2, 2 + count))
+
+
+def _print_criterion(criterion: dict) -> None:
+    s = criterion["speedup_native_vs_optimistix"]
+    print("=" * 78)
+    print(f"ACCEPTANCE m={CRITERION_CASE[0]}, N={CRITERION_CASE[1]} over "
+          f"{len(criterion['starts'])} warm starts: native is {s['fwd']:.1f}x (fwd) and "
+          f"{s['fwd_bwd']:.1f}x (fwd+bwd) faster than optimistix; required >= "
+          f"{CRITERION_SPEEDUP:.0f}x: {'PASS' if criterion['passed'] else 'FAIL'}")
+    print(f"iterations per start {criterion['iterations_per_start']}")
+    print("=" * 78)
 
 
 def _result(args, cases, setup, env_start, records, profiles, t_start, *, complete) -> dict:
@@ -561,6 +598,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-steps", type=int, default=100,
                     help="Levenberg-Marquardt iteration cap for every back end (default 100); "
                          "a small cap gives a per-iteration probe of slow back ends")
+    ap.add_argument("--starts", type=int, default=5,
+                    help="warm starts (perturbation directions) for the m=2e4, N=16 acceptance "
+                         "case (default 5); the speed-up is over their total time")
     ap.add_argument("--append", action="store_true",
                     help="add the records to an existing constraint_layer.json in --out "
                          "(tagged with this run's options) instead of replacing it")
@@ -574,6 +614,8 @@ def main(argv=None) -> int:
         ap.error("--perturbation must be >= 0")
     if args.max_steps < 1:
         ap.error("--max-steps must be >= 1")
+    if args.starts < 1:
+        ap.error("--starts must be >= 1")
     backends = tuple(b.strip() for b in args.backends.split(","))
     if backends[0] != "native" or not set(backends) <= set(BACKENDS):
         ap.error(f"--backends must start with native and be among {BACKENDS}, got {args.backends}")
@@ -601,15 +643,21 @@ def main(argv=None) -> int:
         options = {"backends": list(backends), "max_steps": args.max_steps,
                    "repeats": args.repeats, "environment": environment(args.note)}
         for m, n in cases:
-            print(f"--- m={m} N={n} warm, back ends {backends}, max_steps={args.max_steps}",
-                  flush=True)
-            rec = run_case(setup, m, n, backends=backends, repeats=args.repeats,
-                           perturbation=args.perturbation, max_steps=args.max_steps)
-            rec["run_options"] = options
-            result["records"].append(rec)
-            print(_fmt_table([rec]), flush=True)
-            with open(path, "w") as f:
-                json.dump(result, f, indent=1)
+            starts = _start_seeds(args.starts) if (m, n) == CRITERION_CASE else [None]
+            for start_seed in starts:
+                print(f"--- m={m} N={n} warm (start {start_seed}), back ends {backends}, "
+                      f"max_steps={args.max_steps}", flush=True)
+                rec = run_case(setup, m, n, backends=backends, repeats=args.repeats,
+                               perturbation=args.perturbation, max_steps=args.max_steps,
+                               start_seed=start_seed)
+                rec["run_options"] = options
+                result["records"].append(rec)
+                print(_fmt_table([rec]), flush=True)
+                result["criterion"] = _criterion(result["records"])
+                with open(path, "w") as f:
+                    json.dump(result, f, indent=1)
+        if result.get("criterion"):
+            _print_criterion(result["criterion"])
         plot(result["records"], os.path.join(args.out, "constraint_layer.png"))
         print(f"wrote {path}")
         return 0
@@ -634,35 +682,31 @@ def main(argv=None) -> int:
     path = os.path.join(args.out, "constraint_layer.json")
     # The expensive m = 1e5 cases run last and the JSON is rewritten after every step, so an
     # interrupted run still leaves everything measured so far.
-    plan = [("warm", c) for c in cases if c[0] <= CRITERION_CASE[0]]
+    plan = [("warm", c, s) for c in cases if c[0] <= CRITERION_CASE[0]
+            for s in (_start_seeds(args.starts) if c == CRITERION_CASE else [None])]
     if not args.quick:
-        plan.append(("cold", CRITERION_CASE))
-    plan.append(("profile", CRITERION_CASE))
-    plan += [("warm", c) for c in cases if c[0] > CRITERION_CASE[0]]
-    for step, (m, n) in plan:
-        print(f"--- m={m} N={n} {step}", flush=True)
+        plan.append(("cold", CRITERION_CASE, None))
+    plan.append(("profile", CRITERION_CASE, None))
+    plan += [("warm", c, None) for c in cases if c[0] > CRITERION_CASE[0]]
+    for step, (m, n), start_seed in plan:
+        print(f"--- m={m} N={n} {step}" + (f" (start {start_seed})" if start_seed else ""),
+              flush=True)
         if step == "profile":
             profiles["profile_native"] = profile_native(setup, m, n)
             profiles["profile_linear_solvers"] = profile_linear_solvers(setup, m, n,
                                                                         repeats=args.repeats)
         else:
             records.append(run_case(setup, m, n, repeats=args.repeats, start=step,
-                                    perturbation=args.perturbation))
+                                    perturbation=args.perturbation, start_seed=start_seed))
             print(_fmt_table(records[-1:]), flush=True)
         result = _result(args, cases, setup, env_start, records, profiles, t_start,
-                         complete=(step, (m, n)) == plan[-1])
+                         complete=(step, (m, n), start_seed) == plan[-1])
         with open(path, "w") as f:
             json.dump(result, f, indent=1)
     criterion = result["criterion"]
     plot(records, os.path.join(args.out, "constraint_layer.png"))
     print(_fmt_table(records))
-    s = criterion["speedup_native_vs_optimistix"]
-    print("=" * 78)
-    print(f"ACCEPTANCE m={CRITERION_CASE[0]}, N={CRITERION_CASE[1]}: native is "
-          f"{s['fwd']:.1f}x (fwd) and {s['fwd_bwd']:.1f}x (fwd+bwd) faster than optimistix; "
-          f"required >= {CRITERION_SPEEDUP:.0f}x: {'PASS' if criterion['passed'] else 'FAIL'}")
-    print(f"iterations {criterion['iterations']}")
-    print("=" * 78)
+    _print_criterion(criterion)
     print(f"wrote {path}")
     return 0
 

@@ -39,6 +39,30 @@ def test_is_a_pde_problem_with_pdebench_defaults():
     assert p.grid.dx == pytest.approx(1 / 127) and p.grid.dt == pytest.approx(10.0)
 
 
+_dretardation = jax.jit(jax.vmap(jax.grad(P.retardation)))
+
+
+def _fd4(f, u, h):
+    return (8 * (f(u + h) - f(u - h)) - (f(u + 2 * h) - f(u - 2 * h))) / (12 * h)
+
+
+@given(u=st.floats(0.01, 2.0) | st.floats(-0.5, -0.01))
+def test_retardation_derivative_rule_matches_finite_differences(u):
+    # R carries a hand-written derivative rule (shared sqrt/log/exp); check it against a
+    # 4th-order central difference. Step h = 1e-3 |u| keeps the truncation error (~h^4 R^(5))
+    # and the rounding error (~eps R / h) below 1e-6 relative outside the sorption layer.
+    u = jnp.array([u])
+    fd = _fd4(_retardation, u, 1e-3 * jnp.abs(u))
+    np.testing.assert_allclose(_dretardation(u), fd, rtol=1e-6, atol=1e-9)
+
+
+def test_retardation_derivative_rule_inside_the_sorption_layer():
+    # |u| ~ delta = 1e-6, where R' ~ 5e6: step h = 1e-9 (h / delta = 1e-3, truncation ~1e-12
+    # relative; rounding ~eps R / (h R') ~ 1e-7 relative).
+    u = jnp.array([-3e-6, -1e-6, 0.0, 1e-6, 3e-6, 1e-5])
+    np.testing.assert_allclose(_dretardation(u), _fd4(_retardation, u, 1e-9), rtol=1e-5)
+
+
 @given(u=st.floats(-1e6, 1e6))
 def test_retardation_is_the_derivative_of_mass_finite_and_bounded(u):
     # R = M' exactly (the solver steps M, the residual uses R), and R is finite and within

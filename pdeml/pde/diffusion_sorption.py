@@ -49,7 +49,10 @@ References: Takamoto et al., "PDEBench", NeurIPS 2022 Datasets and Benchmarks;
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
@@ -62,6 +65,41 @@ from pdeml.pde.operators import fd_derivative_at
 __all__ = ["DiffusionSorption"]
 
 RIGHT_BCS = ("outflow", "paper")
+
+
+def _retardation_parts(u, c, n_f, eps, delta):
+    """R(u) and R'(u) for R = 1 + c n_f (eps + p)^(n_f - 1) p' with the smooth positive part
+    p(u) = (u + sqrt(u^2 + delta^2)) / 2, whose derivatives are p' = p / r and
+    p'' = p (r - u) / r^3 (r = sqrt(u^2 + delta^2)).
+
+    ``q = r + |u|`` avoids cancellation on both sides: p = q / 2 and r - u = delta^2 / q for
+    u >= 0; p = delta^2 / (2 q) and r - u = q for u < 0.
+    """
+    delta = jnp.asarray(delta, dtype=jnp.result_type(u, float))
+    r = jnp.hypot(u, delta)
+    q = r + jnp.abs(u)
+    positive = u >= 0
+    p = jnp.where(positive, 0.5 * q, 0.5 * delta**2 / q)
+    r_minus_u = jnp.where(positive, delta**2 / q, q)
+    dp = p / r
+    d2p = p * r_minus_u / r**3
+    s = eps + p
+    power = jnp.exp((n_f - 1.0) * jnp.log(s))  # s^(n_f - 1), s >= eps > 0
+    value = 1.0 + c * n_f * power * dp
+    deriv = c * n_f * power * ((n_f - 1.0) * dp * dp / s + d2p)
+    return value, deriv
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
+def _retardation(u, c, n_f, eps, delta):
+    return _retardation_parts(u, c, n_f, eps, delta)[0]
+
+
+@_retardation.defjvp
+def _retardation_jvp(c, n_f, eps, delta, primals, tangents):
+    (u,), (du,) = primals, tangents
+    value, deriv = _retardation_parts(u, c, n_f, eps, delta)
+    return value, deriv * du
 
 
 class DiffusionSorption(PDEProblem):
@@ -164,13 +202,14 @@ class DiffusionSorption(PDEProblem):
         return u + self.sorption_coefficient * (self.sorption_eps + p) ** self.n_f
 
     def retardation(self, u):
-        """Retardation factor ``R(u) = M'(u)``, finite, smooth and in (1, 1 + c n_f eps^(n_f-1)]."""
-        p, dp = self._positive_part(u)
-        s = self.sorption_eps + p
-        # s^(n_f - 1) as exp((n_f - 1) log s) (s > 0): its derivative reuses the exp, where
-        # that of ``s ** (n_f - 1)`` evaluates a second power.
-        power = jnp.exp((self.n_f - 1.0) * jnp.log(s))
-        return 1.0 + self.sorption_coefficient * self.n_f * power * dp
+        """Retardation factor ``R(u) = M'(u)``, finite, smooth and in (1, 1 + c n_f eps^(n_f-1)].
+
+        Evaluated at every collocation point in every solver iteration, so it carries its own
+        derivative rule (:func:`_retardation_jvp`) sharing the square root, log and exp between
+        R and R' instead of differentiating through the branches of the positive part.
+        """
+        return _retardation(u, self.sorption_coefficient, self.n_f, self.sorption_eps,
+                            self.sorption_smoothing)
 
     # ---- PDEProblem interface ----------------------------------------------------------
 
