@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import jax
 import pytest
 
 from pdeml.cli import main
@@ -54,3 +55,66 @@ def test_cli_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "diffusion-sorption", "--method", "magic", "--run-dir", str(tmp_path)])
     assert main(["demo", "--steps", "0"]) == 2
+
+
+def test_moe_config_builds_the_mixture_and_round_trips():
+    from pdeml.experiments import build_model
+
+    cfg = ExperimentConfig(method="moe", experts="2x2", overlap=0.25, boundary_rows="touching",
+                           **TINY)
+    assert cfg.experts == (2, 2) and cfg.num_experts == 4
+    model = build_model(cfg, jax.random.key(0))
+    part = model.layer.partition
+    # (K_t, K_x) = (2, 2) on the (x, t) grid: splits (K_x, K_t), overlapping, touching rows.
+    assert part.splits == (2, 2) and part.overlap == 0.25 and part.boundary_rows == "touching"
+    assert model.layer.points_per_expert == TINY["num_points"]
+    stored = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as in config.json
+    assert stored["experts"] == [2, 2] and ExperimentConfig(**stored) == cfg
+    rand = ExperimentConfig(method="moe", experts="1x3", assignment="random",
+                            points_mode="total", **TINY).partition()
+    assert rand.assignment == "random" and rand.num_experts == 3
+
+
+@pytest.mark.slow
+def test_cli_train_moe_and_config_round_trip(tmp_path, capsys):
+    args = ["train", "diffusion-sorption", "--method", "moe", "--experts", "1x2", "--overlap",
+            "0.5", "--run-dir", str(tmp_path / "moe"), "--cache-dir", str(tmp_path / "cache"),
+            "--no-progress"]
+    for k, v in TINY.items():
+        if k != "padding":
+            args += [f"--{k.replace('_', '-')}", str(v)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "moe: test relative L2" in out and "per expert [" in out
+    res = json.loads((tmp_path / "moe" / "results.json").read_text())
+    t = res["test"]
+    assert len(t["lm_iterations_per_expert"]) == 2 and len(t["lm_converged_per_expert"]) == 2
+    # 2 test ICs x 2 experts solves, counted by iteration number.
+    assert sum(t["lm_iteration_histogram"]) == 4
+    assert res["config"]["experts"] == [1, 2] and res["config"]["overlap"] == 0.5
+    config, model, step = load_run(tmp_path / "moe")
+    assert config.experts == (1, 2) and step == TINY["steps"]
+    assert model.layer.partition.num_experts == 2
+    # The stored configuration (lists in JSON) equals the one given as a string.
+    cli_args = {k: v for k, v in TINY.items() if k != "padding"}  # the CLI has no --padding
+    cfg = ExperimentConfig(method="moe", experts="1x2", overlap=0.5, **cli_args)
+    assert dataclasses.replace(config, cache_dir=None) == cfg
+
+
+def test_cli_moe_bad_arguments(tmp_path, capsys):
+    base = ["train", "diffusion-sorption", "--method", "moe", "--run-dir", str(tmp_path),
+            "--nx", "16", "--nt", "6", "--num-points", "20"]
+    assert main(base + ["--experts", "2y2"]) == 2
+    assert "experts must be K_t x K_x" in capsys.readouterr().err
+    # 1x4: the smallest expert has 3 x 5 = 15 interior points, fewer than 20 per expert;
+    # in total (5 per expert) it fits.
+    assert main(base + ["--experts", "1x4"]) == 2
+    assert "smallest expert subdomain has only 15" in capsys.readouterr().err
+    ExperimentConfig(method="moe", experts=(1, 4), nx=16, nt=6, num_points=20,
+                     points_mode="total")
+    assert main(base + ["--experts", "2x4"]) == 2
+    assert "smallest expert subdomain has only" in capsys.readouterr().err
+    assert main(base + ["--experts", "1x2", "--overlap", "1.5"]) == 2
+    assert "overlap must be a number in [0, 1)" in capsys.readouterr().err
+    assert main(base + ["--assignment", "random", "--overlap", "0.2"]) == 2
+    assert "overlap needs assignment='spatial'" in capsys.readouterr().err

@@ -1,7 +1,8 @@
-"""``pdeml train``: train a model on a PDE problem (soft or hard constraint).
+"""``pdeml train``: train a model on a PDE problem (soft, hard or mixture-of-experts constraint).
 
     pdeml train diffusion-sorption --method hard --steps 300 --run-dir runs/hc
     pdeml train diffusion-sorption --method soft --steps 300 --run-dir runs/sc
+    pdeml train diffusion-sorption --method moe --experts 1x4 --overlap 0.25 --run-dir runs/moe
 
 Runs are resumable: start the same command again after an interruption and it continues from
 the newest checkpoint in ``--run-dir``. Training runs in float64 unless ``--float32`` is given
@@ -23,8 +24,9 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     from pdeml.experiments import ExperimentConfig
 
     d = ExperimentConfig()
-    p.add_argument("--method", choices=["soft", "hard"], default=d.method,
-                   help=f"soft constraint (PI-SC) or hard constraint (PI-HC) (default {d.method})")
+    p.add_argument("--method", choices=["soft", "hard", "moe"], default=d.method,
+                   help="soft constraint (PI-SC), hard constraint (PI-HC) or mixture of hard-"
+                   f"constraint experts (PI-HC-MoE) (default {d.method})")
     p.add_argument("--nx", type=int, default=d.nx, help=f"grid points in x ({d.nx}; paper 1024)")
     p.add_argument("--nt", type=int, default=d.nt, help=f"time levels ({d.nt}; paper 101)")
     p.add_argument("--train-samples", type=int, default=d.train_samples,
@@ -37,9 +39,25 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.learning_rate,
                    help=f"Adam learning rate ({d.learning_rate})")
     p.add_argument("--num-basis", type=int, default=d.num_basis,
-                   help=f"basis functions N for --method hard ({d.num_basis})")
+                   help=f"basis functions N for --method hard/moe ({d.num_basis})")
     p.add_argument("--num-points", type=int, default=d.num_points,
-                   help=f"collocation points m for --method hard ({d.num_points}; paper 20000)")
+                   help=f"collocation points m for --method hard/moe ({d.num_points}; paper "
+                   "20000)")
+    p.add_argument("--experts", type=str, default="x".join(map(str, d.experts)),
+                   help="--method moe: experts K_t x K_x along t and x (default "
+                   f"{d.experts[0]}x{d.experts[1]}, the paper's 4 along x)")
+    p.add_argument("--overlap", type=float, default=d.overlap,
+                   help="--method moe: width of the smooth blending band at expert seams as a "
+                   f"fraction of an expert's width, in [0, 1) (default {d.overlap}: block-wise)")
+    p.add_argument("--assignment", choices=["spatial", "random"], default=d.assignment,
+                   help="--method moe: spatial blocks or a random point-to-expert assignment "
+                   f"(ablation) (default {d.assignment})")
+    p.add_argument("--boundary-rows", choices=["all", "touching"], default=d.boundary_rows,
+                   help="--method moe: IC/BC rows for every expert or only the experts they "
+                   f"touch (default {d.boundary_rows})")
+    p.add_argument("--points-mode", choices=["per_expert", "total"], default=d.points_mode,
+                   help="--method moe: --num-points per expert or in total over the experts "
+                   f"(default {d.points_mode})")
     p.add_argument("--width", type=int, default=d.width, help=f"FNO width ({d.width}; paper 64)")
     p.add_argument("--modes", type=int, default=d.modes, help=f"FNO modes ({d.modes})")
     p.add_argument("--layers", type=int, default=d.layers, help=f"FNO layers ({d.layers}; paper 5)")
@@ -62,7 +80,9 @@ def config_from_args(args: argparse.Namespace):
             learning_rate=args.lr, num_basis=args.num_basis, num_points=args.num_points,
             width=args.width, modes=args.modes, layers=args.layers,
             max_lm_steps=args.max_lm_steps, seed=args.seed, data_seed=args.data_seed,
-            cache_dir=args.cache_dir,
+            cache_dir=args.cache_dir, experts=args.experts, overlap=args.overlap,
+            assignment=args.assignment, boundary_rows=args.boundary_rows,
+            points_mode=args.points_mode,
         )
     except ValueError as e:
         raise CLIError(str(e)) from None
@@ -81,9 +101,10 @@ def register(subparsers) -> None:
     problems.required = True
     ds = problems.add_parser(
         "diffusion-sorption",
-        help="1D diffusion-sorption (PDEBench), soft vs hard constraint",
+        help="1D diffusion-sorption (PDEBench), soft vs hard vs mixture-of-experts constraint",
         description="Data-free physics-loss training of an FNO on diffusion-sorption with a "
-        "soft (residual loss) or hard (least-squares layer) constraint; evaluates the test "
+        "soft (residual loss), hard (least-squares layer) or mixture-of-experts hard "
+        "constraint (one least-squares layer per subdomain); evaluates the test "
         "relative L2 error against our reference solver and writes results.json.",
     )
     add_experiment_arguments(ds)
@@ -110,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
         line += (f"; LM converged {100 * t['lm_converged_fraction']:.0f}%, "
                  f"{t['lm_iterations_mean']:.1f} iterations on average")
     print(line)
+    if "lm_iterations_per_expert" in t:
+        per = ", ".join(f"{v:.1f}" for v in t["lm_iterations_per_expert"])
+        print(f"experts {config.experts[0]}x{config.experts[1]} (K_t x K_x): mean LM iterations "
+              f"per expert [{per}]")
     print(f"results: {args.run_dir / 'results.json'}  ({dataclasses.asdict(config)['steps']} steps, "
           f"{results['seconds']['train']:.1f} s training)")
     return 0

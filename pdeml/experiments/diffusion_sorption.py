@@ -1,4 +1,5 @@
-"""Soft constraint (PI-SC) vs hard constraint (PI-HC) on 1D diffusion-sorption.
+"""Soft constraint (PI-SC) vs hard constraint (PI-HC) vs mixture of experts (PI-HC-MoE) on
+1D diffusion-sorption.
 
 One function, :func:`run_experiment`, does the whole job for one method: reference data from
 our own stiff solver (cached on disk), an FNO basis network, data-free physics-loss training
@@ -25,6 +26,8 @@ import optax
 from pdeml.constraints import (
     HardConstrainedModel,
     HardConstraint,
+    MoEHardConstraint,
+    Partition,
     SoftConstrainedModel,
     batch_physics_loss,
     relative_l2,
@@ -34,7 +37,27 @@ from pdeml.nets import FNO
 from pdeml.pde import DiffusionSorption, load_or_generate
 from pdeml.train import train
 
-METHODS = ("soft", "hard")
+METHODS = ("soft", "hard", "moe")
+ASSIGNMENTS = ("spatial", "random")
+BOUNDARY_ROWS = ("all", "touching")
+POINTS_MODES = ("per_expert", "total")
+
+
+def parse_experts(spec) -> tuple[int, int]:
+    """``"2x4"`` (or ``(2, 4)``) -> ``(K_t, K_x)``: experts along t and along x."""
+    if isinstance(spec, str):
+        parts = spec.lower().split("x")
+        try:
+            spec = tuple(int(p) for p in parts)
+        except ValueError:
+            spec = ()
+    spec = tuple(spec)
+    if len(spec) != 2 or not all(isinstance(k, int) and k >= 1 for k in spec):
+        raise ValueError(
+            f"experts must be K_t x K_x with positive integers, e.g. '1x4' (4 experts along x, "
+            f"the paper's router) or '2x2', got {spec!r}"
+        )
+    return spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +72,14 @@ class ExperimentConfig:
     in the physics loss of both methods). With weight 1 the 114 rows are outvoted by the 1000
     PDE rows and the layer satisfies the boundary data poorly (measured at 300 steps: PI-HC
     20.6% test error, LM converged in 69% of solves); with 10: 2.8%, 100% converged.
+
+    Mixture of experts (``method="moe"``): ``experts = (K_t, K_x)`` experts along t and x
+    (the paper: ``(1, 4)``); ``overlap`` the blending band of the partition of unity as a
+    fraction of one expert's width (0: block-wise, as published); ``assignment="random"``
+    gives each grid point to a random expert instead (ablation); ``boundary_rows`` gives the
+    IC/BC rows to ``"all"`` experts (published) or only to those they ``"touch"``;
+    ``points_mode`` counts ``num_points`` ``"per_expert"`` (published: each expert gets as
+    many points as PI-HC in total) or in ``"total"`` (the equal-budget comparison).
     """
 
     method: str = "hard"
@@ -73,10 +104,27 @@ class ExperimentConfig:
     constraint_weight: float = 1.0
     row_weight: float = 10.0
     cache_dir: str | None = None
+    experts: tuple[int, int] = (1, 4)
+    overlap: float = 0.0
+    assignment: str = "spatial"
+    boundary_rows: str = "all"
+    points_mode: str = "per_expert"
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHODS)}")
+        # JSON gives a list back: store the normalised tuple so configs compare equal.
+        object.__setattr__(self, "experts", parse_experts(self.experts))
+        for name, choices in (("assignment", ASSIGNMENTS), ("boundary_rows", BOUNDARY_ROWS),
+                              ("points_mode", POINTS_MODES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of "
+                                 f"{list(choices)}")
+        if not (isinstance(self.overlap, (int, float)) and 0 <= self.overlap < 1):
+            raise ValueError(f"overlap must be a number in [0, 1), got {self.overlap!r}")
+        if self.assignment == "random" and self.overlap > 0:
+            raise ValueError("overlap needs assignment='spatial' (random experts are not "
+                             "contiguous, so there is no seam to blend)")
         for name in ("nx", "nt", "train_samples", "test_samples", "batch_size", "num_basis",
                      "num_points", "width", "modes", "layers", "max_lm_steps"):
             v = getattr(self, name)
@@ -91,11 +139,33 @@ class ExperimentConfig:
                 f"batch_size ({self.batch_size}) exceeds train_samples ({self.train_samples})"
             )
         interior = (self.nx - 2) * (self.nt - 1)
-        if self.method == "hard" and self.num_points > interior:
+        if self.method in ("hard", "moe") and self.num_points > interior:
             raise ValueError(
                 f"num_points={self.num_points} exceeds the {interior} interior points of the "
                 f"{self.nx} x {self.nt} grid"
             )
+        k_t, k_x = self.experts
+        if self.method == "moe" and (k_t > self.nt or k_x > self.nx):
+            raise ValueError(f"experts {k_t}x{k_x} (K_t x K_x) exceed the {self.nt} x {self.nx} "
+                             "time levels x grid points")
+        if self.method == "moe":
+            # Fail before any data is generated: too many experts or points per expert.
+            MoEHardConstraint(self.problem, self.partition(), num_points=self.num_points,
+                              points=self.points_mode)
+
+    @property
+    def num_experts(self) -> int:
+        return self.experts[0] * self.experts[1]
+
+    def partition(self) -> Partition:
+        """The expert partition of ``method="moe"`` on the (x, t) grid."""
+        k_t, k_x = self.experts
+        shape = self.problem.grid_shape
+        if self.assignment == "random":
+            key = jax.random.fold_in(jax.random.key(self.seed), 2)
+            return Partition.random(shape, k_t * k_x, key, boundary_rows=self.boundary_rows)
+        return Partition.uniform(shape, (k_x, k_t), overlap=self.overlap,
+                                 boundary_rows=self.boundary_rows)
 
     @property
     def problem(self) -> DiffusionSorption:
@@ -127,9 +197,18 @@ def build_model(config: ExperimentConfig, key):
               padding=(0, config.padding), key=key)
     if config.method == "soft":
         return SoftConstrainedModel(net, prob)
-    layer = HardConstraint(prob, num_points=config.num_points,
-                           solver=LevenbergMarquardt(max_steps=config.max_lm_steps), throw=False)
+    solver = LevenbergMarquardt(max_steps=config.max_lm_steps)
+    if config.method == "moe":
+        layer = MoEHardConstraint(prob, config.partition(), num_points=config.num_points,
+                                  points=config.points_mode, solver=solver, throw=False)
+    else:
+        layer = HardConstraint(prob, num_points=config.num_points, solver=solver, throw=False)
     return HardConstrainedModel(net, layer)
+
+
+def config_dict(config: ExperimentConfig) -> dict:
+    """The configuration as stored in ``config.json`` (JSON types: tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def make_optimizer(config: ExperimentConfig) -> optax.GradientTransformation:
@@ -180,8 +259,13 @@ def evaluate(model, u0s, us, *, key=None, batch: int = 4) -> dict:
         "rel_l2_per_sample": errs.tolist(),
     }
     if conv:
-        out["lm_converged_fraction"] = float(np.concatenate(conv).mean())
-        out["lm_iterations_mean"] = float(np.concatenate(iters).mean())
+        conv, iters = np.concatenate(conv), np.concatenate(iters)
+        out["lm_converged_fraction"] = float(conv.mean())
+        out["lm_iterations_mean"] = float(iters.mean())
+        out["lm_iteration_histogram"] = np.bincount(iters.ravel()).tolist()
+        if iters.ndim == 2:  # (samples, experts): the per-expert view of a mixture
+            out["lm_iterations_per_expert"] = iters.mean(0).tolist()
+            out["lm_converged_per_expert"] = conv.mean(0).tolist()
     return out, np.concatenate(preds)
 
 
@@ -194,9 +278,11 @@ def run_experiment(config: ExperimentConfig, run_dir, *, progress: bool = True) 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
-    cfg = dataclasses.asdict(config)
+    cfg = config_dict(config)
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+        # Runs written before a field existed hold its default.
+        old = {**config_dict(ExperimentConfig(method=config.method)),
+               **json.loads(cfg_path.read_text())}
         if old != cfg:
             diff = {k: (old.get(k), v) for k, v in cfg.items() if old.get(k) != v}
             raise ValueError(
