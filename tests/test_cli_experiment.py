@@ -61,13 +61,13 @@ def test_moe_config_builds_the_mixture_and_round_trips():
     from pdeml.experiments import build_model
 
     cfg = ExperimentConfig(method="moe", experts="2x2", overlap=0.25, boundary_rows="touching",
-                           **TINY)
+                           **{**TINY, "num_points": 12})
     assert cfg.experts == (2, 2) and cfg.num_experts == 4
     model = build_model(cfg, jax.random.key(0))
     part = model.layer.partition
     # (K_t, K_x) = (2, 2) on the (x, t) grid: splits (K_x, K_t), overlapping, touching rows.
     assert part.splits == (2, 2) and part.overlap == 0.25 and part.boundary_rows == "touching"
-    assert model.layer.points_per_expert == TINY["num_points"]
+    assert model.layer.points_per_expert == 12
     stored = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as in config.json
     assert stored["experts"] == [2, 2] and ExperimentConfig(**stored) == cfg
     rand = ExperimentConfig(method="moe", experts="1x3", assignment="random",
