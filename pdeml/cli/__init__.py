@@ -20,6 +20,7 @@ _TOPICS = [
     ("eval", "evaluate a trained model"),
     ("prox", "learned proximal networks"),
     ("barron", "Barron-norm PDE approximators"),
+    ("inverse", "inverse problems with learned priors (plug-and-play)"),
 ]
 
 

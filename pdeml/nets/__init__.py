@@ -4,12 +4,31 @@
   n-dimensional grids (Li et al. 2021), the basis network of the hard-constraint layers.
 - :func:`grid_features`: build an FNO input from problem data and grid coordinates.
 - :class:`MLP`, :class:`PointwiseLinear`: channel-last perceptron and linear map.
+- :class:`DenseICNN`, :class:`ConvICNN`, :class:`FullyConvICNN`: input-convex networks (the
+  potentials of learned proximal networks), with :func:`icnn_optimizer` /
+  :func:`project_nonnegative` keeping their hidden-path weights non-negative.
 """
 
 from pdeml.nets.fno import FNO, PAPER_CONFIGS, FourierLayer, SpectralConv, grid_features
+from pdeml.nets.icnn import (
+    ConvICNN,
+    DenseICNN,
+    FullyConvICNN,
+    icnn_optimizer,
+    nonnegative_mask,
+    project_nonnegative,
+    scaled_softplus,
+)
 from pdeml.nets.mlp import MLP, PointwiseLinear, gelu
 
 __all__ = [
+    "ConvICNN",
+    "DenseICNN",
+    "FullyConvICNN",
+    "icnn_optimizer",
+    "nonnegative_mask",
+    "project_nonnegative",
+    "scaled_softplus",
     "FNO",
     "MLP",
     "PAPER_CONFIGS",

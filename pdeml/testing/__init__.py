@@ -37,3 +37,42 @@ from pdeml.testing.problems import (  # noqa: E402
 )
 
 __all__ += ["ReactionDiffusion1D", "ReactionDiffusionData", "smooth_fields"]
+
+# Proximal operators (learned or classical) and Barron-norm / variational solvers.
+from pdeml.testing.barron import (  # noqa: E402
+    check_contraction,
+    check_energy_decrease,
+    check_euler_lagrange_gradient,
+    cosine_networks,
+    manufactured_problems,
+    ridge_sum_solutions,
+)
+from pdeml.testing.prox import (  # noqa: E402
+    arrays_of_shape,
+    check_convex_along_lines,
+    check_inversion_round_trip,
+    check_moreau_identity,
+    check_prox_brute_force,
+    check_regularizer_gradient,
+    check_symmetric_psd_jacobian,
+    dense_icnns,
+    seeds,
+)
+
+__all__ += [
+    "check_contraction",
+    "check_energy_decrease",
+    "check_euler_lagrange_gradient",
+    "cosine_networks",
+    "manufactured_problems",
+    "ridge_sum_solutions",
+    "arrays_of_shape",
+    "check_convex_along_lines",
+    "check_inversion_round_trip",
+    "check_moreau_identity",
+    "check_prox_brute_force",
+    "check_regularizer_gradient",
+    "check_symmetric_psd_jacobian",
+    "dense_icnns",
+    "seeds",
+]

@@ -6,11 +6,11 @@ Importing this package imports flax; nothing else in pdeml does, so flax stays o
 - :class:`BasisMLP`: an nnx basis network (channels-last MLP on the (x, t) grid).
 - :class:`HardConstrainedNNX`: basis network + layer (PI-HC), trained with ``nnx.Optimizer``.
 
-Learned proximal networks as nnx modules live in ``pdeml.interop.flax_lpn`` (a separate module,
-added on its own); they are deliberately not re-exported here, so that importing this package
-never depends on whether that module is present. Import them from there.
+- :class:`NNXLPN`, :func:`nnx_lpn_optimizer`: a learned proximal network as an nnx module
+  (defined in :mod:`pdeml.interop.flax_lpn`).
 """
 
 from pdeml.interop.flax.hard_constraint import BasisMLP, HardConstrainedNNX, HardConstraintNNX
+from pdeml.interop.flax_lpn import NNXLPN, nnx_lpn_optimizer
 
-__all__ = ["BasisMLP", "HardConstrainedNNX", "HardConstraintNNX"]
+__all__ = ["BasisMLP", "HardConstrainedNNX", "HardConstraintNNX", "NNXLPN", "nnx_lpn_optimizer"]
