@@ -515,6 +515,7 @@ class HeatObservation(LinearOperator):
 
     def _evolve(self, u, time=None):
         M = self.multiplier(u.dtype, time)
+        M = M.reshape((1,) * (u.ndim - self.ndim) + M.shape)
         axes = tuple(range(-self.ndim, 0))
         space = u.shape[u.ndim - self.ndim :]
         return jnp.fft.irfftn(jnp.fft.rfftn(u, axes=axes) * M, s=space, axes=axes).astype(u.dtype)
@@ -548,8 +549,14 @@ def measure(op: LinearOperator, x, noise_std: float, *, key):
 
 def dot_product_test(op: LinearOperator, key, *, batch: tuple[int, ...] = (), dtype=None):
     """``(<A x, y>, <x, A^T y>)`` for random Gaussian ``x``, ``y``: equal iff the adjoint is
-    exact (up to rounding). Useful for checking user-defined operators."""
+    exact (up to rounding). Useful for checking user-defined operators. Compiled (one
+    compilation per operator structure and shape)."""
     dtype = jnp.zeros(()).dtype if dtype is None else dtype
+    return _dot_product_test(op, key, tuple(batch), dtype)
+
+
+@eqx.filter_jit
+def _dot_product_test(op, key, batch, dtype):
     kx, ky = jax.random.split(key)
     x = jax.random.normal(kx, (*batch, *op.in_shape), dtype)
     y = jax.random.normal(ky, (*batch, *op.out_shape), dtype)

@@ -471,7 +471,13 @@ def tikhonov(op: LinearOperator, y, lam, *, regularizer: str = "identity", x0=No
     y, x0, lam, batch = _check_inputs(op, _HasProx(), y, x0, lam, 1, 0.0)
     if regularizer not in ("identity", "gradient"):
         raise ValueError(f"unknown regularizer {regularizer!r}; expected 'identity' or 'gradient'")
-    tol = (1e-10 if y.dtype == jnp.float64 else 1e-5) if tol is None else tol
+    tol = (1e-10 if y.dtype == jnp.float64 else 1e-5) if tol is None else float(tol)
+    return _tikhonov(op, y, lam, regularizer, x0, tol, int(maxiter))
+
+
+@eqx.filter_jit
+def _tikhonov(op, y, lam, regularizer, x0, tol, maxiter):
+    batch = y.shape[: y.ndim - len(op.out_shape)]
     nd = min(2, len(op.in_shape))
     axes = tuple(range(-nd, 0))
 

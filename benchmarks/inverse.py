@@ -1,0 +1,468 @@
+"""Benchmark: inverse problems with learned priors (LPN) against TV, an MSE denoiser, BM3D and
+Tikhonov, on data that needs no download.
+
+Data (see ``docs/inverse.md``):
+
+- natural images: scikit-image's bundled sample images, grey, down-sampled 2x by block means.
+  Priors train on patches of :data:`pdeml.data.images.PATCH_TRAIN_IMAGES`; validation (for
+  hyper-parameters) and test crops come from the held-out ``camera`` and ``coins``.
+- CT: random head-like ellipse phantoms written in code (:func:`pdeml.inverse.random_ellipses`,
+  seed 0 for training); validation phantom seed 1; test = the modified Shepp-Logan phantom and
+  random phantoms of seed 2.
+
+Priors (trained once with the existing ``pdeml.prox`` training and cached in
+``--out/priors``; re-runs reuse them): an LPN (``FullyConvICNN``, proximal matching) and a
+residual CNN with the same parameter budget trained with the MSE loss, per image domain.
+
+Tasks: deblurring (periodic Gaussian blur sigma_b in {1, 2} x noise {0.02, 0.04}), sparse-view
+CT, compressed sensing at 1/4 and 1/16 measurements, and the PDE inverse problem (heat equation
+initial condition from noisy, 2x sub-sampled observations of the solution at time T). Each
+method is PnP-ADMM with its prox (LPN, CNN, TV, BM3D) or Tikhonov (PDE task); hyper-parameters
+(rho, or lambda) are chosen on the validation image from a fixed grid. For the LPN, rho is only
+taken from ``rho > ||A^T A||`` (its convergence condition); the others are free.
+
+Writes ``inverse.json``, ``inverse.md`` and ``inverse.png`` under ``--out``.
+
+Run:  python benchmarks/inverse.py --out benchmarks/results/inverse           (full, ~15 min)
+      python benchmarks/inverse.py --quick --out /tmp/inverse_quick           (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pdeml.inverse import (
+    CNNDenoiser,
+    CompressedSensing,
+    GaussianBlur,
+    HeatObservation,
+    Radon,
+    matched_cnn,
+    measure,
+    pnp_admm,
+    psnr,
+    random_ellipses,
+    shepp_logan,
+    ssim,
+    tikhonov,
+    train_denoiser,
+)
+from pdeml.nets.icnn import FullyConvICNN
+from pdeml.prox import LPN, Schedule, Stage, TotalVariationProx, train_lpn
+from pdeml.prox.analysis import load_lpn, save_lpn
+
+FULL = dict(size=64, n_test=6, patch=24, batch=16, lpn_pretrain=600, lpn_stage=150,
+            cnn_steps=1200, hidden=(16, 16, 16), max_iter=80, tune_iter=40, ct_angles=24,
+            bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=30)
+QUICK = dict(size=32, n_test=2, patch=16, batch=8, lpn_pretrain=20, lpn_stage=10,
+             cnn_steps=40, hidden=(8, 8), max_iter=15, tune_iter=8, ct_angles=12,
+             bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=5)
+# Prior noise level and LPN strong convexity. Measured on 300 l1 steps (this machine): a
+# smaller sigma (0.015) leaves the LPN worse than the identity after the affordable training
+# (it must first learn f ~ x), alpha = 0.5 starts f nearer the identity than alpha = 0.01.
+SIGMA_TRAIN = 0.03
+ALPHA = 0.5
+DTYPE = jnp.float32
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _down2(img):
+    c, h, w = img.shape
+    return img[:, : h // 2 * 2, : w // 2 * 2].reshape(c, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+
+
+def natural_data(cfg):
+    from pdeml.data.images import (
+        PATCH_TEST_IMAGES,
+        PATCH_TRAIN_IMAGES,
+        bundled_image_names,
+        extract_patches,
+        load_bundled_image,
+    )
+
+    have = bundled_image_names()
+    train = [_down2(load_bundled_image(n, dtype=np.float64)) for n in PATCH_TRAIN_IMAGES if n in have]
+    patches = extract_patches(train, cfg["patch"], cfg["patch"] // 2)
+    s = cfg["size"]
+    crops = []
+    for name in PATCH_TEST_IMAGES:  # held out of the prior's training entirely
+        img = _down2(load_bundled_image(name, dtype=np.float64))
+        _, h, w = img.shape
+        for i in range(0, h - s + 1, s):
+            for j in range(0, w - s + 1, s):
+                crops.append(img[:, i : i + s, j : j + s])
+    crops = np.stack(crops)
+    # keep crops with structure (std), interleave the two images; the first is validation
+    order = np.argsort(-crops.std(axis=(1, 2, 3)))
+    chosen = crops[np.sort(order[: cfg["n_test"] + 1])]
+    return patches, chosen[:1], chosen[1 : cfg["n_test"] + 1]
+
+
+def ct_data(cfg):
+    s = cfg["size"]
+    train = random_ellipses(s, 200 if cfg is FULL else 16, seed=0)[:, None]
+    patches = np.concatenate([train[:, :, i : i + cfg["patch"], j : j + cfg["patch"]]
+                              for i in range(0, s - cfg["patch"] + 1, cfg["patch"] // 2)
+                              for j in range(0, s - cfg["patch"] + 1, cfg["patch"] // 2)])
+    patches = patches[patches.std(axis=(1, 2, 3)) > 0.01]  # no empty background patches
+    val = random_ellipses(s, 1, seed=1)[:, None]
+    test = np.concatenate([shepp_logan(s)[None, None],
+                           random_ellipses(s, cfg["n_test"] - 1, seed=2)[:, None]])
+    return patches, val, test
+
+
+# ----------------------------------------------------------------------------- priors
+
+
+def _sampler(patches, batch):
+    data = jnp.asarray(patches, DTYPE)
+
+    def sample(key):
+        k1, k2 = jax.random.split(key)
+        x = data[jax.random.randint(k1, (batch,), 0, data.shape[0])]
+        flip = jax.random.bernoulli(k2, 0.5, (batch, 1, 1, 1))
+        return jnp.where(flip, x[..., ::-1], x)  # horizontal flips
+
+    return sample
+
+
+def get_lpn(out: Path, name, patches, cfg, log):
+    path = out / "priors" / f"lpn_{name}"
+    n = cfg["patch"] ** 2
+    gmin = SIGMA_TRAIN * math.sqrt(n)
+    want = {"kind": "fully_conv", "channels": 1, "hidden": list(cfg["hidden"]), "beta": 100.0,
+            "alpha": ALPHA, "nonnegativity": "softplus", "seed": 0}
+    train_cfg = {"sigma": SIGMA_TRAIN, "pretrain": cfg["lpn_pretrain"], "stage": cfg["lpn_stage"],
+                 "gammas": [m * gmin for m in (8, 4, 2, 1)], "batch": cfg["batch"],
+                 "patch": cfg["patch"], "n_patches": int(patches.shape[0])}
+    if (path / "config.json").exists():
+        lpn, config = load_lpn(path)
+        if config.get("model") == want and config.get("train") == train_cfg:
+            log(f"reusing {path}")
+            return lpn, config
+    from pdeml.prox.analysis import build_lpn
+
+    lpn = build_lpn(want)
+    lrs = np.geomspace(1e-3, 1e-4, 5)
+    stages = (Stage("l1", cfg["lpn_pretrain"], 1e-3),) + tuple(
+        Stage("pm", cfg["lpn_stage"], (float(lrs[i]), float(lrs[i + 1])), gamma=float(g))
+        for i, g in enumerate(train_cfg["gammas"]))
+    t0 = time.perf_counter()
+    res = train_lpn(lpn, _sampler(patches, cfg["batch"]), Schedule(stages), key=jax.random.key(1),
+                    sigma=SIGMA_TRAIN, run_dir=path / "run", steps_per_call=50, progress=False,
+                    log_every=50)
+    config = {"model": want, "train": train_cfg, "train_seconds": time.perf_counter() - t0,
+              "event_ndim": 3, "data": name}
+    save_lpn(path, res.model, config)
+    log(f"trained LPN {name}: {Schedule(stages).total_steps} steps, {config['train_seconds']:.0f} s")
+    return res.model, config
+
+
+def get_cnn(out: Path, name, patches, lpn, cfg, log):
+    path = out / "priors" / f"cnn_{name}"
+    skeleton = matched_cnn(lpn, key=jax.random.key(2))
+    want = {"width": skeleton.layers[0].out_channels, "depth": len(skeleton.layers),
+            "sigma": SIGMA_TRAIN, "steps": cfg["cnn_steps"], "batch": cfg["batch"],
+            "patch": cfg["patch"], "n_patches": int(patches.shape[0])}
+    if (path / "config.json").exists():
+        config = json.loads((path / "config.json").read_text())
+        if config.get("cnn") == want:
+            log(f"reusing {path}")
+            return eqx.tree_deserialise_leaves(path / "model.eqx", skeleton), config
+    t0 = time.perf_counter()
+    res = train_denoiser(skeleton, _sampler(patches, cfg["batch"]), sigma=SIGMA_TRAIN,
+                         steps=cfg["cnn_steps"], key=jax.random.key(3), run_dir=path / "run",
+                         steps_per_call=50, progress=False, log_every=50)
+    config = {"cnn": want, "train_seconds": time.perf_counter() - t0}
+    path.mkdir(parents=True, exist_ok=True)
+    eqx.tree_serialise_leaves(path / "model.eqx", res.model)
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    log(f"trained CNN {name}: {cfg['cnn_steps']} steps, {config['train_seconds']:.0f} s")
+    return res.model, config
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def make_tasks(cfg, nat, ct):
+    s = cfg["size"]
+    shape = (1, s, s)
+    tasks = []
+    for sb in (1, 2):
+        for sn in (0.02, 0.04):
+            tasks.append(dict(name=f"deblur_s{sb}_n{sn}", op=GaussianBlur(shape, float(sb)),
+                              noise=sn, data="natural"))
+    tasks.append(dict(name="ct_sparse_view", op=Radon(shape, cfg["ct_angles"]), noise=0.01,
+                      data="ct"))
+    for frac, lab in ((0.25, "4"), (1 / 16, "16")):
+        tasks.append(dict(name=f"cs_1_over_{lab}",
+                          op=CompressedSensing(shape, ratio=frac, key=jax.random.key(11)),
+                          noise=0.01, data="natural"))
+    # heat kernel width sqrt(2 kappa T) = 1.5 pixels on the unit periodic box, 2x sub-sampled
+    T = (1.5 / s) ** 2 / 2
+    tasks.append(dict(name="pde_heat_ic", op=HeatObservation(shape, time=T, stride=2), noise=0.01,
+                      data="natural"))
+    return tasks
+
+
+def _tv(lam):
+    return TotalVariationProx(float(lam), ndim=2, gap_tol=1e-7, max_iter=100)
+
+
+def methods_for(task, priors, cfg):
+    norm = task["norm"]
+    d = task["data"]
+    rho_lpn = [f * norm for f in (1.05, 2.0, 4.0, 8.0, 16.0)]
+    rho_free = [f * norm for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
+    out = {
+        "LPN": [(rho, priors[d]["lpn"], {"rho": rho}) for rho in rho_lpn],
+        "MSE-CNN": [(rho, priors[d]["cnn"], {"rho": rho}) for rho in rho_free],
+        # for TV only lam * rho matters for the minimiser: fix rho = ||A^T A||
+        "TV": [(norm, _tv(lam / norm), {"lam_times_rho": lam})
+               for lam in (0.003, 0.01, 0.03, 0.1) ],
+    }
+    if task["name"] in cfg["bm3d_tasks"] and priors.get("bm3d_ok"):
+        from pdeml.inverse import BM3DDenoiser
+
+        # BM3D costs ~1 s per 64 x 64 call on this CPU: no tuning, rho = ||A^T A||, fewer
+        # iterations (cfg["bm3d_iter"])
+        out["BM3D"] = [(norm, BM3DDenoiser(SIGMA_TRAIN), {"rho": norm})]
+    return out
+
+
+def _run(op, prox, y, rho, max_iter):
+    # CG warm-started from the previous x: 20 iterations per data step are plenty
+    return pnp_admm(op, prox, y, rho, max_iter=max_iter, tol=1e-4, cg_maxiter=20,
+                    track_objective=True)
+
+
+def run_task(task, val, test, priors, cfg, key, log):
+    op = task["op"]
+    kv, kt = jax.random.split(key)
+    yv = measure(op, jnp.asarray(val, DTYPE), task["noise"], key=kv)
+    yt = measure(op, jnp.asarray(test, DTYPE), task["noise"], key=kt)
+    task["norm"] = float(op.normest(dtype=jnp.float64))
+    rec = {"noise": task["noise"], "norm_AtA": task["norm"], "methods": {}}
+    recon = {}
+    for mname, grid in methods_for(task, priors, cfg).items():
+        t0 = time.perf_counter()
+        scores = []
+        n_tune = cfg["bm3d_iter"] if mname == "BM3D" else cfg["tune_iter"]
+        n_max = cfg["bm3d_iter"] if mname == "BM3D" else cfg["max_iter"]
+        for rho, prox, hp in grid if len(grid) > 1 else []:
+            r = _run(op, prox, yv, rho, n_tune)
+            scores.append(float(psnr(r.x, jnp.asarray(val, DTYPE)).mean()))
+        best = int(np.nanargmax(scores)) if scores else 0
+        rho, prox, hp = grid[best]
+        tune_s = time.perf_counter() - t0
+        # timing on the (compiled) validation problem, one image
+        t0 = time.perf_counter()
+        r = jax.block_until_ready(_run(op, prox, yv, rho, n_max))
+        wall = time.perf_counter() - t0
+        iters = int(r.iterations)
+        # test set, batched
+        rt = jax.block_until_ready(_run(op, prox, yt, rho, n_max))
+        p = np.asarray(psnr(rt.x, jnp.asarray(test, DTYPE)))
+        q = np.asarray(ssim(rt.x, jnp.asarray(test, DTYPE)))
+        q = q.reshape(len(test), -1).mean(axis=1)
+        m = {"hyper": hp, "tuning_psnr": scores, "psnr": p.tolist(), "ssim": q.tolist(),
+             "psnr_mean": float(p.mean()), "psnr_std": float(p.std()),
+             "ssim_mean": float(q.mean()), "ssim_std": float(q.std()),
+             "iterations_val": iters, "converged_val": bool(r.converged),
+             "seconds_to_convergence_val": wall, "seconds_per_iteration_val": wall / max(iters, 1),
+             "test_iterations": int(rt.iterations), "tuning_seconds": tune_s}
+        if mname == "LPN":
+            n = int(rt.iterations)
+            lag = np.asarray(rt.lagrangian)[:n]
+            obj = np.asarray(rt.objective)[:n]
+            scale = np.abs(lag).max(axis=0) + 1e-12
+            m["guarantee"] = {"rho_over_norm": rho / task["norm"], "alpha": priors[task["data"]]["lpn"].alpha,
+                              "lagrangian_max_relative_increase": float(np.max(np.diff(lag, axis=0) / scale)) if n > 1 else 0.0,
+                              "objective_max_relative_increase": float(np.max(np.diff(obj, axis=0) / scale)) if n > 1 else 0.0}
+        rec["methods"][mname] = m
+        recon[mname] = np.asarray(rt.x[0, 0])
+        log(f"  {task['name']:18s} {mname:8s} PSNR {m['psnr_mean']:6.2f} +- {m['psnr_std']:.2f}  "
+            f"SSIM {m['ssim_mean']:.3f}  {hp}  {iters} it, {1e3 * m['seconds_per_iteration_val']:.1f} ms/it")
+    if task["name"].startswith("pde"):
+        t0 = time.perf_counter()
+        best = None
+        for reg in ("identity", "gradient"):
+            for lam in (1e-4, 1e-3, 1e-2, 3e-2, 1e-1):
+                xv = tikhonov(op, yv, lam, regularizer=reg)
+                sc = float(psnr(xv, jnp.asarray(val, DTYPE)).mean())
+                if best is None or sc > best[0]:
+                    best = (sc, reg, lam)
+        _, reg, lam = best
+        xt = tikhonov(op, yt, lam, regularizer=reg)
+        p = np.asarray(psnr(xt, jnp.asarray(test, DTYPE)))
+        q = np.asarray(ssim(xt, jnp.asarray(test, DTYPE))).reshape(len(test), -1).mean(axis=1)
+        rec["methods"]["Tikhonov"] = {"hyper": {"regularizer": reg, "lam": lam}, "psnr": p.tolist(),
+                                      "ssim": q.tolist(), "psnr_mean": float(p.mean()),
+                                      "psnr_std": float(p.std()), "ssim_mean": float(q.mean()),
+                                      "ssim_std": float(q.std()),
+                                      "seconds_total": time.perf_counter() - t0}
+        recon["Tikhonov"] = np.asarray(xt[0, 0])
+        log(f"  {task['name']:18s} Tikhonov PSNR {p.mean():6.2f} +- {p.std():.2f}  ({reg}, {lam})")
+    recon["truth"] = np.asarray(test[0, 0])
+    adj = np.asarray(op.adjoint(yt[:1]))[0, 0]
+    recon["A^T y"] = adj if adj.shape == recon["truth"].shape else None
+    return rec, recon
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _markdown(results):
+    lines = ["# Inverse problems: PSNR / SSIM on held-out images (mean +- std)", ""]
+    methods = ["LPN", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
+    lines.append("| task | " + " | ".join(methods) + " |")
+    lines.append("|---" * (len(methods) + 1) + "|")
+    for name, rec in results["tasks"].items():
+        cells = []
+        for m in methods:
+            r = rec["methods"].get(m)
+            cells.append("-" if r is None else f"{r['psnr_mean']:.2f} +- {r['psnr_std']:.2f} / "
+                         f"{r['ssim_mean']:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Time per PnP-ADMM iteration / to convergence (one validation image, after "
+              "compilation, tol 1e-4 relative):", "",
+              "| task | " + " | ".join(methods[:4]) + " |", "|---" * 5 + "|"]
+    for name, rec in results["tasks"].items():
+        cells = []
+        for m in methods[:4]:
+            r = rec["methods"].get(m)
+            cells.append("-" if r is None else
+                         f"{1e3 * r['seconds_per_iteration_val']:.1f} ms / "
+                         f"{r['seconds_to_convergence_val']:.2f} s ({r['iterations_val']} it"
+                         f"{'' if r['converged_val'] else ', cap'})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "LPN convergence condition and monitored quantities (test batch):", "",
+              "| task | rho / norm(A^T A) | alpha | max rel. increase of Lagrangian | of objective |",
+              "|---|---|---|---|---|"]
+    for name, rec in results["tasks"].items():
+        g = rec["methods"]["LPN"]["guarantee"]
+        lines.append(f"| {name} | {g['rho_over_norm']:.2f} | {g['alpha']} | "
+                     f"{g['lagrangian_max_relative_increase']:.2e} | "
+                     f"{g['objective_max_relative_increase']:.2e} |")
+    lines += ["", "Checks:", ""]
+    for k, v in results["checks"].items():
+        lines.append(f"- {k}: {v}")
+    return "\n".join(lines) + "\n"
+
+
+def _checks(results):
+    out = {}
+    for name, rec in results["tasks"].items():
+        M = rec["methods"]
+        lpn = M["LPN"]["psnr_mean"]
+        out[f"{name}: LPN - TV (dB)"] = round(lpn - M["TV"]["psnr_mean"], 3)
+        if name.startswith("deblur"):
+            out[f"{name}: LPN - MSE-CNN (dB)"] = round(lpn - M["MSE-CNN"]["psnr_mean"], 3)
+        if "Tikhonov" in M:
+            out[f"{name}: LPN - Tikhonov (dB)"] = round(lpn - M["Tikhonov"]["psnr_mean"], 3)
+    return out
+
+
+def _plot(recons, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ["truth", "A^T y", "LPN", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
+    fig, ax = plt.subplots(len(recons), len(cols), figsize=(2.0 * len(cols), 2.0 * len(recons)))
+    ax = np.atleast_2d(ax)
+    for i, (name, rec) in enumerate(recons.items()):
+        for j, c in enumerate(cols):
+            a = ax[i, j]
+            a.axis("off")
+            img = rec.get(c)
+            if img is None:
+                continue
+            a.imshow(np.clip(img, 0, 1) if c != "A^T y" else img, cmap="gray",
+                     vmin=0 if c != "A^T y" else None, vmax=1 if c != "A^T y" else None)
+            if i == 0:
+                a.set_title(c, fontsize=9)
+        ax[i, 0].text(-0.1, 0.5, name, transform=ax[i, 0].transAxes, rotation=90,
+                      va="center", ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="benchmarks/results/inverse")
+    p.add_argument("--quick", action="store_true", help="tiny smoke-test configuration")
+    p.add_argument("--tasks", nargs="+", default=None, help="subset of task names")
+    p.add_argument("--no-bm3d", action="store_true")
+    args = p.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    def log(msg):
+        print(f"[{time.perf_counter() - t_start:7.1f} s] {msg}", flush=True)
+
+    nat_patches, nat_val, nat_test = natural_data(cfg)
+    ct_patches, ct_val, ct_test = ct_data(cfg)
+    log(f"natural: {nat_patches.shape[0]} training patches, test {nat_test.shape}; "
+        f"CT: {ct_patches.shape[0]} training patches, test {ct_test.shape}")
+    priors = {}
+    for name, patches in (("natural", nat_patches), ("ct", ct_patches)):
+        lpn, lcfg = get_lpn(out, name, patches, cfg, log)
+        cnn, ccfg = get_cnn(out, name, patches, lpn, cfg, log)
+        priors[name] = {"lpn": lpn, "cnn": cnn, "lpn_config": lcfg, "cnn_config": ccfg}
+    try:
+        import bm3d  # noqa: F401
+
+        priors["bm3d_ok"] = not args.no_bm3d
+    except ModuleNotFoundError:
+        priors["bm3d_ok"] = False
+        log("bm3d not installed: BM3D skipped (pip install bm3d)")
+    results = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+               "quick": args.quick, "sigma_train": SIGMA_TRAIN, "dtype": str(jnp.dtype(DTYPE)),
+               "platform": platform.platform(), "jax": jax.__version__,
+               "devices": [str(d) for d in jax.devices()], "priors": {}, "tasks": {}}
+    from pdeml.inverse import count_parameters
+
+    for name in ("natural", "ct"):
+        results["priors"][name] = {
+            "lpn_parameters": count_parameters(priors[name]["lpn"]),
+            "cnn_parameters": count_parameters(priors[name]["cnn"]),
+            "lpn_train_seconds": priors[name]["lpn_config"].get("train_seconds"),
+            "cnn_train_seconds": priors[name]["cnn_config"].get("train_seconds"),
+        }
+    recons = {}
+    for i, task in enumerate(make_tasks(cfg, nat_test, ct_test)):
+        if args.tasks and task["name"] not in args.tasks:
+            continue
+        val, test = (nat_val, nat_test) if task["data"] == "natural" else (ct_val, ct_test)
+        rec, recon = run_task(task, val, test, priors, cfg, jax.random.key(100 + i), log)
+        results["tasks"][task["name"]] = rec
+        recons[task["name"]] = recon
+        (out / "inverse.json").write_text(json.dumps(results, indent=1))
+    results["checks"] = _checks(results)
+    results["total_seconds"] = time.perf_counter() - t_start
+    (out / "inverse.json").write_text(json.dumps(results, indent=1))
+    (out / "inverse.md").write_text(_markdown(results))
+    _plot(recons, out / "inverse.png")
+    log(f"done: {out / 'inverse.json'}")
+    for k, v in results["checks"].items():
+        print(f"{k:40s} {v:+.3f}")
+
+
+if __name__ == "__main__":
+    main()
