@@ -61,7 +61,7 @@ def test_moe_config_builds_the_mixture_and_round_trips():
     from pdeml.experiments import build_model
 
     cfg = ExperimentConfig(method="moe", experts="2x2", overlap=0.25, boundary_rows="touching",
-                           **{**TINY, "num_points": 12})
+                           points_mode="per_expert", **{**TINY, "num_points": 12})
     assert cfg.experts == (2, 2) and cfg.num_experts == 4
     model = build_model(cfg, jax.random.key(0))
     part = model.layer.partition
@@ -103,18 +103,61 @@ def test_cli_train_moe_and_config_round_trip(tmp_path, capsys):
 
 def test_cli_moe_bad_arguments(tmp_path, capsys):
     base = ["train", "diffusion-sorption", "--method", "moe", "--run-dir", str(tmp_path),
-            "--nx", "16", "--nt", "6", "--num-points", "20"]
+            "--nx", "16", "--nt", "6", "--num-points", "20", "--points-mode", "per_expert"]
     assert main(base + ["--experts", "2y2"]) == 2
     assert "experts must be K_t x K_x" in capsys.readouterr().err
     # 1x4: the smallest expert has 3 x 5 = 15 interior points, fewer than 20 per expert;
     # in total (5 per expert) it fits.
     assert main(base + ["--experts", "1x4"]) == 2
     assert "smallest expert subdomain has only 15" in capsys.readouterr().err
-    ExperimentConfig(method="moe", experts=(1, 4), nx=16, nt=6, num_points=20,
-                     points_mode="total")
+    ExperimentConfig(method="moe", experts=(1, 4), nx=16, nt=6, num_points=20)  # total
     assert main(base + ["--experts", "2x4"]) == 2
     assert "smallest expert subdomain has only" in capsys.readouterr().err
     assert main(base + ["--experts", "1x2", "--overlap", "1.5"]) == 2
     assert "overlap must be a number in [0, 1)" in capsys.readouterr().err
     assert main(base + ["--assignment", "random", "--overlap", "0.2"]) == 2
     assert "overlap needs assignment='spatial'" in capsys.readouterr().err
+
+
+def test_extrapolation_window_and_split_errors():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from pdeml.experiments import evaluate
+
+    cfg = ExperimentConfig(method="hard", t_train=300.0, **{**TINY, "num_points": 20})
+    # nt = 6 over t_max 500: levels at 0, 100, ..., 500; t <= 300 keeps j = 1..3.
+    assert cfg.train_levels == 3
+    prob = cfg.model_problem
+    pts = np.asarray(prob.interior_points())
+    assert pts[:, 1].max() == 3 and len(pts) == (TINY["nx"] - 2) * 3
+    rows, targets = prob.constraint_rows(jnp.ones((16, 6, 2)), jnp.zeros(16))
+    full_rows, _ = cfg.problem.constraint_rows(jnp.ones((16, 6, 2)), jnp.zeros(16))
+    assert rows.shape == (16 + 2 * 3, 2) and full_rows.shape == (16 + 2 * 5, 2)
+    # The split errors are the relative L2 errors on the two column blocks.
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.5, 1, (2, 16, 6))
+    err = rng.normal(size=(2, 16, 6)) * 0.01
+    pred = jnp.asarray(ref + err)
+    model = lambda d, key: (jnp.where(d[0] > 1, pred[1], pred[0]), None)  # noqa: E731
+    u0s = jnp.asarray([[0.0] * 16, [2.0] * 16])
+    out, _ = evaluate(model, u0s, jnp.asarray(ref), split_level=3, batch=1)
+    for name, cols in (("train_window", slice(0, 4)), ("extrapolation", slice(4, None))):
+        want = [np.linalg.norm(err[i][:, cols]) / np.linalg.norm(ref[i][:, cols]) for i in (0, 1)]
+        np.testing.assert_allclose(out[name]["rel_l2_per_sample"], want, rtol=1e-12)
+    with pytest.raises(ValueError, match="keeps 0 of the 5 time steps"):
+        ExperimentConfig(method="hard", t_train=50.0, **TINY)
+
+
+@pytest.mark.slow
+def test_cli_train_extrapolation(tmp_path, capsys):
+    args = ["train", "diffusion-sorption", "--method", "moe", "--experts", "1x2", "--t-train",
+            "300", "--run-dir", str(tmp_path / "ex"), "--cache-dir", str(tmp_path / "cache"),
+            "--no-progress"]
+    for k, v in TINY.items():
+        if k != "padding":
+            args += [f"--{k.replace('_', '-')}", str(v)]
+    assert main(args) == 0
+    assert "(extrapolation):" in capsys.readouterr().out
+    t = json.loads((tmp_path / "ex" / "results.json").read_text())["test"]
+    assert len(t["extrapolation"]["rel_l2_per_sample"]) == 2

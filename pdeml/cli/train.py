@@ -58,6 +58,10 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points-mode", choices=["per_expert", "total"], default=d.points_mode,
                    help="--method moe: --num-points per expert or in total over the experts "
                    f"(default {d.points_mode})")
+    p.add_argument("--t-train", type=float, default=d.t_train,
+                   help="extrapolation: impose the PDE only for t <= T_TRAIN (training and the "
+                   "constraint layers) and report the test error on t > T_TRAIN separately "
+                   f"(the paper: 400 of t_max {d.t_max:g}; default: the whole interval)")
     p.add_argument("--width", type=int, default=d.width, help=f"FNO width ({d.width}; paper 64)")
     p.add_argument("--modes", type=int, default=d.modes, help=f"FNO modes ({d.modes})")
     p.add_argument("--layers", type=int, default=d.layers, help=f"FNO layers ({d.layers}; paper 5)")
@@ -82,7 +86,7 @@ def config_from_args(args: argparse.Namespace):
             max_lm_steps=args.max_lm_steps, seed=args.seed, data_seed=args.data_seed,
             cache_dir=args.cache_dir, experts=args.experts, overlap=args.overlap,
             assignment=args.assignment, boundary_rows=args.boundary_rows,
-            points_mode=args.points_mode,
+            points_mode=args.points_mode, t_train=args.t_train,
         )
     except ValueError as e:
         raise CLIError(str(e)) from None
@@ -131,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
         line += (f"; LM converged {100 * t['lm_converged_fraction']:.0f}%, "
                  f"{t['lm_iterations_mean']:.1f} iterations on average")
     print(line)
+    if "extrapolation" in t:
+        print(f"  t <= {config.t_train:g} (trained window): "
+              f"{100 * t['train_window']['rel_l2_mean']:.2f}%; t > {config.t_train:g} "
+              f"(extrapolation): {100 * t['extrapolation']['rel_l2_mean']:.2f}% "
+              f"+/- {100 * t['extrapolation']['rel_l2_std']:.2f}%")
     if "lm_iterations_per_expert" in t:
         per = ", ".join(f"{v:.1f}" for v in t["lm_iterations_per_expert"])
         print(f"experts {config.experts[0]}x{config.experts[1]} (K_t x K_x): mean LM iterations "
