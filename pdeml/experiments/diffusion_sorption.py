@@ -55,8 +55,11 @@ class TrainingWindow(DiffusionSorption):
     last_level: int = eqx.field(static=True, default=0)
 
     def interior_points(self):
-        pts = np.asarray(super().interior_points())
-        return jnp.asarray(pts[pts[:, 1] <= self.last_level])
+        # Same x-major order as DiffusionSorption.interior_points, built in numpy so that it
+        # stays a constant under tracing.
+        i, j = np.meshgrid(np.arange(1, self.nx - 1), np.arange(1, self.last_level + 1),
+                           indexing="ij")
+        return jnp.asarray(np.stack([i.ravel(), j.ravel()], axis=1).astype(np.int32))
 
     def constraint_rows(self, basis, data):
         rows, targets = super().constraint_rows(basis, data)
