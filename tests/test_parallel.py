@@ -109,6 +109,9 @@ def test_sharded_equals_unsharded_on_4_and_8_devices(names):
     out = run_worker(WORKER, 8, json.dumps(names))
     # Every reference solve converged: the comparison is not blurred by failed solves.
     assert out["ref_converged"], out["ref_iterations"]
+    # Masked early exit: each expert reports its own iteration count (here 5 to 33), not the
+    # slowest one's, and the sharded runs report the same counts.
+    assert len({i for row in out["ref_iterations"] for i in row}) > 2
     for name in names:
         r = out[name]
         # Same arithmetic per expert; only the distribution, the vmap width per device and
