@@ -18,6 +18,8 @@ directory is fsync'ed), so a reader never sees a half-written file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import hashlib
 import json
 import os
@@ -197,12 +199,40 @@ def load_or_generate(
         >>> first.from_cache, again.from_cache, first.checksum == again.checksum
         (False, True, True)
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    key = jax.random.key(seed)
+    key = jax.random.key(check_seed(seed))
     request = dataset_request(problem, num_samples, key, solver=solver, ic_kind=ic_kind,
                               ic_low=ic_low, ic_high=ic_high, dtype=dtype)
     request["seed"] = seed
+    return cache_or_generate(
+        request,
+        lambda: generate_dataset(problem, num_samples, key, solver=solver, ic_kind=ic_kind,
+                                 ic_low=ic_low, ic_high=ic_high, batch_size=batch_size,
+                                 dtype=dtype, progress=progress),
+        cache_dir=cache_dir, path=path,
+    )
+
+
+def check_seed(seed) -> int:
+    """``seed`` if it is a non-negative Python integer (recorded in cache metadata), else raise."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+def cache_or_generate(
+    request: dict[str, Any],
+    generate: Callable[[], PDEDataset],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    path: str | os.PathLike | None = None,
+) -> CachedDataset:
+    """The cache protocol shared by every dataset: read the file for ``request`` if it is valid,
+    otherwise call ``generate()`` and write its result atomically with a checksum.
+
+    The file name is a hash of ``request`` in ``cache_dir`` (or the explicit ``path``). A
+    file that cannot be read, fails its checksum or was made for another request is reported
+    with a :class:`CacheWarning` and regenerated -- never silently used.
+    """
     path = dataset_path(request, cache_dir) if path is None else Path(path)
     if path.exists():
         try:
@@ -210,10 +240,8 @@ def load_or_generate(
             return CachedDataset(ds, path, ds.metadata["checksum"], True)
         except CacheError as e:
             warnings.warn(f"cache file {path} is unusable: {e}; regenerating it", CacheWarning,
-                          stacklevel=2)
-    ds = generate_dataset(problem, num_samples, key, solver=solver, ic_kind=ic_kind,
-                          ic_low=ic_low, ic_high=ic_high, batch_size=batch_size, dtype=dtype,
-                          progress=progress)
+                          stacklevel=3)
+    ds = generate()
     metadata = dict(ds.metadata, request=request)
     ds = ds._replace(metadata=metadata)
     checksum = save_dataset(path, ds)

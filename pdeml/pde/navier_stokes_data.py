@@ -5,7 +5,7 @@ A dataset is ``num_samples`` initial vorticities drawn from a :class:`GaussianRa
 from :class:`NavierStokesSolver` on the problem's ``(nx, ny, nt)`` grid. It is a
 :class:`~pdeml.pde.datasets.PDEDataset` with ``u0`` of shape ``(S, nx, ny)`` and ``u`` of shape
 ``(S, nx, ny, nt)`` (``u[..., 0] == u0``), written and verified by the same cache functions as
-diffusion-sorption (:func:`~pdeml.pde.cache.save_dataset` / :func:`~pdeml.pde.cache.load_dataset`:
+diffusion-sorption (:func:`~pdeml.pde.cache.cache_or_generate`:
 atomic write, SHA-256 checksum, the full request in the metadata, a stale or damaged file
 regenerated with a :class:`~pdeml.pde.cache.CacheWarning`).
 
@@ -16,8 +16,6 @@ ICLR 2021.
 from __future__ import annotations
 
 import time
-import warnings
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -26,14 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from pdeml.pde.cache import (
-    CachedDataset,
-    CacheError,
-    CacheWarning,
-    dataset_path,
-    load_dataset,
-    save_dataset,
-)
+from pdeml.pde.cache import CachedDataset, cache_or_generate, check_seed
 from pdeml.pde.datasets import PDEDataset, problem_metadata
 from pdeml.pde.grf import GaussianRandomField
 from pdeml.pde.navier_stokes import NavierStokes2D
@@ -222,24 +213,14 @@ def navier_stokes_dataset(
         >>> first.from_cache, again.from_cache, first.checksum == again.checksum
         (False, True, True)
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    key = jax.random.key(seed)
+    key = jax.random.key(check_seed(seed))
     request = navier_stokes_request(problem, num_samples, key, solver=solver, grf=grf,
                                     dtype=dtype)
     request["seed"] = seed
-    path = dataset_path(request, cache_dir) if path is None else Path(path)
-    if path.exists():
-        try:
-            ds = load_dataset(path, expected_request=request)
-            return CachedDataset(ds, path, ds.metadata["checksum"], True)
-        except CacheError as e:
-            warnings.warn(f"cache file {path} is unusable: {e}; regenerating it", CacheWarning,
-                          stacklevel=2)
-    ds = generate_navier_stokes_dataset(problem, num_samples, key, solver=solver, grf=grf,
-                                        batch_size=batch_size, dtype=dtype, progress=progress)
-    metadata = dict(ds.metadata, request=request)
-    ds = ds._replace(metadata=metadata)
-    checksum = save_dataset(path, ds)
-    ds = ds._replace(metadata=dict(metadata, checksum=checksum))
-    return CachedDataset(ds, path, checksum, False)
+    return cache_or_generate(
+        request,
+        lambda: generate_navier_stokes_dataset(problem, num_samples, key, solver=solver,
+                                               grf=grf, batch_size=batch_size, dtype=dtype,
+                                               progress=progress),
+        cache_dir=cache_dir, path=path,
+    )
