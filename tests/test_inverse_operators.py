@@ -66,6 +66,7 @@ def test_batching_matches_loop():
     np.testing.assert_allclose(y[1, 0], op(x[1, 0]), rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_normest_matches_dense_svd():
     for op in (GaussianBlur((1, 6, 6), 0.8), CompressedSensing((1, 6, 6), ratio=0.5, key=jax.random.key(3)),
                Radon((6, 6), angles=4), HeatObservation((1, 6, 6), time=1e-2, stride=2)):

@@ -87,6 +87,7 @@ def _small_lpn(alpha=0.5, seed=0):
     return LPN(DenseICNN(6, (16, 16), key=jax.random.key(seed), beta=10.0, alpha=alpha))
 
 
+@pytest.mark.slow
 def test_lpn_regularizer_at_prox_output_matches_inversion():
     lpn = _small_lpn()
     op = MatrixOperator(jax.random.normal(jax.random.key(1), (4, 6)))
@@ -110,17 +111,17 @@ def test_lpn_pnp_descent_under_the_conditions(seed):
     cond = convergence_conditions(lpn, op, rho, norm=norm)
     assert cond.holds, cond.explain()
     pgd = pnp_pgd(op, lpn, y, rho, max_iter=300, tol=0.0)
-    obj = np.asarray(pgd.objective)
+    obj = np.asarray(pgd.objective)[: int(pgd.iterations)]  # it may reach an exact fixed point
     # allowed increase: rounding of F (values O(1..10)) in float64
     assert np.all(np.diff(obj, axis=0) <= 1e-11), np.diff(obj, axis=0).max()
     assert obj[-1].max() < obj[0].min() or np.all(obj[-1] < obj[0])
     admm = pnp_admm(op, lpn, y, rho, max_iter=300, tol=0.0, cg_tol=1e-13)
-    lag = np.asarray(admm.lagrangian)
+    lag = np.asarray(admm.lagrangian)[: int(admm.iterations)]
     # CG solves to 1e-13 relative: the Lagrangian is exact to ~1e-11
     assert np.all(np.diff(lag, axis=0) <= 1e-10), np.diff(lag, axis=0).max()
     # both reach the same stationary point of F (non-convex: compare the residuals, not x)
-    assert float(admm.primal_residual[-1].max()) < 1e-6
-    assert float(pgd.primal_residual[-1].max()) < 1e-6
+    assert float(admm.primal_residual[int(admm.iterations) - 1].max()) < 1e-6
+    assert float(pgd.primal_residual[int(pgd.iterations) - 1].max()) < 1e-6
 
 
 def test_conjugate_gradient_is_differentiable_and_warm_started():
@@ -141,7 +142,9 @@ def test_conjugate_gradient_is_differentiable_and_warm_started():
     assert int(k1) == 0 < int(k0)
 
 
-def test_admm_is_differentiable_in_the_measurements():
+def test_admm_is_forward_differentiable_in_the_measurements():
+    """The outer loop is a while_loop (early stopping): forward mode works (reverse mode through
+    the outer loop does not; the CG data step is reverse-differentiable, tested above)."""
     op = MatrixOperator(jax.random.normal(jax.random.key(0), (5, 3)))
     y = jax.random.normal(jax.random.key(1), (5,))
     prox = SquaredL2Prox(0.3)
@@ -150,10 +153,11 @@ def test_admm_is_differentiable_in_the_measurements():
         return jnp.sum(pnp_admm(op, prox, y, 2.0, max_iter=400, tol=1e-14,
                                 track_objective=False).x ** 2)
 
-    g = jax.grad(f)(y)
-    e = jnp.zeros(5).at[2].set(1e-6)
-    fd = (f(y + e) - f(y - e)) / 2e-6
-    assert float(g[2]) == pytest.approx(float(fd), rel=1e-5)
+    e = jnp.zeros(5).at[2].set(1.0)
+    _, jv = jax.jvp(f, (y,), (e,))
+    fd = (f(y + 1e-6 * e) - f(y - 1e-6 * e)) / 2e-6
+    # central differences with h = 1e-6 on an O(1) smooth function: error ~1e-10 relative
+    assert float(jv) == pytest.approx(float(fd), rel=1e-6)
 
 
 def test_tikhonov_matches_dense_solution():
@@ -170,6 +174,7 @@ def test_tikhonov_matches_dense_solution():
     np.testing.assert_allclose(op.gram(xg) + 0.1 * DtDx, op.adjoint(yb), atol=1e-9)
 
 
+@pytest.mark.slow
 def test_tv_pnp_runs_batched_on_images():
     op = GaussianBlur((1, 12, 12), 1.0)
     x = jnp.zeros((2, 1, 12, 12)).at[:, :, 3:8, 4:9].set(1.0)
