@@ -56,7 +56,7 @@ def implicit_solution(
         >>> # x* = sqrt(theta) solves x^2 - theta = 0, dx*/dtheta = 1 / (2 sqrt(theta))
         >>> g = lambda x, th: x**2 - th
         >>> f = lambda th: implicit_solution(jnp.sqrt(th), th, g)
-        >>> float(jax.grad(lambda th: f(th)[0])(jnp.array([4.0])))
+        >>> float(jax.grad(lambda th: f(th)[0])(jnp.array([4.0]))[0])
         0.25
     """
 
