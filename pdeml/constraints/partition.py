@@ -31,7 +31,8 @@ Constructors:
 
 ``boundary_rows`` says which IC/BC rows each expert's least squares gets: ``"all"`` (every
 expert gets every global row, the published setting) or ``"touching"`` (only the rows whose
-stencil touches the expert's ``members``; see :meth:`pdeml.constraints.MoEHardConstraint.row_masks`).
+stencil touches the expert's ``members``; see
+:meth:`pdeml.constraints.MoEHardConstraint.row_masks`).
 
 Reference: Chalapathi, Du, Krishnapriyan, "Scaling physics-informed hard constraints with
 mixture-of-experts", ICLR 2024 (arXiv:2402.13412).
