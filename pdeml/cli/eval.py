@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
         except Exception as e:  # checkpoint errors name the file
             raise CLIError(f"cannot load {d}: {e}") from None
         _, test_set = load_data(config)
+        split = None if getattr(config, "t_train", None) is None else config.train_levels
         metrics, preds = evaluate(model, jnp.asarray(test_set.dataset.u0),
-                                  jnp.asarray(test_set.dataset.u))
+                                  jnp.asarray(test_set.dataset.u), split_level=split)
         if not 0 <= args.sample < preds.shape[0]:
             raise CLIError(f"--sample must be in [0, {preds.shape[0] - 1}], got {args.sample}")
         np.savez(d / "predictions.npz", pred=preds, ref=np.asarray(test_set.dataset.u),
@@ -54,8 +55,12 @@ def run(args: argparse.Namespace) -> int:
         rows.append((str(d), config.method, step, metrics))
     print(f"{'run':40s} {'method':6s} {'step':>6s} {'rel L2 mean':>12s} {'std':>8s}")
     for name, method, step, m in rows:
+        extra = "".join(
+            f"  {part}: {100 * m[part]['rel_l2_mean']:.2f}%"
+            for part in ("train_window", "extrapolation") if part in m
+        )
         print(f"{name:40s} {method:6s} {step:6d} {100 * m['rel_l2_mean']:11.2f}% "
-              f"{100 * m['rel_l2_std']:7.2f}%")
+              f"{100 * m['rel_l2_std']:7.2f}%{extra}")
     if args.plot:
         out = plot_predictions({f"{m} ({Path(n).name})": Path(n) for n, m, _, _ in rows},
                                args.plot, sample=args.sample)

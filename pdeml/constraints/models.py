@@ -65,7 +65,7 @@ class HardConstrainedModel(eqx.Module):
     """PI-HC: ``b = net(input)`` (N channels), ``u, info = layer(b, data)``."""
 
     net: eqx.Module
-    layer: HardConstraint
+    layer: HardConstraint  # or a MoEHardConstraint: anything returning (u, info)
 
     @property
     def problem(self) -> PDEProblem:

@@ -3,6 +3,9 @@
 from pdeml.experiments.diffusion_sorption import (
     METHODS,
     ExperimentConfig,
+    TrainingWindow,
+    config_dict,
+    parse_experts,
     build_model,
     evaluate,
     load_data,
@@ -12,5 +15,6 @@ from pdeml.experiments.diffusion_sorption import (
     run_experiment,
 )
 
-__all__ = ["METHODS", "ExperimentConfig", "build_model", "evaluate", "load_data", "load_run", "make_optimizer",
+__all__ = ["METHODS", "ExperimentConfig", "TrainingWindow", "config_dict", "parse_experts",
+           "build_model", "evaluate", "load_data", "load_run", "make_optimizer",
            "plot_predictions", "run_experiment"]
