@@ -49,6 +49,7 @@ from pdeml.inverse import (
     Radon,
     matched_cnn,
     measure,
+    near_identity_lpn,
     pnp_admm,
     psnr,
     random_ellipses,
@@ -57,21 +58,26 @@ from pdeml.inverse import (
     tikhonov,
     train_denoiser,
 )
-from pdeml.nets.icnn import FullyConvICNN
-from pdeml.prox import LPN, Schedule, Stage, TotalVariationProx, train_lpn
-from pdeml.prox.analysis import load_lpn, save_lpn
+from pdeml.prox import Schedule, Stage, TotalVariationProx, train_lpn
 
-FULL = dict(size=64, n_test=6, patch=24, batch=16, lpn_pretrain=600, lpn_stage=150,
-            cnn_steps=1200, hidden=(16, 16, 16), max_iter=80, tune_iter=40, ct_angles=24,
-            bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=30)
-QUICK = dict(size=32, n_test=2, patch=16, batch=8, lpn_pretrain=20, lpn_stage=10,
-             cnn_steps=40, hidden=(8, 8), max_iter=15, tune_iter=8, ct_angles=12,
-             bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=5)
-# Prior noise level and LPN strong convexity. Measured on 300 l1 steps (this machine): a
-# smaller sigma (0.015) leaves the LPN worse than the identity after the affordable training
-# (it must first learn f ~ x), alpha = 0.5 starts f nearer the identity than alpha = 0.01.
-SIGMA_TRAIN = 0.03
-ALPHA = 0.5
+# Sized for a shared 2-core CPU (whole run <= ~25 min): 32 x 32 test images, 16 x 16 training
+# patches. LPN training: l2 (MSE) pre-training, then proximal matching in 4 stages.
+FULL = dict(size=32, n_test=4, patch=16, batch=16, lpn_l2=500, lpn_stage=75,
+            cnn_steps=800, hidden=(16, 16, 16), max_iter=60, tune_iter=60, ct_angles=16,
+            bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=12, n_denoise=48)
+QUICK = dict(size=32, n_test=2, patch=16, batch=8, lpn_l2=20, lpn_stage=5,
+             cnn_steps=20, hidden=(8, 8), max_iter=10, tune_iter=10, ct_angles=12,
+             bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=5, n_denoise=8)
+# Prior noise level. For the LPN the PnP-ADMM penalty must satisfy rho > ||A^T A|| (= 1 for
+# blur); MAP with a prior trained at SIGMA_TRAIN corresponds to rho = noise^2 / SIGMA_TRAIN^2, so
+# SIGMA_TRAIN = 0.02 keeps the MAP weighting reachable for the deblurring noise levels 0.02 / 0.04.
+SIGMA_TRAIN = 0.02
+# Strong convexity of the LPN potential: the Jacobian of the prox is >= ALPHA, so a small value
+# lets it attenuate noise; the quadratic part of the potential starts the prox at the identity
+# (pdeml.inverse.priors). Measured (32x32 held-out crops, noise 0.03, 150 l2 steps): the old
+# FullyConvICNN with alpha 0.5 went 16.9 -> 20.6 dB (identity 30.5 dB); this one 27.8 -> 30.8 dB.
+ALPHA = 0.05
+QUAD_CHANNELS = 4
 DTYPE = jnp.float32
 
 
@@ -104,6 +110,7 @@ def natural_data(cfg):
             for j in range(0, w - s + 1, s):
                 crops.append(img[:, i : i + s, j : j + s])
     crops = np.stack(crops)
+    natural_data.all_crops = crops  # every held-out crop, for the denoising check
     # keep crops with structure (std), interleave the two images; the first is validation
     order = np.argsort(-crops.std(axis=(1, 2, 3)))
     chosen = crops[np.sort(order[: cfg["n_test"] + 1])]
@@ -138,41 +145,73 @@ def _sampler(patches, batch):
     return sample
 
 
-def get_lpn(out: Path, name, patches, cfg, log):
-    path = out / "priors" / f"lpn_{name}"
-    n = cfg["patch"] ** 2
-    gmin = SIGMA_TRAIN * math.sqrt(n)
-    want = {"kind": "fully_conv", "channels": 1, "hidden": list(cfg["hidden"]), "beta": 100.0,
-            "alpha": ALPHA, "nonnegativity": "softplus", "seed": 0}
-    train_cfg = {"sigma": SIGMA_TRAIN, "pretrain": cfg["lpn_pretrain"], "stage": cfg["lpn_stage"],
-                 "gammas": [m * gmin for m in (8, 4, 2, 1)], "batch": cfg["batch"],
-                 "patch": cfg["patch"], "n_patches": int(patches.shape[0])}
-    if (path / "config.json").exists():
-        lpn, config = load_lpn(path)
-        if config.get("model") == want and config.get("train") == train_cfg:
-            log(f"reusing {path}")
-            return lpn, config
-    from pdeml.prox.analysis import build_lpn
+def _lpn_skeleton(cfg):
+    return near_identity_lpn(1, cfg["hidden"], key=jax.random.key(0), alpha=ALPHA, beta=100.0,
+                             quadratic_channels=QUAD_CHANNELS, dtype=DTYPE)
 
-    lpn = build_lpn(want)
-    lrs = np.geomspace(1e-3, 1e-4, 5)
-    stages = (Stage("l1", cfg["lpn_pretrain"], 1e-3),) + tuple(
-        Stage("pm", cfg["lpn_stage"], (float(lrs[i]), float(lrs[i + 1])), gamma=float(g))
-        for i, g in enumerate(train_cfg["gammas"]))
-    t0 = time.perf_counter()
-    res = train_lpn(lpn, _sampler(patches, cfg["batch"]), Schedule(stages), key=jax.random.key(1),
-                    sigma=SIGMA_TRAIN, run_dir=path / "run", steps_per_call=50, progress=False,
-                    log_every=50)
-    config = {"model": want, "train": train_cfg, "train_seconds": time.perf_counter() - t0,
-              "event_ndim": 3, "data": name}
-    save_lpn(path, res.model, config)
-    log(f"trained LPN {name}: {Schedule(stages).total_steps} steps, {config['train_seconds']:.0f} s")
-    return res.model, config
+
+def _load_or_none(path, want, skeleton):
+    if (path / "config.json").exists():
+        config = json.loads((path / "config.json").read_text())
+        if config.get("want") == want:
+            return eqx.tree_deserialise_leaves(path / "model.eqx", skeleton), config
+    return None
+
+
+def _save(path, model, config):
+    path.mkdir(parents=True, exist_ok=True)
+    eqx.tree_serialise_leaves(path / "model.eqx", model)
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def get_lpn(out: Path, name, patches, cfg, log):
+    """(LPN after l2 pre-training, LPN after proximal matching, configs), cached under --out."""
+    n = cfg["patch"] ** 2
+    gmin = SIGMA_TRAIN * math.sqrt(n)  # about the norm of one patch's noise
+    base = {"kind": "QuadraticICNN(FullyConvICNN)", "hidden": list(cfg["hidden"]), "beta": 100.0,
+            "alpha": ALPHA, "quadratic_channels": QUAD_CHANNELS, "nonnegativity": "softplus",
+            "seed": 0, "sigma": SIGMA_TRAIN, "batch": cfg["batch"], "patch": cfg["patch"],
+            "n_patches": int(patches.shape[0])}
+    want_l2 = dict(base, l2_steps=cfg["lpn_l2"], l2_lr=[1e-3, 2e-4])
+    gammas = [m * gmin for m in (8, 4, 2, 1)]
+    want_pm = dict(want_l2, pm_stage_steps=cfg["lpn_stage"], gammas=gammas, pm_lr=[2e-4, 2e-5])
+    skel = _lpn_skeleton(cfg)
+    sampler = _sampler(patches, cfg["batch"])
+    p_l2, p_pm = out / "priors" / f"lpn_l2_{name}", out / "priors" / f"lpn_pm_{name}"
+    got = _load_or_none(p_l2, want_l2, skel)
+    if got is None:
+        t0 = time.perf_counter()
+        res = train_lpn(skel, sampler, Schedule((Stage("l2", cfg["lpn_l2"], (1e-3, 2e-4)),)),
+                        key=jax.random.key(1), sigma=SIGMA_TRAIN, steps_per_call=50,
+                        progress=False)
+        got = (res.model, {"want": want_l2, "train_seconds": time.perf_counter() - t0})
+        _save(p_l2, *got)
+        log(f"trained LPN (l2) {name}: {cfg['lpn_l2']} steps, {got[1]['train_seconds']:.0f} s")
+    else:
+        log(f"reusing {p_l2}")
+    lpn_l2, c_l2 = got
+    got = _load_or_none(p_pm, want_pm, skel)
+    if got is None:
+        lrs = np.geomspace(2e-4, 2e-5, 5)
+        stages = tuple(Stage("pm", cfg["lpn_stage"], (float(lrs[i]), float(lrs[i + 1])),
+                             gamma=float(g)) for i, g in enumerate(gammas))
+        t0 = time.perf_counter()
+        res = train_lpn(lpn_l2, sampler, Schedule(stages), key=jax.random.key(4),
+                        sigma=SIGMA_TRAIN, steps_per_call=cfg["lpn_stage"], progress=False)
+        got = (res.model, {"want": want_pm, "train_seconds": c_l2["train_seconds"]
+                           + time.perf_counter() - t0})
+        _save(p_pm, *got)
+        log(f"trained LPN (pm) {name}: +{4 * cfg['lpn_stage']} steps, "
+            f"{got[1]['train_seconds']:.0f} s in all")
+    else:
+        log(f"reusing {p_pm}")
+    return lpn_l2, got[0], c_l2, got[1]
 
 
 def get_cnn(out: Path, name, patches, lpn, cfg, log):
     path = out / "priors" / f"cnn_{name}"
-    skeleton = matched_cnn(lpn, key=jax.random.key(2))
+    # depth = the ICNN's convolutions on its main path + the read-out
+    skeleton = matched_cnn(lpn, depth=len(cfg["hidden"]) + 1, key=jax.random.key(2))
     want = {"width": skeleton.layers[0].out_channels, "depth": len(skeleton.layers),
             "sigma": SIGMA_TRAIN, "steps": cfg["cnn_steps"], "batch": cfg["batch"],
             "patch": cfg["patch"], "n_patches": int(patches.shape[0])}
@@ -183,14 +222,27 @@ def get_cnn(out: Path, name, patches, lpn, cfg, log):
             return eqx.tree_deserialise_leaves(path / "model.eqx", skeleton), config
     t0 = time.perf_counter()
     res = train_denoiser(skeleton, _sampler(patches, cfg["batch"]), sigma=SIGMA_TRAIN,
-                         steps=cfg["cnn_steps"], key=jax.random.key(3), run_dir=path / "run",
-                         steps_per_call=50, progress=False, log_every=50)
+                         steps=cfg["cnn_steps"], key=jax.random.key(3), steps_per_call=50,
+                         progress=False)
     config = {"cnn": want, "train_seconds": time.perf_counter() - t0}
     path.mkdir(parents=True, exist_ok=True)
     eqx.tree_serialise_leaves(path / "model.eqx", res.model)
     (path / "config.json").write_text(json.dumps(config, indent=2))
     log(f"trained CNN {name}: {cfg['cnn_steps']} steps, {config['train_seconds']:.0f} s")
     return res.model, config
+
+
+def denoise_eval(priors_d, clean, log, name):
+    """PSNR of each prior as a denoiser at SIGMA_TRAIN on held-out images (not used to train)."""
+    clean = jnp.asarray(clean, DTYPE)
+    noisy = clean + SIGMA_TRAIN * jax.random.normal(jax.random.key(77), clean.shape, DTYPE)
+    f = eqx.filter_jit(lambda m, v: m.prox(v))
+    out = {"identity": float(psnr(noisy, clean).mean())}
+    for k in ("lpn_l2", "lpn", "cnn"):
+        out[k] = float(psnr(f(priors_d[k], noisy), clean).mean())
+    log(f"denoising {name} (sigma {SIGMA_TRAIN}, {clean.shape[0]} held-out images): "
+        + ", ".join(f"{k} {v:.2f} dB" for k, v in out.items()))
+    return out
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -224,10 +276,11 @@ def _tv(lam):
 def methods_for(task, priors, cfg):
     norm = task["norm"]
     d = task["data"]
-    rho_lpn = [f * norm for f in (1.05, 2.0, 4.0, 8.0, 16.0)]
-    rho_free = [f * norm for f in (0.1, 0.3, 1.0, 3.0, 10.0)]
+    rho_lpn = [f * norm for f in (1.05, 1.5, 2.5, 5.0, 10.0)]
+    rho_free = [f * norm for f in (0.2, 0.5, 1.0, 2.0, 5.0)]
     out = {
         "LPN": [(rho, priors[d]["lpn"], {"rho": rho}) for rho in rho_lpn],
+        "LPN-l2": [(rho, priors[d]["lpn_l2"], {"rho": rho}) for rho in rho_lpn],
         "MSE-CNN": [(rho, priors[d]["cnn"], {"rho": rho}) for rho in rho_free],
         # for TV only lam * rho matters for the minimiser: fix rho = ||A^T A||
         "TV": [(norm, _tv(lam / norm), {"lam_times_rho": lam})
@@ -283,7 +336,7 @@ def run_task(task, val, test, priors, cfg, key, log):
              "iterations_val": iters, "converged_val": bool(r.converged),
              "seconds_to_convergence_val": wall, "seconds_per_iteration_val": wall / max(iters, 1),
              "test_iterations": int(rt.iterations), "tuning_seconds": tune_s}
-        if mname == "LPN":
+        if mname.startswith("LPN"):
             n = int(rt.iterations)
             lag = np.asarray(rt.lagrangian)[:n]
             obj = np.asarray(rt.objective)[:n]
@@ -326,7 +379,23 @@ def run_task(task, val, test, priors, cfg, key, log):
 
 def _markdown(results):
     lines = ["# Inverse problems: PSNR / SSIM on held-out images (mean +- std)", ""]
-    methods = ["LPN", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
+    c = results["config"]
+    lines += [f"Sizes: {c['size']}x{c['size']} images, {c['n_test']} test images per task (+1 "
+              f"validation image for the hyper-parameters), priors trained on {c['patch']}x"
+              f"{c['patch']} patches (batch {c['batch']}): LPN {c['lpn_l2']} l2 steps + 4 x "
+              f"{c['lpn_stage']} proximal-matching steps, CNN {c['cnn_steps']} MSE steps; PnP-ADMM "
+              f"at most {c['max_iter']} iterations (tol 1e-4); CT {c['ct_angles']} angles; "
+              f"float32; training noise sigma {results['sigma_train']}. "
+              "LPN = after proximal matching, LPN-l2 = the same network after the l2 stage only.",
+              "", "Priors as denoisers (PSNR dB at the training noise, held-out images):", "",
+              "| data | identity | LPN-l2 | LPN | MSE-CNN | LPN / CNN parameters |",
+              "|---|---|---|---|---|---|"]
+    for name, pr in results["priors"].items():
+        d = pr["denoise_psnr"]
+        lines.append(f"| {name} | {d['identity']:.2f} | {d['lpn_l2']:.2f} | {d['lpn']:.2f} | "
+                     f"{d['cnn']:.2f} | {pr['lpn_parameters']} / {pr['cnn_parameters']} |")
+    lines += ["", "PSNR dB / SSIM (mean +- std over the test images):", ""]
+    methods = ["LPN", "LPN-l2", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
     lines.append("| task | " + " | ".join(methods) + " |")
     lines.append("|---" * (len(methods) + 1) + "|")
     for name, rec in results["tasks"].items():
@@ -338,10 +407,10 @@ def _markdown(results):
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Time per PnP-ADMM iteration / to convergence (one validation image, after "
               "compilation, tol 1e-4 relative):", "",
-              "| task | " + " | ".join(methods[:4]) + " |", "|---" * 5 + "|"]
+              "| task | " + " | ".join(methods[:5]) + " |", "|---" * 6 + "|"]
     for name, rec in results["tasks"].items():
         cells = []
-        for m in methods[:4]:
+        for m in methods[:5]:
             r = rec["methods"].get(m)
             cells.append("-" if r is None else
                          f"{1e3 * r['seconds_per_iteration_val']:.1f} ms / "
@@ -368,10 +437,13 @@ def _checks(results):
         M = rec["methods"]
         lpn = M["LPN"]["psnr_mean"]
         out[f"{name}: LPN - TV (dB)"] = round(lpn - M["TV"]["psnr_mean"], 3)
+        out[f"{name}: LPN-l2 - TV (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["TV"]["psnr_mean"], 3)
         if name.startswith("deblur"):
             out[f"{name}: LPN - MSE-CNN (dB)"] = round(lpn - M["MSE-CNN"]["psnr_mean"], 3)
+            out[f"{name}: LPN-l2 - MSE-CNN (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["MSE-CNN"]["psnr_mean"], 3)
         if "Tikhonov" in M:
             out[f"{name}: LPN - Tikhonov (dB)"] = round(lpn - M["Tikhonov"]["psnr_mean"], 3)
+            out[f"{name}: LPN-l2 - Tikhonov (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["Tikhonov"]["psnr_mean"], 3)
     return out
 
 
@@ -381,7 +453,7 @@ def _plot(recons, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = ["truth", "A^T y", "LPN", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
+    cols = ["truth", "A^T y", "LPN", "LPN-l2", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
     fig, ax = plt.subplots(len(recons), len(cols), figsize=(2.0 * len(cols), 2.0 * len(recons)))
     ax = np.atleast_2d(ax)
     for i, (name, rec) in enumerate(recons.items()):
@@ -422,9 +494,10 @@ def main(argv=None):
         f"CT: {ct_patches.shape[0]} training patches, test {ct_test.shape}")
     priors = {}
     for name, patches in (("natural", nat_patches), ("ct", ct_patches)):
-        lpn, lcfg = get_lpn(out, name, patches, cfg, log)
+        lpn_l2, lpn, _, lcfg = get_lpn(out, name, patches, cfg, log)
         cnn, ccfg = get_cnn(out, name, patches, lpn, cfg, log)
-        priors[name] = {"lpn": lpn, "cnn": cnn, "lpn_config": lcfg, "cnn_config": ccfg}
+        priors[name] = {"lpn": lpn, "lpn_l2": lpn_l2, "cnn": cnn, "lpn_config": lcfg,
+                        "cnn_config": ccfg}
     try:
         import bm3d  # noqa: F401
 
@@ -438,8 +511,14 @@ def main(argv=None):
                "devices": [str(d) for d in jax.devices()], "priors": {}, "tasks": {}}
     from pdeml.inverse import count_parameters
 
+    rng = np.random.default_rng(0)
+    crops = natural_data.all_crops
+    held = {"natural": crops[rng.choice(len(crops), min(cfg["n_denoise"], len(crops)), replace=False)],
+            "ct": random_ellipses(cfg["size"], cfg["n_denoise"], seed=3)[:, None]}
     for name in ("natural", "ct"):
         results["priors"][name] = {
+            "denoise_psnr": denoise_eval(priors[name], held[name], log, name),
+            "denoise_images": int(held[name].shape[0]),
             "lpn_parameters": count_parameters(priors[name]["lpn"]),
             "cnn_parameters": count_parameters(priors[name]["cnn"]),
             "lpn_train_seconds": priors[name]["lpn_config"].get("train_seconds"),

@@ -35,6 +35,7 @@ from pdeml.inverse.operators import (
     measure,
 )
 from pdeml.inverse.phantoms import disc, random_ellipses, render_ellipses, shepp_logan
+from pdeml.inverse.priors import QuadraticICNN, near_identity_lpn
 from pdeml.inverse.solvers import (
     ConvergenceConditions,
     PnPResult,
@@ -56,6 +57,7 @@ __all__ = [
     "LinearOperator",
     "MatrixOperator",
     "PnPResult",
+    "QuadraticICNN",
     "Radon",
     "conjugate_gradient",
     "convergence_conditions",
@@ -64,6 +66,7 @@ __all__ = [
     "dot_product_test",
     "matched_cnn",
     "measure",
+    "near_identity_lpn",
     "pnp_admm",
     "pnp_pgd",
     "psnr",

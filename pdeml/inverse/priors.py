@@ -1,0 +1,153 @@
+"""An image LPN potential that starts at the identity: a fully convolutional ICNN plus a learned
+convex quadratic.
+
+    psi(x) = phi(x) + 1/2 ||Q * x||^2          (phi: a :class:`FullyConvICNN`, with its alpha term)
+
+``Q * x`` is a multi-channel stride-1 ``SAME`` convolution, so the quadratic is convex for ANY
+kernel ``Q`` and ``grad psi = grad phi + Q^T Q x`` is still the gradient of an
+``alpha``-strongly convex potential: ``f = grad psi`` is an exact proximal operator (an LPN) and
+every LPN guarantee (PnP convergence for ``0 < alpha < 1``) holds unchanged.
+
+Why: a denoiser for small noise is close to the identity. A plain ICNN must *learn*
+``1/2 ||x||^2`` out of (near-)ReLU units, which an affordable CPU training run does not manage
+(measured: a ``FullyConvICNN`` with alpha 0.5 starts at 16.9 dB on held-out 32x32 crops at noise
+0.03, where the identity gives 30.5 dB, and reaches 20.6 dB after 150 l2 steps). Here ``Q``
+starts as ``sqrt(1 - alpha)`` times the identity kernel and the ICNN's read-out is scaled down,
+so ``f`` starts near ``x``; ``Q^T Q`` (a positive semi-definite filter) learns the linear,
+Wiener-like part of the denoiser and ``phi`` the non-linear part (measured: 30.75 dB after the
+same 150 steps, the MSE-trained CNN of the same budget 30.79 dB). A small ``alpha`` keeps the
+prox free to shrink noise: the Jacobian of ``f`` is bounded below by ``alpha``, so with
+``alpha = 0.5`` no frequency can be attenuated by more than half.
+
+Reference: Fang, Buchanan & Sulam, ICLR 2024 (arXiv:2310.14344) for LPNs; Amos, Xu & Kolter,
+ICML 2017 for ICNNs (any convex function of a linear map of x may enter the first layer).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from pdeml.nets.icnn import FullyConvICNN
+
+__all__ = ["QuadraticICNN", "near_identity_lpn"]
+
+
+def _conv_same(x, w):
+    y = jax.lax.conv_general_dilated(
+        x[None], w, window_strides=(1, 1), padding="SAME",
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+    )
+    return y[0]
+
+
+class QuadraticICNN(eqx.Module):
+    """``psi(x) = icnn(x) + 1/2 ||conv(x, Q)||^2`` for images ``(C, H, W)`` of any size.
+
+    Args:
+        icnn: a :class:`pdeml.nets.icnn.FullyConvICNN` (its ``alpha`` is the strong convexity
+            of the whole potential, since the quadratic is only positive semi-definite).
+        Q: ``(m, C, k, k)`` convolution kernel (free, any sign), ``k`` odd.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from pdeml.prox import LPN
+        >>> lpn = near_identity_lpn(1, (4, 4), key=jax.random.key(0), alpha=0.05)
+        >>> x = jnp.full((1, 1, 6, 6), 0.5)
+        >>> bool(jnp.max(jnp.abs(lpn.prox(x) - x)) < 0.1)
+        True
+    """
+
+    icnn: FullyConvICNN
+    Q: Array
+
+    def __init__(self, icnn: FullyConvICNN, Q):
+        if not isinstance(icnn, FullyConvICNN):
+            raise TypeError(f"icnn must be a FullyConvICNN, got {type(icnn).__name__}")
+        Q = jnp.asarray(Q)
+        if Q.ndim != 4 or Q.shape[1] != icnn.channels or Q.shape[2] != Q.shape[3] or Q.shape[2] % 2 == 0:
+            raise ValueError(
+                f"Q must have shape (m, channels={icnn.channels}, k, k) with k odd, got {Q.shape}"
+            )
+        self.icnn = icnn
+        self.Q = Q
+
+    @property
+    def alpha(self) -> float:
+        return self.icnn.alpha
+
+    @property
+    def channels(self) -> int:
+        return self.icnn.channels
+
+    @property
+    def event_ndim(self) -> int:
+        return 3
+
+    def check_event_shape(self, shape, name="x"):
+        self.icnn.check_event_shape(shape, name)
+
+    def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, ""]:
+        q = _conv_same(x, self.Q.astype(x.dtype))
+        return self.icnn(x) + 0.5 * jnp.vdot(q, q)
+
+
+def near_identity_lpn(
+    channels: int,
+    hidden: Sequence[int],
+    *,
+    key: PRNGKeyArray,
+    alpha: float = 0.05,
+    beta: float = 100.0,
+    quadratic_channels: int = 4,
+    kernel_size: int = 3,
+    readout_scale: float = 1e-2,
+    dtype=None,
+):
+    """An :class:`pdeml.prox.LPN` around a :class:`QuadraticICNN` whose prox starts near ``x``.
+
+    ``Q``'s first ``channels`` output channels are ``sqrt(1 - alpha)`` times the identity kernel
+    (output channel c reads image channel c) (so ``alpha x + Q^T Q x = x`` at the start), the other entries small random; the
+    ICNN's non-negative read-out weights are multiplied by about ``readout_scale`` and its linear
+    read-out zeroed, so the non-linear part starts small but not dead (softplus weights).
+
+    Args:
+        channels: image channels; hidden: ICNN hidden channels; key: PRNG key.
+        alpha: strong convexity, in (0, 1) (the LPN convergence condition).
+        beta: softplus sharpness; quadratic_channels: ``m``; kernel_size: odd, for ICNN and Q.
+        readout_scale: in (0, 1]; dtype: parameter dtype.
+
+    Returns:
+        an ``LPN``.
+    """
+    from pdeml.prox import LPN
+
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    if not 0 < readout_scale <= 1:
+        raise ValueError(f"readout_scale must be in (0, 1], got {readout_scale!r}")
+    if not isinstance(quadratic_channels, int) or quadratic_channels < channels:
+        raise ValueError(
+            f"quadratic_channels must be an int >= channels={channels}, got {quadratic_channels!r}"
+        )
+    k1, k2 = jax.random.split(key)
+    icnn = FullyConvICNN(channels, hidden, key=k1, alpha=alpha, beta=beta,
+                         kernel_size=kernel_size, dtype=dtype)
+    if icnn.nonnegativity == "softplus":
+        # softplus(v + log s) ~ s softplus(v) for small s: a scaled-down but trainable read-out
+        icnn = eqx.tree_at(lambda p: p.w_out, icnn, icnn.w_out + math.log(readout_scale))
+    else:
+        icnn = eqx.tree_at(lambda p: p.w_out, icnn, icnn.w_out * readout_scale)
+    icnn = eqx.tree_at(lambda p: p.a_out, icnn, jnp.zeros_like(icnn.a_out))
+    dt = icnn.K0.dtype
+    k = kernel_size
+    Q = 0.01 * jax.random.normal(k2, (quadratic_channels, channels, k, k), dt)
+    idx = jnp.arange(channels)
+    Q = Q.at[idx].set(0.0)
+    Q = Q.at[idx, idx, k // 2, k // 2].set(math.sqrt(1.0 - alpha))
+    return LPN(QuadraticICNN(icnn, Q))
