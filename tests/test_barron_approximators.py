@@ -113,16 +113,20 @@ def test_lattice_rule_and_certificate():
     assert float(gap) > 0 and float(h1) <= float(cert) <= math.sqrt(problem.bounds()[1]) * float(h1) + 1e-9
 
 
-def test_deep_ritz_natural_gradient_small():
+def test_deep_ritz_natural_gradient_reaches_small_error_d2():
+    """Energy natural gradient (Mueller & Zeinhofer 2023) on T2 in d = 2 with a non-separable
+    two-ridge solution: 40 steps on 1024-point shifted lattices reach relative L2 1.4e-5 (measured,
+    float64); Adam with 10x the steps stays near 5e-3. The bound 1e-4 leaves a 7x margin and is
+    still 50x below what Adam reaches, so a broken Gram matrix, line search or quadrature fails it."""
     from pdeml.barron import PeriodicMLP
     from pdeml.barron.ritz import deep_ritz
 
-    sol = RidgeSum(jnp.array([[0.5]]), jnp.array([[1.0]]), jnp.array([[0.3]]))
-    problem = manufactured_problem(SemilinearLagrangian(nu=1.0), sol, 1)
-    net = PeriodicMLP.random(1, width=8, depth=1, key=jax.random.key(0))
-    r = deep_ritz(problem, net, key=jax.random.key(1), optimizer="natural_gradient", steps=15, num_points=256, num_eval_points=512, resample=False)
-    assert float(r.loss[-1]) < float(r.loss[0])
-    # the certificate is an upper bound (lattice quadrature is near exact for this smooth 1-D integrand)
-    assert float(r.relative_l2) < 1e-2 and float(r.h1_error) <= float(r.certificate) * (1 + 1e-6) + 1e-10
+    sol = RidgeSum(jnp.array([[0.5], [0.3]]), jnp.array([[1.0, 1.0], [1.0, -1.0]]), jnp.array([[0.3], [1.1]]))
+    problem = manufactured_problem(SemilinearLagrangian(nu=1.0), sol, 2)
+    net = PeriodicMLP.random(2, width=12, depth=2, key=jax.random.key(0))
+    r = deep_ritz(problem, net, key=jax.random.key(1), optimizer="natural_gradient", steps=40, num_points=1024, num_eval_points=2048, chunk=40)
+    assert float(r.relative_l2) < 1e-4
+    # lambda = 1: the energy gap certifies the H^1 error (up to the evaluation rule's error)
+    assert float(r.h1_error) <= float(r.certificate) * (1 + 1e-3) + 1e-10
     with pytest.raises(ValueError, match="optimizer"):
         deep_ritz(problem, net, key=jax.random.key(1), optimizer="sgd")

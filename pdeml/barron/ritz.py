@@ -292,7 +292,11 @@ def deep_ritz(
         learning_rate: Adam's step.
         gram: ``"energy"`` (Hessian-weighted) or ``"h1"`` Gram matrix for the natural gradient.
         damping: relative Tikhonov damping of the Gram matrix (times its mean diagonal).
-        resample: draw a fresh lattice shift / MC sample every step.
+        resample: draw a fresh lattice shift / MC sample every step. Keep it on for networks
+            with hundreds of parameters: on one fixed point set the optimiser fits the
+            quadrature instead of the PDE (measured, T2 d = 4, 621-parameter MLP, 4096 fixed
+            lattice points: the discrete energy fell from -26 to -44 while the true energy gap
+            rose to 58; with a fresh shift per step the relative L2 error reached 2.6e-4).
         num_eval_points: lattice points for the final errors and certificate.
 
     Returns:
