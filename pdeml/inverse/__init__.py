@@ -35,7 +35,7 @@ from pdeml.inverse.operators import (
     measure,
 )
 from pdeml.inverse.phantoms import disc, random_ellipses, render_ellipses, shepp_logan
-from pdeml.inverse.priors import QuadraticICNN, near_identity_lpn
+from pdeml.inverse.priors import QuadraticICNN, load_near_identity_lpn, near_identity_lpn
 from pdeml.inverse.solvers import (
     ConvergenceConditions,
     PnPResult,
@@ -65,6 +65,7 @@ __all__ = [
     "disc",
     "dot_product_test",
     "matched_cnn",
+    "load_near_identity_lpn",
     "measure",
     "near_identity_lpn",
     "pnp_admm",

@@ -35,7 +35,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from pdeml.nets.icnn import FullyConvICNN
 
-__all__ = ["QuadraticICNN", "near_identity_lpn"]
+__all__ = ["QuadraticICNN", "near_identity_lpn", "load_near_identity_lpn"]
 
 
 def _conv_same(x, w):
@@ -151,3 +151,31 @@ def near_identity_lpn(
     Q = Q.at[idx].set(0.0)
     Q = Q.at[idx, idx, k // 2, k // 2].set(math.sqrt(1.0 - alpha))
     return LPN(QuadraticICNN(icnn, Q))
+
+
+def load_near_identity_lpn(path, *, dtype=jnp.float32):
+    """Load an LPN saved by ``benchmarks/inverse.py`` (``config.json`` + ``model.eqx`` in
+    ``path``, e.g. ``benchmarks/results/inverse/priors/lpn_pm_natural``).
+
+    The config's ``"want"`` entry holds the constructor arguments of :func:`near_identity_lpn`
+    (``hidden``, ``alpha``, ``beta``, ``quadratic_channels``, ``seed``); ``dtype`` is the dtype
+    the parameters were saved in (float32 for the benchmark).
+
+    Returns:
+        ``(lpn, config)``.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not (path / "config.json").exists() or not (path / "model.eqx").exists():
+        raise FileNotFoundError(f"{path} does not hold a saved LPN (config.json + model.eqx)")
+    config = json.loads((path / "config.json").read_text())
+    want = config.get("want", {})
+    if want.get("kind") != "QuadraticICNN(FullyConvICNN)":
+        raise ValueError(f"{path}/config.json is not a near-identity LPN (kind {want.get('kind')!r})")
+    skeleton = near_identity_lpn(
+        1, want["hidden"], key=jax.random.key(want.get("seed", 0)), alpha=want["alpha"],
+        beta=want["beta"], quadratic_channels=want["quadratic_channels"], dtype=dtype,
+    )
+    return eqx.tree_deserialise_leaves(path / "model.eqx", skeleton), config
