@@ -3,6 +3,7 @@
     pdeml train diffusion-sorption --method hard --steps 300 --run-dir runs/hc
     pdeml train diffusion-sorption --method soft --steps 300 --run-dir runs/sc
     pdeml train diffusion-sorption --method moe --experts 1x4 --overlap 0.25 --run-dir runs/moe
+    pdeml train navier-stokes --method hard --steps 200 --run-dir runs/ns_hc
 
 Runs are resumable: start the same command again after an interruption and it continues from
 the newest checkpoint in ``--run-dir``. Training runs in float64 unless ``--float32`` is given
@@ -117,6 +118,10 @@ def register(subparsers) -> None:
     ds.add_argument("--float32", action="store_true", help="train in float32 (default float64)")
     ds.add_argument("--no-progress", action="store_true", help="no progress bar")
     ds.set_defaults(func=run)
+
+    from pdeml.experiments.navier_stokes import add_train_parser as add_navier_stokes
+
+    add_navier_stokes(problems)
 
 
 def run(args: argparse.Namespace) -> int:
