@@ -1,0 +1,378 @@
+"""Soft constraint vs PI-HC vs PI-HC-MoE on 1D diffusion-sorption, with the ablations of [HC-MoE].
+
+    nice -n 10 python benchmarks/moe.py --out benchmarks/results/moe            (~30 min, 2 CPU cores)
+    python benchmarks/moe.py --quick --out /tmp/moe_quick                      (smoke test, seconds)
+
+Every row trains one model with :func:`pdeml.experiments.run_experiment` (same data, same seed,
+same FNO, same physics loss and number of Adam steps; only the method and its options change)
+and evaluates it on the same test initial conditions. Rows:
+
+* ``main``: PI-SC (soft), PI-HC (m = 1000 points), PI-HC-MoE with the paper's router
+  (4 experts along x, block-wise, global IC/BC rows for every expert) at the *same total*
+  number of constrained points (250 per expert).
+* ``extrapolation``: the same three trained on t <= 400 only (``t_train``), tested on the
+  whole grid and separately on t <= 400 and t > 400.
+* ``points``: PI-HC with 250 points, so that the main MoE row has 4x the points of PI-HC, as in
+  the published comparison (main rows: equal totals).
+* ``K``: 1, 2, 4, 8 experts along x (the default 64 x 26 grid holds 8 x 25 interior points per
+  expert at K = 8, enough for 125 points each, so no larger grid is needed).
+* ``overlap``: 4 experts along x blended by the C^2 partition of unity (overlap 0.25) vs none.
+* ``assignment``: random assignment of grid points to 4 experts vs the spatial split.
+
+For every hard-constrained row the test error is also measured at the sampled collocation
+points, at the interior points that were *not* sampled, and on the IC/BC points (from
+``info.points`` of the same forward pass that :func:`pdeml.experiments.evaluate` makes), plus
+per-expert solver diagnostics (LM iterations, converged fraction, IC/BC misfit
+``constraint_norm``, ``cond(J)``) and the error on each expert's block.
+
+Writes ``results.json``, ``results.md``, ``errors.png`` and ``predictions.png`` under
+``--out`` (rewritten after every row, so an interrupted run leaves partial results, flagged),
+with one resumable run directory per row under ``--out/runs``.
+
+Reference: Chalapathi, Du, Krishnapriyan, ICLR 2024 (arXiv:2402.13412).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+# (name, group, overrides of the base ExperimentConfig, label), in priority order: if the time
+# runs out, the comparison itself comes first.
+ROWS = (
+    ("soft", "main", dict(method="soft"), "PI-SC"),
+    ("hc", "main", dict(method="hard"), "PI-HC"),
+    ("moe_1x4", "main", dict(method="moe", experts=(1, 4)), "PI-HC-MoE 1x4"),
+    ("hc_extrap", "extrapolation", dict(method="hard", t_train=400.0), "PI-HC"),
+    ("moe_1x4_extrap", "extrapolation", dict(method="moe", experts=(1, 4), t_train=400.0),
+     "PI-HC-MoE 1x4"),
+    ("soft_extrap", "extrapolation", dict(method="soft", t_train=400.0), "PI-SC"),
+    ("hc_quarter", "points", dict(method="hard", num_points_div=4), "PI-HC, m/4 points"),
+    ("moe_1x4_overlap", "overlap", dict(method="moe", experts=(1, 4), overlap=0.25),
+     "MoE 1x4, overlap 0.25"),
+    ("moe_1x4_random", "assignment", dict(method="moe", experts=(1, 4), assignment="random"),
+     "MoE 4, random assignment"),
+    ("moe_1x2", "K", dict(method="moe", experts=(1, 2)), "MoE 1x2"),
+    ("moe_1x8", "K", dict(method="moe", experts=(1, 8)), "MoE 1x8"),
+    ("moe_1x1", "K", dict(method="moe", experts=(1, 1)), "MoE 1x1"),
+)
+
+PAPER = {"soft": 0.8593, "hard": 0.0755, "moe": 0.0360,
+         "extrapolation": {"soft": 8.0558, "hard": 0.4805, "moe": 0.1479},
+         "note": "1024 x 101 grid, 20k points per expert, MoE 4 experts along x"}
+
+
+def base_config(args):
+    from pdeml.experiments import ExperimentConfig
+
+    if args.quick:
+        # Tiny but structurally complete: every row (K = 8, extrapolation) is still valid.
+        return ExperimentConfig(nx=16, nt=8, train_samples=4, test_samples=2, steps=args.steps or 2,
+                                batch_size=2, num_basis=4, num_points=40, width=4, modes=2,
+                                layers=1, padding=2, max_lm_steps=5, seed=args.seed)
+    return ExperimentConfig(steps=args.steps or 100, seed=args.seed)
+
+
+def row_config(base, overrides):
+    over = dict(overrides)
+    div = over.pop("num_points_div", None)
+    if div:
+        over["num_points"] = base.num_points // div
+    return dataclasses.replace(base, **over)
+
+
+def _rel(diff, ref, mask):
+    """Relative L2 error of every sample restricted to a boolean grid mask ``(S, *grid)``."""
+    num = np.sqrt(np.sum(np.where(mask, diff, 0.0) ** 2, axis=(1, 2)))
+    den = np.sqrt(np.sum(np.where(mask, ref, 0.0) ** 2, axis=(1, 2)))
+    return num / den
+
+
+def _stat(e):
+    return {"mean": float(np.mean(e)), "std": float(np.std(e))}
+
+
+def point_diagnostics(config, model, u0s, us, *, batch: int = 4) -> dict:
+    """Errors at sampled / not-sampled / IC-BC points and per-expert solver statistics.
+
+    Uses the same keys as :func:`pdeml.experiments.evaluate` (so the same collocation points and
+    the same predictions; the full-grid error is returned to check that).
+    """
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    key = jax.random.key(12345)
+
+    @eqx.filter_jit
+    def predict(m, u0_batch, k):
+        keys = jax.random.split(k, u0_batch.shape[0])
+        return jax.vmap(lambda d, kk: m(d, key=kk))(u0_batch, keys)
+
+    preds, points, stats = [], [], []
+    for i in range(0, u0s.shape[0], batch):
+        u, info = predict(model, u0s[i : i + batch], jax.random.fold_in(key, i))
+        preds.append(np.asarray(u))
+        points.append(np.asarray(info.points))
+        stats.append(jax.tree.map(np.asarray, info.stats))
+    pred, ref = np.concatenate(preds), np.asarray(us)
+    pts = np.concatenate(points)  # (S, m, 2) or (S, K, m, 2)
+    stats = jax.tree.map(lambda *a: np.concatenate(a), *stats)
+    s, nx, nt = ref.shape
+    pts = pts.reshape(s, -1, 2)
+    sampled = np.zeros(ref.shape, bool)
+    for n in range(s):
+        sampled[n, pts[n, :, 0], pts[n, :, 1]] = True
+    interior = np.zeros((nx, nt), bool)
+    interior[1:-1, 1 : config.train_levels + 1] = True  # the points the layer may sample
+    boundary = np.zeros((nx, nt), bool)
+    boundary[0, :] = boundary[-1, :] = boundary[:, 0] = True
+    diff = pred - ref
+    out = {
+        "rel_l2_full": _stat(_rel(diff, ref, np.ones_like(sampled))),
+        "rel_l2_sampled": _stat(_rel(diff, ref, sampled)),
+        "rel_l2_unsampled_interior": _stat(_rel(diff, ref, interior[None] & ~sampled)),
+        "rel_l2_ic_bc": _stat(_rel(diff, ref, np.broadcast_to(boundary, ref.shape))),
+        "sampled_fraction_of_interior": float(sampled.sum() / (s * interior.sum())),
+    }
+    per = {}
+    for name in ("iterations", "converged", "constraint_norm", "residual_norm",
+                 "condition_number"):
+        v = np.asarray(getattr(stats, name), float)
+        per[name] = v.mean(0).tolist() if v.ndim == 2 else [float(v.mean())]
+    per["condition_number_max"] = (np.asarray(stats.condition_number, float).max(0).tolist()
+                                   if np.ndim(stats.condition_number) == 2
+                                   else [float(np.max(stats.condition_number))])
+    layer = model.layer
+    if hasattr(layer, "partition"):
+        owner = np.asarray(layer.partition.owner())
+        per["rel_l2_block"] = [_stat(_rel(diff, ref, np.broadcast_to(owner == k, ref.shape)))
+                               for k in range(layer.num_experts)]
+    out["per_expert"] = per
+    return out
+
+
+def summarise(name, group, label, config, res, extra) -> dict:
+    t = res["test"]
+    k = config.num_experts if config.method == "moe" else (1 if config.method == "hard" else 0)
+    if config.method == "soft":
+        per, total = None, None
+    elif config.method == "moe":
+        per = (config.num_points // k if config.points_mode == "total" else config.num_points)
+        total = per * k
+    else:
+        per = total = config.num_points
+    row = {"name": name, "group": group, "label": label, "method": config.method,
+           "experts": list(config.experts) if config.method == "moe" else None,
+           "overlap": config.overlap, "assignment": config.assignment,
+           "points_per_expert": per, "points_total": total, "t_train": config.t_train,
+           "test": {k2: v for k2, v in t.items() if k2 != "lm_iteration_histogram"},
+           "lm_iteration_histogram": t.get("lm_iteration_histogram"),
+           "seconds": res["seconds"], "final_train_loss": res["final_train_loss"]}
+    if extra is not None:
+        row["points"] = extra
+    return row
+
+
+def pct(x):
+    return f"{100 * x:.2f}%"
+
+
+def write_markdown(out_dir, base, rows, env, partial, total_s):
+    L = []
+    if partial:
+        L.append(f"**PARTIAL RESULTS: {len(rows)} of {len(ROWS)} rows finished.**\n")
+    L.append("| group | row | experts | points (per expert / total) | test rel. L2 (mean ± std) | "
+             "t ≤ 400 | t > 400 | at sampled pts | at unsampled interior | IC/BC pts | "
+             "LM converged | LM iters (per expert) | train s |")
+    L.append("|" + "---|" * 13)
+    for r in rows:
+        t, p = r["test"], r.get("points")
+        ex = "-" if r["experts"] is None else "x".join(map(str, r["experts"]))
+        if r["overlap"]:
+            ex += f", overlap {r['overlap']}"
+        if r["method"] == "moe" and r["assignment"] == "random":
+            ex += ", random"
+        pts = "-" if r["points_total"] is None else f"{r['points_per_expert']} / {r['points_total']}"
+        tw = (f"{pct(t['train_window']['rel_l2_mean'])} ± {pct(t['train_window']['rel_l2_std'])}"
+              if "train_window" in t else "")
+        xp = (f"{pct(t['extrapolation']['rel_l2_mean'])} ± {pct(t['extrapolation']['rel_l2_std'])}"
+              if "extrapolation" in t else "")
+        if p:
+            sp = f"{pct(p['rel_l2_sampled']['mean'])}"
+            un = f"{pct(p['rel_l2_unsampled_interior']['mean'])}"
+            bc = f"{pct(p['rel_l2_ic_bc']['mean'])}"
+            its = ", ".join(f"{v:.1f}" for v in p["per_expert"]["iterations"])
+        else:
+            sp = un = its = "-"
+            bc = "-"
+        conv = pct(t["lm_converged_fraction"]) if "lm_converged_fraction" in t else "-"
+        L.append(f"| {r['group']} | {r['label']} | {ex} | {pts} | "
+                 f"{pct(t['rel_l2_mean'])} ± {pct(t['rel_l2_std'])} | {tw} | {xp} | {sp} | {un} | "
+                 f"{bc} | {conv} | {its} | {r['seconds']['train']:.0f} |")
+    L.append("")
+    L.append("Per-expert diagnostics on the test ICs (mean over ICs): IC/BC misfit "
+             "`||rows w - targets||`, cond(J) (mean / max), error on the expert's block.\n")
+    L.append("| row | expert | LM iters | converged | IC/BC misfit | cond(J) mean | cond(J) max | "
+             "block rel. L2 |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        p = r.get("points")
+        if not p:
+            continue
+        pe = p["per_expert"]
+        for k in range(len(pe["iterations"])):
+            blk = pe.get("rel_l2_block")
+            b = pct(blk[k]["mean"]) if blk else "-"
+            L.append(f"| {r['label']} ({r['group']}) | {k} | {pe['iterations'][k]:.1f} | "
+                     f"{pct(pe['converged'][k])} | {pe['constraint_norm'][k]:.3g} | "
+                     f"{pe['condition_number'][k]:.3g} | {pe['condition_number_max'][k]:.3g} | {b} |")
+    L.append("")
+    L.append(f"Grid {base.nx} x {base.nt} (x, t), {base.train_samples} train / {base.test_samples} "
+             f"test ICs, {base.steps} Adam steps (lr {base.learning_rate}, decay {base.lr_decay}), "
+             f"batch {base.batch_size}, FNO width {base.width} x {base.layers} layers, "
+             f"N = {base.num_basis}, m = {base.num_points} points in total unless stated, "
+             f"LM max {base.max_lm_steps} steps, IC/BC row weight {base.row_weight}, seed "
+             f"{base.seed} for every row; {env['backend']}, JAX {env['jax']}, "
+             f"x64={env['x64']}; train + eval time of all rows {total_s:.0f} s on a shared 2-core CPU.")
+    L.append("")
+    L.append("Paper (1024 x 101, 20k points per expert): PI-SC 85.93%, PI-HC 7.55%, "
+             "PI-HC-MoE 3.60%; extrapolation t > 400: 805.58%, 48.05%, 14.79%.")
+    (out_dir / "results.md").write_text("\n".join(L) + "\n")
+    return "\n".join(L)
+
+
+def plot_errors(out_dir, rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    names = [f"{r['label']}\n({r['group']})" for r in rows]
+    y = np.arange(len(rows))
+    m = [100 * r["test"]["rel_l2_mean"] for r in rows]
+    s = [100 * r["test"]["rel_l2_std"] for r in rows]
+    axes[0].barh(y, m, xerr=s, color=[{"soft": "C0", "hard": "C1", "moe": "C2"}[r["method"]]
+                                        for r in rows])
+    axes[0].set_yticks(y, names, fontsize=7)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("test relative L2 (%), mean ± std over test ICs")
+    axes[0].invert_yaxis()
+    hr = [r for r in rows if r.get("points")]
+    yy = np.arange(len(hr))
+    w = 0.27
+    for j, (key, lab) in enumerate((("rel_l2_sampled", "sampled points"),
+                                    ("rel_l2_unsampled_interior", "unsampled interior"),
+                                    ("rel_l2_ic_bc", "IC/BC points"))):
+        axes[1].barh(yy + (j - 1) * w, [100 * r["points"][key]["mean"] for r in hr], w, label=lab)
+    axes[1].set_yticks(yy, [f"{r['label']}\n({r['group']})" for r in hr], fontsize=7)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("relative L2 (%) restricted to a point set")
+    axes[1].legend(fontsize=8)
+    axes[1].invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(out_dir / "errors.png", dpi=110)
+    plt.close(fig)
+
+
+
+def collect(out, base, env, seconds) -> list:
+    """Aggregate every finished row under ``out/runs`` (several processes may share ``out``)."""
+    from pdeml.experiments import config_dict
+
+    rows = []
+    for name, group, over, label in ROWS:
+        cfg = row_config(base, over)
+        d = out / "runs" / name
+        if not ((d / "results.json").exists() and (d / "points.json").exists()):
+            continue
+        res = json.loads((d / "results.json").read_text())
+        if res["config"] != config_dict(cfg):
+            continue  # a run of another configuration (e.g. --quick, other --steps)
+        extra = json.loads((d / "points.json").read_text())
+        rows.append(summarise(name, group, label, cfg, res, extra))
+    partial = len(rows) < len(ROWS)
+    total = sum(r["seconds"]["train"] + r["seconds"]["eval"] for r in rows)
+    doc = {"partial": partial, "rows_done": [r["name"] for r in rows], "environment": env,
+           "base_config": json.loads(json.dumps(dataclasses.asdict(base))),
+           "seconds_train_plus_eval_all_rows": total, "rows": rows, "paper": PAPER}
+    (out / "results.json").write_text(json.dumps(doc, indent=2))
+    write_markdown(out, base, rows, env, partial, total)
+    if rows:
+        plot_errors(out, rows)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/moe"))
+    p.add_argument("--steps", type=int, default=None, help="Adam steps (default 100; quick: 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny smoke-test configuration")
+    p.add_argument("--only", default=None, help="comma-separated row names (default: all)")
+    p.add_argument("--float32", action="store_true")
+    p.add_argument("--collect", action="store_true",
+                   help="only rebuild the tables and plots from the finished rows under --out")
+    args = p.parse_args(argv)
+    if not args.float32:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from pdeml.experiments import load_data, load_run, plot_predictions, run_experiment
+
+    names = [r[0] for r in ROWS]
+    only = names if args.only is None else args.only.split(",")
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise SystemExit(f"--only: unknown rows {unknown}; expected some of {names}")
+    todo = [] if args.collect else [r for r in ROWS if r[0] in only]
+
+    base = base_config(args)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    env = {"jax": jax.__version__, "backend": jax.default_backend(),
+           "devices": [str(d) for d in jax.devices()], "machine": platform.machine(),
+           "x64": bool(jax.config.jax_enable_x64)}
+    t_start = time.perf_counter()
+    for name, group, over, label in todo:
+        cfg = row_config(base, over)
+        run_dir = out / "runs" / name
+        t0 = time.perf_counter()
+        res = run_experiment(cfg, run_dir, progress=False)
+        extra = None
+        if cfg.method != "soft":
+            _, model, _ = load_run(run_dir)
+            _, test_set = load_data(cfg)
+            extra = point_diagnostics(cfg, model, jnp.asarray(test_set.dataset.u0),
+                                      jnp.asarray(test_set.dataset.u))
+            # Same keys as evaluate(): the full-grid error must agree with it.
+            gap = abs(extra["rel_l2_full"]["mean"] - res["test"]["rel_l2_mean"])
+            extra["check_full_vs_evaluate"] = gap
+        (run_dir / "points.json").write_text(json.dumps(extra, indent=2))
+        print(f"[{name}] test rel. L2 {pct(res['test']['rel_l2_mean'])} ± "
+              f"{pct(res['test']['rel_l2_std'])}, train {res['seconds']['train']:.0f} s, "
+              f"row {time.perf_counter() - t0:.0f} s", flush=True)
+        rows = collect(out, base, env, time.perf_counter() - t_start)
+    if args.collect or not todo:
+        rows = collect(out, base, env, None)
+    runs = {r["label"]: out / "runs" / r["name"] for r in rows if r["group"] == "main"}
+    if runs:
+        plot_predictions(runs, out / "predictions.png")
+    ext = {r["label"]: out / "runs" / r["name"] for r in rows if r["group"] == "extrapolation"}
+    if ext:
+        plot_predictions(ext, out / "predictions_extrapolation.png")
+    print((out / "results.md").read_text())
+    print(f"written under {out}: results.json, results.md, errors.png, predictions*.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
