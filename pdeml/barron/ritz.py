@@ -9,7 +9,8 @@ smooth periodic integrands a periodic-embedding network produces). Optimisers:
   ``theta <- theta - eta (G + eps I)^{-1} grad E`` with the energy Gram matrix
   ``G = mean_m J_m^T Hess_{(z,p)} L J_m`` (energy natural gradient of Mueller & Zeinhofer,
   ICML 2023) or the H^1 Gram matrix (``gram="h1"``, identity weights), ``J_m`` the Jacobian of
-  ``(u, grad u)(x_m)`` in theta, and ``eta`` by a grid line search on the energy.
+  ``(u, grad u)(x_m)`` in theta, ``eta`` by a grid line search on the energy and the damping
+  ``eps`` adapted by a Levenberg-Marquardt rule (shrunk after full steps, grown after short ones).
 
 Certificate: for lambda-convex Lagrangians ``||u - u*||_{H^1} <= sqrt(2 (E(u) - E*) / lambda)``.
 :func:`pinn` trains the residual-loss baseline on the same problem.
@@ -186,15 +187,21 @@ def _train_chunk(problem, params, static, opt_state, key, *, optimizer, steps, q
         etas = 2.0 ** -jnp.arange(0, 12, dtype=jnp.result_type(float))
 
         def step(c, k):
-            p, s = c
+            p, lam = c  # lam: the current (adaptive) relative damping
             x = points(k)
-            flat, unravel, dirn = _ng_direction(problem, p, static, x, gram, damping)
+            flat, unravel, dirn = _ng_direction(problem, p, static, x, gram, lam)
             vals = jax.vmap(lambda e: loss_of(unravel(flat + e * dirn), x))(etas)
             cur = loss_of(p, x)
             i = jnp.argmin(vals)
             ok = vals[i] < cur
             new = jnp.where(ok, flat + etas[i] * dirn, flat)
-            return (unravel(new), s), jnp.minimum(cur, vals[i])
+            # Levenberg-Marquardt rule: a full step means the Gauss-Newton model is trusted (less
+            # damping, down to ``damping``); a short or failed one means it is not (more damping).
+            # A fixed small damping lets the first steps jump into saturated tanh units (measured:
+            # T2 d = 2, 512 points, 25 steps: relative L2 0.98 with a fixed 1e-6, 1.1e-4 with this rule).
+            lam = jnp.where(ok & (i <= 1), lam / 10, jnp.where(ok & (i <= 3), lam, lam * 4))
+            lam = jnp.clip(lam, damping, 1.0)
+            return (unravel(new), lam), jnp.minimum(cur, vals[i])
 
     else:
         opt = optax.adam(learning_rate) if optimizer == "adam" else optax.lbfgs()
@@ -217,7 +224,7 @@ def _train_chunk(problem, params, static, opt_state, key, *, optimizer, steps, q
 _train_chunk_jit = eqx.filter_jit(_train_chunk)
 
 
-def _run(problem, model, *, key, optimizer, steps, quadrature, num_points, learning_rate, gram, damping, resample, num_eval_points, progress, chunk, loss_kind):
+def _run(problem, model, *, key, optimizer, steps, quadrature, num_points, learning_rate, gram, damping, initial_damping, resample, num_eval_points, progress, chunk, loss_kind):
     if not isinstance(problem, VariationalProblem):
         raise TypeError(f"problem must be a VariationalProblem, got {type(problem).__name__}")
     if optimizer not in _OPTIMIZERS:
@@ -236,7 +243,7 @@ def _run(problem, model, *, key, optimizer, steps, quadrature, num_points, learn
     elif optimizer == "lbfgs":
         opt_state = optax.lbfgs().init(params)
     else:
-        opt_state = None
+        opt_state = jnp.asarray(max(initial_damping, damping), jnp.result_type(float))
     chunk = max(1, min(chunk, steps))
     sizes = [chunk] * (steps // chunk) + ([steps % chunk] if steps % chunk else [])
     bar = None
@@ -273,6 +280,7 @@ def deep_ritz(
     learning_rate: float = 1e-3,
     gram: str = "energy",
     damping: float = 1e-8,
+    initial_damping: float = 1e-3,
     resample: bool = True,
     num_eval_points: int = 8192,
     progress: bool = False,
@@ -291,7 +299,10 @@ def deep_ritz(
         num_points: quadrature points per step.
         learning_rate: Adam's step.
         gram: ``"energy"`` (Hessian-weighted) or ``"h1"`` Gram matrix for the natural gradient.
-        damping: relative Tikhonov damping of the Gram matrix (times its mean diagonal).
+        damping: the smallest relative Tikhonov damping of the Gram matrix (times its mean
+            diagonal); the damping adapts between it and 1 (Levenberg-Marquardt rule on the
+            line-search step) and is carried across chunks.
+        initial_damping: the damping of the first natural-gradient step.
         resample: draw a fresh lattice shift / MC sample every step. Keep it on for networks
             with hundreds of parameters: on one fixed point set the optimiser fits the
             quadrature instead of the PDE (measured, T2 d = 4, 621-parameter MLP, 4096 fixed
@@ -302,7 +313,7 @@ def deep_ritz(
     Returns:
         :class:`RitzResult` with the energy history, errors and the certificate.
     """
-    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram=gram, damping=damping, resample=resample, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="ritz")
+    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram=gram, damping=damping, initial_damping=initial_damping, resample=resample, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="ritz")
 
 
 def pinn(
@@ -326,4 +337,4 @@ def pinn(
     """
     if optimizer == "natural_gradient":
         raise ValueError("pinn supports optimizer 'adam' or 'lbfgs'")
-    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram="energy", damping=0.0, resample=True, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="pinn")
+    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram="energy", damping=0.0, initial_damping=0.0, resample=True, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="pinn")
