@@ -23,7 +23,7 @@ taken from ``rho > ||A^T A||`` (its convergence condition); the others are free.
 
 Writes ``inverse.json``, ``inverse.md`` and ``inverse.png`` under ``--out``.
 
-Run:  python benchmarks/inverse.py --out benchmarks/results/inverse           (full, ~15 min)
+Run:  python benchmarks/inverse.py --out benchmarks/results/inverse           (full, ~17 min here)
       python benchmarks/inverse.py --quick --out /tmp/inverse_quick           (smoke test)
 """
 
