@@ -48,7 +48,7 @@ def test_row_configs_are_valid_and_share_the_seed():
     assert cfgs["moe_1x4_extrap"].t_train == 400.0
 
 
-@pytest.mark.parametrize("method", ["hard", "moe"])
+@pytest.mark.parametrize("method", [pytest.param("hard", marks=pytest.mark.slow), "moe"])
 def test_point_diagnostics_on_an_untrained_model(method):
     import argparse
 
