@@ -150,12 +150,7 @@ def run(args) -> int:
         else:
             if args.model_dir is None:
                 raise CLIError("--method lpn needs --model-dir (a saved LPN)")
-            from pdeml.prox.analysis import load_lpn
-
-            try:
-                prox, _ = load_lpn(args.model_dir)
-            except FileNotFoundError as err:
-                raise CLIError(str(err)) from err
+            prox = _load_prior(args.model_dir)
             prox = jax.tree.map(lambda a: a.astype(dtype) if hasattr(a, "astype") else a, prox)
             cond = convergence_conditions(prox, op, rho, norm=norm)
             info["convergence_conditions"] = cond.explain()
@@ -192,3 +187,30 @@ def _save_png(path, x, aty, est):
         a.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+
+
+def _load_prior(model_dir):
+    """An LPN saved by ``pdeml prox train`` or a near-identity prior saved by
+    ``benchmarks/inverse.py`` (told apart by the ``kind`` in its ``config.json``)."""
+    import json
+    from pathlib import Path
+
+    cfg_path = Path(model_dir) / "config.json"
+    if not cfg_path.exists():
+        raise CLIError(f"{model_dir} has no config.json: not a saved LPN")
+    try:
+        kind = json.loads(cfg_path.read_text()).get("want", {}).get("kind")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise CLIError(f"{cfg_path} is not a valid config file: {err}") from None
+    try:
+        if kind == "QuadraticICNN(FullyConvICNN)":
+            from pdeml.inverse import load_near_identity_lpn
+
+            prox, _ = load_near_identity_lpn(model_dir)
+        else:
+            from pdeml.prox.analysis import load_lpn
+
+            prox, _ = load_lpn(model_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(f"cannot load the LPN in {model_dir}: {err}") from None
+    return prox
