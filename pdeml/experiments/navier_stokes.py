@@ -45,8 +45,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from pdeml.experiments.common import make_optimizer, restore_run
 from pdeml.constraints import (
     HardConstrainedModel,
     HardConstraint,
@@ -420,28 +420,9 @@ def model_at_resolution(model, config: NSConfig, refine: int):
     return HardConstrainedModel(model.net, _layer(config, refine))
 
 
-def make_optimizer(config: NSConfig) -> optax.GradientTransformation:
-    """Adam with exponential learning-rate decay and global-norm gradient clipping."""
-    schedule = optax.exponential_decay(config.learning_rate, max(config.steps, 1), config.lr_decay)
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
-
-
 def load_run(run_dir):
     """``(config, model, step)`` of the newest good checkpoint in ``run_dir``."""
-    from pdeml.train import CheckpointManager
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{run_dir} has no config.json: not a pdeml training run")
-    config = NSConfig(**json.loads(cfg_path.read_text()))
-    key = jax.random.key(config.seed)
-    model = build_model(config, jax.random.fold_in(key, 0))
-    params = eqx.filter(model, eqx.is_inexact_array)
-    like = {"model": model, "opt_state": make_optimizer(config).init(params),
-            "key": np.asarray(jax.random.key_data(jax.random.fold_in(key, 1)))}
-    step, tree, _ = CheckpointManager(run_dir / "checkpoints").restore(like)
-    return config, tree["model"], step
+    return restore_run(run_dir, NSConfig, build_model)
 
 
 # ---- evaluation ------------------------------------------------------------------------------
