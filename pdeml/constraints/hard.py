@@ -34,6 +34,24 @@ from pdeml.core.validation import check_choice, error_if_nonfinite
 from pdeml.pde.base import PDEProblem
 
 
+def rows_fit_start(lsq: StructuredLeastSquares) -> Float[Array, " n"] | None:
+    """The layers' initial guess: fit the (linear) IC/BC rows alone, a cheap N x N solve that
+    puts the Gauss-Newton iteration near the physically relevant region (``None``: no rows).
+
+    A relative 1e-8 Tikhonov term (plus ``lsq.ridge``) keeps it defined when the rows do not
+    determine every weight; an all-zero row block (an expert that is given no rows) gets a
+    finite guess too.
+    """
+    if lsq.rows.shape[0] == 0:
+        return None
+    n = lsq.num_basis
+    gram = lsq.rows.T @ lsq.rows
+    tr = jnp.trace(gram)
+    tr = jnp.where(tr > 0, tr, 1.0)
+    reg = (lsq.ridge + 1e-8 * tr / n) * jnp.eye(n, dtype=gram.dtype)
+    return jnp.linalg.solve(gram + reg, lsq.rows.T @ lsq.targets)
+
+
 class ConstraintInfo(eqx.Module):
     """What the layer solved: weights ``w`` (N,), solver ``stats`` and the sampled ``points``."""
 
@@ -135,15 +153,8 @@ class HardConstraint(eqx.Module):
         elif jnp.ndim(points) != 2 or jnp.shape(points)[1] != len(grid):
             raise ValueError(f"points must have shape (m, {len(grid)}), got {jnp.shape(points)}")
         lsq = self.least_squares_problem(basis, data, points)
-        # Initial guess: fit the (linear) IC/BC rows alone, a cheap N x N solve that puts the
-        # Gauss-Newton iteration near the physically relevant region.
-        w0 = None
-        if lsq.rows.shape[0] > 0:
-            n = basis.shape[-1]
-            reg = (self.ridge + 1e-8 * jnp.trace(lsq.rows.T @ lsq.rows) / n) * jnp.eye(n, dtype=basis.dtype)
-            w0 = jnp.linalg.solve(lsq.rows.T @ lsq.rows + reg, lsq.rows.T @ lsq.targets)
         sol = solve_least_squares(
-            lsq, w0, solver=self.solver, adjoint=self.adjoint, backend=self.backend,
+            lsq, rows_fit_start(lsq), solver=self.solver, adjoint=self.adjoint, backend=self.backend,
             throw=self.throw,
         )
         u = jnp.einsum("...n,n->...", basis, sol.value)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from pdeml.constraints.hard import rows_fit_start
 from pdeml.constraints.partition import Partition
 from pdeml.core import (
     BACKENDS,
@@ -241,17 +242,8 @@ class MoEHardConstraint(eqx.Module):
     def solve_expert(self, basis, data, points, row_mask, *, throw: bool | None = None):
         """Solve one expert: ``(w (N,), stats)``. The same steps as :class:`HardConstraint`."""
         lsq = self.least_squares_problem(basis, data, points, row_mask)
-        w0 = None
-        if lsq.rows.shape[0] > 0:
-            n = basis.shape[-1]
-            gram = lsq.rows.T @ lsq.rows
-            tr = jnp.trace(gram)
-            # An expert with no rows ("touching") has a zero Gram matrix: keep the guess finite.
-            tr = jnp.where(tr > 0, tr, 1.0)
-            reg = (self.ridge + 1e-8 * tr / n) * jnp.eye(n, dtype=basis.dtype)
-            w0 = jnp.linalg.solve(gram + reg, lsq.rows.T @ lsq.targets)
         sol = solve_least_squares(
-            lsq, w0, solver=self.solver, adjoint=self.adjoint, backend=self.backend,
+            lsq, rows_fit_start(lsq), solver=self.solver, adjoint=self.adjoint, backend=self.backend,
             throw=self.throw if throw is None else throw,
         )
         return sol.value, sol.stats
