@@ -265,3 +265,64 @@ def test_shape_and_option_errors():
         ImplicitAdjoint("newton")
     with pytest.raises(TypeError, match="features must be floating point"):
         StructuredLeastSquares(jnp.ones((1, 3, 2), jnp.int32), phi, f)
+
+
+def _basis_problem(seed, from_basis):
+    """A diffusion-sorption layer problem with a non-zero residual, built either way."""
+    from pdeml.pde import DiffusionSorption
+    from pdeml.testing import smooth_fields
+
+    prob = DiffusionSorption(nx=24, nt=8)
+    x = np.asarray(prob.grid.x())
+    u0 = jnp.asarray(0.5 * np.exp(-30 * (x - 0.5) ** 2))
+    basis = 0.3 + smooth_fields(prob, 6, jax.random.key(seed))
+    pts = jax.random.permutation(jax.random.key(seed + 1), prob.interior_points())[:60]
+
+    def make(b, p):
+        rows, targets = prob.constraint_rows(b, u0)
+        aux = prob.aux_at(u0, p)
+        if from_basis:
+            return StructuredLeastSquares.from_basis(b, p, prob.features_at, prob.pointwise,
+                                                     aux, rows, targets)
+        return StructuredLeastSquares(prob.features_at(b, p), prob.pointwise, aux, rows, targets)
+
+    return make, basis, pts
+
+
+@pytest.mark.parametrize("hessian", ["exact", "gauss_newton"])
+def test_basis_tangent_equals_generic_feature_derivative(hessian):
+    # from_basis differentiates through the basis in closed form (basis_tangent); it must
+    # agree with differentiating through the gathered features, in both modes and under vmap
+    # over the collocation points (as the mixture of experts does).
+    solver = LevenbergMarquardt(max_steps=200, xtol=1e-14, gtol=1e-14)
+    adj = ImplicitAdjoint(hessian)
+    fns = {}
+    for fb in (False, True):
+        make, basis, pts = _basis_problem(3, fb)
+        fns[fb] = (lambda make_: lambda b, p: solve_least_squares(
+            make_(b, p), solver=solver, adjoint=adj, throw=False).value)(make)
+    direction = jax.random.normal(jax.random.key(9), basis.shape)
+    cot = jax.random.normal(jax.random.key(10), (basis.shape[-1],))
+    out = {}
+    for fb, fn in fns.items():
+        w = fn(basis, pts)
+        assert float(jnp.max(jnp.abs(w))) > 1e-3
+        jv = jax.jvp(lambda b: fn(b, pts), (basis,), (direction,))[1]
+        vj = jax.vjp(lambda b: fn(b, pts), basis)[1](cot)[0]
+        pts2 = jnp.stack([pts, pts[::-1]])
+        vm = jax.vmap(jax.grad(lambda b, p: jnp.sum(fn(b, p) * cot)), in_axes=(None, 0))(basis, pts2)
+        out[fb] = (w, jv, vj, vm)
+    for a, b in zip(out[False], out[True]):
+        scale = float(jnp.max(jnp.abs(a)))
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-11 * scale)
+
+
+def test_from_basis_checks_its_inputs():
+    feats = make_features(0)
+    with pytest.raises(ValueError, match="together"):
+        StructuredLeastSquares(feats, phi, basis=jnp.ones((4, 3, N)))
+    with pytest.raises(ValueError, match="basis must have shape"):
+        StructuredLeastSquares.from_basis(jnp.ones(3), None, lambda b, p: b, phi)
+    with pytest.raises(ValueError, match="N = 3"):
+        StructuredLeastSquares.from_basis(jnp.ones((4, 3)), None,
+                                          lambda b, p: jnp.ones((1, 4, 2)), phi)

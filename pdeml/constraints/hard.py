@@ -120,10 +120,12 @@ class HardConstraint(eqx.Module):
 
     def least_squares_problem(self, basis, data, points) -> StructuredLeastSquares:
         """The structured least-squares problem for one basis and one problem instance."""
-        feats = self.problem.features_at(basis, points)  # gathered at the points first
         rows, targets = self.problem.constraint_rows(basis, data)
         aux = self.problem.aux_at(data, points)
-        return StructuredLeastSquares(feats, self.problem.pointwise, aux, rows, targets, self.ridge)
+        # features gathered at the points first; implicit derivatives through the basis
+        return StructuredLeastSquares.from_basis(
+            basis, points, self.problem.features_at, self.problem.pointwise, aux, rows, targets,
+            self.ridge)
 
     def __call__(
         self,

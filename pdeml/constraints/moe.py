@@ -232,12 +232,13 @@ class MoEHardConstraint(eqx.Module):
 
     def least_squares_problem(self, basis, data, points, row_mask) -> StructuredLeastSquares:
         """The structured least-squares problem of one expert."""
-        feats = self.problem.features_at(basis, points)
         rows, targets = self.problem.constraint_rows(basis, data)
         rows = jnp.where(row_mask[:, None], rows, 0)
         targets = jnp.where(row_mask, targets, 0)
         aux = self.problem.aux_at(data, points)
-        return StructuredLeastSquares(feats, self.problem.pointwise, aux, rows, targets, self.ridge)
+        return StructuredLeastSquares.from_basis(
+            basis, points, self.problem.features_at, self.problem.pointwise, aux, rows, targets,
+            self.ridge)
 
     def solve_expert(self, basis, data, points, row_mask, *, throw: bool | None = None):
         """Solve one expert: ``(w (N,), stats)``. The same steps as :class:`HardConstraint`."""

@@ -69,8 +69,18 @@ class StructuredLeastSquares(eqx.Module):
     rows: Float[Array, "p n"]
     targets: Float[Array, " p"]
     ridge: Float[Array, ""]
+    basis: Float[Array, "*grid n"] | None
+    points: Array | None
+    feature_map: Callable | None
 
-    def __init__(self, features, pointwise, aux=None, rows=None, targets=None, ridge=0.0):
+    def __init__(self, features, pointwise, aux=None, rows=None, targets=None, ridge=0.0, *,
+                 basis=None, points=None, feature_map=None):
+        if (basis is None) != (feature_map is None):
+            raise ValueError("basis and feature_map must be given together (use from_basis)")
+        if basis is not None:
+            if features is not None:
+                raise ValueError("give either features or (basis, feature_map), not both")
+            features = feature_map(basis, points)
         features = jnp.asarray(features)
         if features.ndim != 3:
             raise ValueError(
@@ -101,6 +111,40 @@ class StructuredLeastSquares(eqx.Module):
         self.rows = rows
         self.targets = targets
         self.ridge = jnp.asarray(ridge, dtype)
+        self.basis = basis
+        self.points = points
+        self.feature_map = feature_map
+
+    @classmethod
+    def from_basis(cls, basis, points, feature_map, pointwise, aux=None, rows=None, targets=None,
+                   ridge=0.0) -> StructuredLeastSquares:
+        """The problem whose features are ``feature_map(basis, points)``, differentiated via the basis.
+
+        ``feature_map(basis, points)`` maps a ``(*grid, N)`` basis to ``(K, m, N)`` features
+        (``points``: any pytree of arrays it needs, e.g. the ``(m, ndim)`` collocation
+        indices). It must be linear in the basis and act on every basis function alike
+        (``feature_map(b)[..., n]`` depends only on ``b[..., n]``, by the same map for every
+        n) -- true of derivative operators evaluated at points,
+        :meth:`pdeml.pde.PDEProblem.features_at`. The solution is the
+        same as with ``features=feature_map(basis, points)``; what changes is the implicit derivative
+        in the basis: with ``a = T w`` the tangent of ``J^T r`` along ``db`` needs the features
+        of the one field ``db @ w`` plus a contraction of ``db`` with one adjoint field, so
+        reverse mode scatters O(m K) scalars instead of the (K, m, N) feature cotangents
+        through the stencils (see :meth:`basis_tangent`). Pass ``feature_map`` as a function
+        of its inputs (e.g. a bound method of the PDE problem), not a closure over traced
+        arrays.
+        """
+        basis = jnp.asarray(basis)
+        if basis.ndim < 2:
+            raise ValueError(f"basis must have shape (*grid, N), got {basis.shape}")
+        prob = cls(None, pointwise, aux, rows, targets, ridge, basis=basis, points=points,
+                   feature_map=feature_map)
+        if prob.features.shape[2] != basis.shape[-1]:
+            raise ValueError(
+                f"feature_map must return (K, m, N) with N = {basis.shape[-1]} (the basis' last "
+                f"axis), got {prob.features.shape}"
+            )
+        return prob
 
     @property
     def num_basis(self) -> int:
@@ -172,6 +216,41 @@ class StructuredLeastSquares(eqx.Module):
     def optimality(self, w):
         """J(w)^T r(w): zero at a stationary point of 1/2||r||^2."""
         return self.normal_equations(w)[1]
+
+    def basis_tangent(self, w, dbasis, *, exact: bool = True) -> Float[Array, " n"]:
+        """Derivative of the PDE part of ``J^T r`` at ``w`` along ``dbasis`` (features from it).
+
+        With ``a_ik = T_k[i] w``, ``d_ik = dPhi/da_k``, ``h_ikl`` its Hessian and
+        ``J_i = sum_k d_ik T_k[i]``, the tangent of ``sum_i J_i r_i`` along ``dT`` is
+
+            sum_i J_i (sum_l d_il da_il) + sum_k T_k^T (r h da)_k + sum_k sum_i d_ik r_i dT_k[i],
+
+        ``da = feature_map(db @ w)``: the features of ONE field. The last term is the
+        contraction of ``db`` with the adjoint field ``G = F^T(d r)`` of the scalar feature map
+        (it is absent, like the ``h`` term, for the Gauss-Newton optimality, ``exact=False``).
+        Every coefficient comes from the primal, so reverse mode transposes this into a few
+        scalar fields on the grid and two outer products with ``w`` and the adjoint vector.
+        """
+        if self.basis is None:
+            raise ValueError("basis_tangent needs a problem built with from_basis")
+        grid = self.basis.shape[:-1]
+
+        def scalar_map(field):  # (*grid) -> (K, m): the feature map of one basis function
+            return self.feature_map(field[..., None], self.points)[..., 0]
+
+        a = self._features_times(w)  # (m, K)
+        r, dphi = jax.vmap(jax.value_and_grad(self.pointwise))(a, self.aux)
+        jac = self._combine_features(dphi)
+        da = scalar_map(jnp.tensordot(dbasis, w, axes=1)).T  # (m, K)
+        out = jac.T @ jnp.sum(dphi * da, axis=1)
+        if not exact:
+            return out
+        h = jax.vmap(jax.hessian(self.pointwise))(a, self.aux)  # (m, K, K)
+        s = r[:, None] * jnp.einsum("ikl,il->ik", h, da)
+        out = out + sum(self.features[k].T @ s[:, k] for k in range(self.features.shape[0]))
+        template = jax.ShapeDtypeStruct(grid, self.basis.dtype)
+        (adj,) = jax.linear_transpose(scalar_map, template)((dphi * r[:, None]).T)
+        return out + jnp.tensordot(adj, dbasis, axes=len(grid))
 
     def gauss_newton_optimality(self, w, w_lin):
         """J(w_lin)^T r(w) with J frozen at ``w_lin`` (the Gauss-Newton linearisation)."""
@@ -359,21 +438,36 @@ def stop_gradient_arrays(tree):
 
 
 def _attach_implicit(w_star, problem: StructuredLeastSquares, adjoint: ImplicitAdjoint):
-    dynamic, static = eqx.partition(problem, eqx.is_inexact_array)
     exact = adjoint.hessian == "exact"
     if exact:
-        def optimality(w, dyn):
-            return eqx.combine(dyn, static).optimality(w)
+        def optimality(w, prob):
+            return prob.optimality(w)
     else:
-        def optimality(w, dyn):
-            return eqx.combine(dyn, static).gauss_newton_optimality(w, w_star)
+        # J frozen at the point of evaluation: the rule only evaluates it at w = w*.
+        def optimality(w, prob):
+            return prob.gauss_newton_optimality(w, lax.stop_gradient(w))
 
     # d(optimality)/dw in closed form from the structure (J^T J, plus the second-order
     # part for "exact"): one pass over the features instead of N forward-mode passes.
-    def jacobian(w, dyn):
-        return eqx.combine(dyn, static).hessian(w, exact=exact)
+    def jacobian(w, prob):
+        return prob.hessian(w, exact=exact)
 
-    return implicit_solution(w_star, dynamic, optimality, jacobian=jacobian)
+    tangent = None
+    if problem.basis is not None:
+        # The features are feature_map(basis): take their derivative through the basis in
+        # closed form (basis_tangent), everything else (rows, targets, aux, ridge) by jvp.
+        dynamic, _ = eqx.partition(problem, eqx.is_inexact_array)
+        spec = jax.tree.map(lambda _: True, dynamic)
+        spec = eqx.tree_at(lambda p: (p.features, p.basis), spec, replace=(False, False))
+
+        def tangent(w, prob, dprob):
+            dyn, other = eqx.partition(prob, eqx.is_inexact_array)
+            rest, fixed = eqx.partition(dyn, spec)
+            _, d_rest = jax.jvp(lambda v: optimality(w, eqx.combine(v, fixed, other)), (rest,),
+                                (eqx.filter(dprob, spec),))
+            return d_rest + prob.basis_tangent(w, dprob.basis, exact=exact)
+
+    return implicit_solution(w_star, problem, optimality, jacobian=jacobian, tangent=tangent)
 
 
 def _stats_from(problem: StructuredLeastSquares, w, grad, gtg, pde_sq, iterations,
