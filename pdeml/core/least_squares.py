@@ -197,21 +197,22 @@ class StructuredLeastSquares(eqx.Module):
     def hessian(self, w, *, exact: bool = True) -> Float[Array, "n n"]:
         """The Hessian of 1/2||r||^2 at ``w`` (``exact=False``: its Gauss-Newton part J^T J).
 
-        The second-order part is ``sum_i r_i T_i^T (d^2 Phi_i) T_i`` with the K x K Hessian of
-        the pointwise nonlinearity at each point, assembled as K matrix products of the size of
-        J^T J -- never a Hessian of a black-box function of w.
+        With ``d_i = grad Phi_i`` and ``h_i`` its K x K Hessian at each point, the PDE block is
+        ``sum_kl T_k^T diag(d_k d_l + r h_kl) T_l``: K weighted feature combinations and K
+        matrix products of the size of J^T J -- never a Hessian of a black-box function of w.
         """
-        _, _, gtg, r = self.normal_equations(w)
         if not exact:
-            return gtg
+            return self.normal_equations(w)[2]
         a = self._features_times(w)
+        r, dphi = jax.vmap(jax.value_and_grad(self.pointwise))(a, self.aux)
         h = jax.vmap(jax.hessian(self.pointwise))(a, self.aux)  # (m, K, K)
-        weighted = r[:, None, None] * h
-        second = sum(
-            self.features[k].T @ self._combine_features(weighted[:, k, :])
+        weights = dphi[:, :, None] * dphi[:, None, :] + r[:, None, None] * h
+        pde = sum(
+            self.features[k].T @ self._combine_features(weights[:, k, :])
             for k in range(self.features.shape[0])
         )
-        return gtg + 0.5 * (second + second.T)
+        eye = jnp.eye(self.num_basis, dtype=pde.dtype)
+        return 0.5 * (pde + pde.T) + self.rows.T @ self.rows + self.ridge * eye
 
     def optimality(self, w):
         """J(w)^T r(w): zero at a stationary point of 1/2||r||^2."""
@@ -240,14 +241,15 @@ class StructuredLeastSquares(eqx.Module):
 
         a = self._features_times(w)  # (m, K)
         r, dphi = jax.vmap(jax.value_and_grad(self.pointwise))(a, self.aux)
-        jac = self._combine_features(dphi)
         da = scalar_map(jnp.tensordot(dbasis, w, axes=1)).T  # (m, K)
-        out = jac.T @ jnp.sum(dphi * da, axis=1)
+        # J^T t = sum_k T_k^T (d_k t): K matrix-vector products, J itself is never formed.
+        q = dphi * jnp.sum(dphi * da, axis=1, keepdims=True)
+        if exact:
+            h = jax.vmap(jax.hessian(self.pointwise))(a, self.aux)  # (m, K, K)
+            q = q + r[:, None] * jnp.einsum("ikl,il->ik", h, da)
+        out = sum(self.features[k].T @ q[:, k] for k in range(self.features.shape[0]))
         if not exact:
             return out
-        h = jax.vmap(jax.hessian(self.pointwise))(a, self.aux)  # (m, K, K)
-        s = r[:, None] * jnp.einsum("ikl,il->ik", h, da)
-        out = out + sum(self.features[k].T @ s[:, k] for k in range(self.features.shape[0]))
         template = jax.ShapeDtypeStruct(grid, self.basis.dtype)
         (adj,) = jax.linear_transpose(scalar_map, template)((dphi * r[:, None]).T)
         return out + jnp.tensordot(adj, dbasis, axes=len(grid))
