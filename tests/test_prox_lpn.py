@@ -107,6 +107,28 @@ def test_inversion_round_trip_images(psi):
     check_inversion_round_trip(lpn, x, atol=1e-9)
 
 
+def test_newton_cg_compaction_matches_per_sample_solves():
+    """The batched loop compacts unconverged samples into smaller phases; each sample must get
+    the same iterate as when solved alone (the phases only change which samples are computed)."""
+    lpn = LPN(DENSE["softplus"])
+    x = 3.0 * jax.random.normal(jax.random.key(9), (11, 3))
+    res = lpn.inverse(x)
+    assert bool(res.converged.all()) and len(set(np.asarray(res.iterations).tolist())) > 1
+    for i in range(x.shape[0]):
+        one = lpn.inverse(x[i : i + 1])
+        assert int(one.iterations[0]) == int(res.iterations[i])
+        np.testing.assert_allclose(one.y[0], res.y[i], rtol=0, atol=1e-12)
+
+
+def test_newton_cg_mixed_precision_hvp_keeps_the_float64_tolerance():
+    lpn = LPN(CONV)
+    x = jax.random.uniform(jax.random.key(10), (4, 1, 8, 8))
+    res = lpn.inverse(x, hvp_dtype=jnp.float32, atol=1e-9, rtol=0.0)
+    assert res.y.dtype == jnp.float64
+    assert bool(res.converged.all()) and float(res.residual.max()) <= 1e-9
+    np.testing.assert_allclose(lpn.prox(res.y), x, atol=1e-9)
+
+
 def test_fully_conv_any_size_and_batch_axes():
     lpn = LPN(FCONV)
     for shape in [(2, 1, 5, 7), (2, 2, 1, 6, 6)]:

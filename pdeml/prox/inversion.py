@@ -83,56 +83,127 @@ def _cg(hvp, b, tol, max_iter):
     return p
 
 
-def _newton_cg_single(psi, x, y0, atol, rtol, max_iter, max_cg, max_backtrack):
+def _cast_floats(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
+
+
+def _newton_step_fn(psi, max_cg, max_backtrack, hvp_dtype):
+    """One damped inexact Newton step for ONE sample: ``step(x, y, f, g) -> (y, f, g)`` with
+    ``f = phi(y) = psi(y) - <x, y>`` and ``g = grad phi(y) = f(y) - x`` carried between steps
+    (one value-and-gradient evaluation per accepted step; the line search only runs when the
+    full step is rejected)."""
+    lo = None if hvp_dtype is None else jnp.dtype(hvp_dtype)
     grad_psi = jax.grad(psi)
-    obj = lambda y: psi(y) - jnp.vdot(x, y)  # noqa: E731
-    tol = atol + rtol * jnp.linalg.norm(x)
+    psi_lo = _cast_floats(psi, lo) if lo is not None else None
+    grad_lo = jax.grad(psi_lo) if lo is not None else None
+    vg = jax.value_and_grad(psi)
 
-    def cond(s):
-        _, g, k = s
-        return (jnp.linalg.norm(g) > tol) & (k < max_iter) & jnp.all(jnp.isfinite(g))
+    def obj_and_grad(y, x):
+        v, gp = vg(y)
+        return v - jnp.vdot(x, y), gp - x
 
-    def body(s):
-        y, g, k = s
+    def step(x, y, f0, g):
         gnorm = jnp.linalg.norm(g)
-        hvp = lambda v: jax.jvp(grad_psi, (y,), (v,))[1]  # noqa: E731
         forcing = jnp.minimum(0.5, jnp.sqrt(gnorm))
-        p = _cg(hvp, -g, forcing * gnorm, max_cg)
+        if lo is None or lo == y.dtype:
+            hvp = lambda v: jax.jvp(grad_psi, (y,), (v,))[1]  # noqa: E731
+            p = _cg(hvp, -g, forcing * gnorm, max_cg)
+        else:
+            # Mixed precision: the Newton direction only has to be accurate to the forcing
+            # term, so CG runs on low-precision Hessian-vector products for the normalised
+            # right-hand side (relative tolerance floored at 10 eps of the low dtype); the
+            # gradient, line search and residual stay in x's precision.
+            y_lo = y.astype(lo)
+            hvp = lambda v: jax.jvp(grad_lo, (y_lo,), (v,))[1]  # noqa: E731
+            rel = jnp.maximum(forcing, 10 * jnp.finfo(lo).eps).astype(lo)
+            scale = jnp.where(gnorm > 0, gnorm, 1.0)
+            p = _cg(hvp, (-g / scale).astype(lo), rel, max_cg).astype(y.dtype) * scale
         slope = jnp.vdot(g, p)
         # CG on an SPD system gives a descent direction; fall back to -g if round-off says not.
         p = jnp.where(slope < 0, p, -g)
-        slope = jnp.where(slope < 0, slope, -gnorm**2)
-        f0 = obj(y)
-
-        def armijo(t):
-            return obj(y + t * p) <= f0 + 1e-4 * t * slope
+        slope = jnp.where(slope < 0, slope, -(gnorm**2))
+        f1, g1 = obj_and_grad(y + p, x)
+        # Near the solution phi changes by less than round-off and Armijo can fail spuriously;
+        # the full Newton step is then accepted if it reduces the residual and phi rises by
+        # no more than round-off (a larger rise would let the two tests cycle).
+        roundoff = 4 * jnp.finfo(y.dtype).eps * (1 + jnp.abs(f0))
+        ok = jnp.isfinite(f1) & (
+            (f1 <= f0 + 1e-4 * slope)
+            | ((jnp.linalg.norm(g1) < gnorm) & (f1 <= f0 + roundoff))
+        )
 
         # The test is carried in the state (not evaluated in the loop condition): XLA:CPU was
         # seen to hang on the vmapped form with the objective inside the condition.
         def ls_body(ls):
-            t, j, _ = ls
+            t, j, _, _, _ = ls
             t = 0.5 * t
-            return t, j + 1, armijo(t)
+            ft, gt = obj_and_grad(y + t * p, x)
+            return t, j + 1, ft <= f0 + 1e-4 * t * slope, ft, gt
 
         one = jnp.asarray(1.0, y.dtype)
-        t, _, _ = lax.while_loop(
+        t, _, _, f_new, g_new = lax.while_loop(
             lambda ls: (~ls[2]) & (ls[1] < max_backtrack), ls_body,
-            (one, jnp.asarray(0, jnp.int32), armijo(one)),
+            (one, jnp.asarray(0, jnp.int32), ok, f1, g1),
         )
-        y_new = y + t * p
-        g_new = grad_psi(y_new) - x
-        # Near the solution phi(y) changes by less than round-off and Armijo can fail
-        # spuriously; the full Newton step is then accepted if it reduces the residual.
-        full = y + p
-        g_full = grad_psi(full) - x
-        use_full = (jnp.linalg.norm(g_full) < jnp.linalg.norm(g_new)) & (jnp.linalg.norm(g_full) < gnorm)
-        y_new = jnp.where(use_full, full, y_new)
-        g_new = jnp.where(use_full, g_full, g_new)
-        return y_new, g_new, k + 1
+        return y + t * p, f_new, g_new
 
-    g0 = grad_psi(y0) - x
-    y, g, k = lax.while_loop(cond, body, (y0, g0, jnp.asarray(0)))
-    res = jnp.linalg.norm(g)
+    return obj_and_grad, step
+
+
+def _bcast(mask, a):
+    return mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim))
+
+
+def _newton_cg_batched(psi, x, y0, atol, rtol, max_iter, max_cg, max_backtrack, hvp_dtype=None,
+                       shrink=4):
+    """Newton-CG for a batch ``x`` (batch, *event), jitted as one loop with compaction.
+
+    A vmapped ``while_loop`` costs, per iteration, the whole batch until its SLOWEST sample
+    converges. Here the loop runs in phases of decreasing static size ``B, ceil(B / shrink),
+    ..., 1``: each phase stops as soon as the unconverged samples fit the next size, which then
+    gathers them (plus already-converged fillers, left untouched) and continues. Every sample
+    still gets up to ``max_iter`` iterations and its own stopping test.
+    """
+    obj_and_grad, step = _newton_step_fn(psi, max_cg, max_backtrack, hvp_dtype)
+    B = x.shape[0]
+    axes = tuple(range(1, x.ndim))
+    norm = lambda a: jnp.sqrt(jnp.sum(a * a, axis=axes))  # noqa: E731
+    tol = atol + rtol * norm(x)
+    f0, g0 = jax.vmap(obj_and_grad)(y0, x)
+    k0 = jnp.zeros((B,), jnp.int32)
+
+    def done_of(g, k, tol):
+        r = norm(g)
+        return (r <= tol) | (k >= max_iter) | ~jnp.isfinite(r)
+
+    def run_phase(xs, tols, y, f, g, k, leave):
+        def cond(s):
+            y, f, g, k = s
+            return jnp.sum(~done_of(g, k, tols)) > leave
+
+        def body(s):
+            y, f, g, k = s
+            done = done_of(g, k, tols)
+            y1, f1, g1 = jax.vmap(step)(xs, y, f, g)
+            return (jnp.where(_bcast(done, y), y, y1), jnp.where(done, f, f1),
+                    jnp.where(_bcast(done, g), g, g1), jnp.where(done, k, k + 1))
+
+        return lax.while_loop(cond, body, (y, f, g, k))
+
+    sizes = [B]
+    while sizes[-1] > 1:
+        sizes.append(-(-sizes[-1] // shrink))
+    y, f, g, k = y0, f0, g0, k0
+    for i, m in enumerate(sizes):
+        leave = sizes[i + 1] if i + 1 < len(sizes) else 0
+        if m == B:
+            y, f, g, k = run_phase(x, tol, y, f, g, k, leave)
+            continue
+        # the (at most m) unconverged samples first, stable order
+        idx = jnp.argsort(done_of(g, k, tol), stable=True)[:m]
+        ys, fs, gs, ks = run_phase(x[idx], tol[idx], y[idx], f[idx], g[idx], k[idx], leave)
+        y, f, g, k = y.at[idx].set(ys), f.at[idx].set(fs), g.at[idx].set(gs), k.at[idx].set(ks)
+    res = norm(g)
     return y, res, k, res <= tol
 
 
@@ -171,6 +242,7 @@ def invert_potential(
     max_iter: int = 100,
     max_cg: int = 200,
     lbfgs_memory: int = 20,
+    hvp_dtype=None,
 ) -> InversionResult:
     """Solve ``grad psi(y) = x`` for a batch ``x`` of shape ``(batch, *event)``.
 
@@ -188,6 +260,11 @@ def invert_potential(
             :func:`default_tolerance` for x's dtype).
         max_iter: outer iterations; ``max_cg``: CG iterations per Newton step;
         lbfgs_memory: L-BFGS history length.
+        hvp_dtype: Newton-CG only: run the CG solves on Hessian-vector products in this
+            (lower) precision, e.g. ``jnp.float32`` for a float64 solve (``psi`` must be an
+            equinox module / pytree so its parameters can be cast). The gradient, the line
+            search and the stopping test stay in ``x``'s precision, so the stated tolerance is
+            still certified; on CPU this makes each HVP about 3x cheaper for conv potentials.
 
     Returns:
         :class:`InversionResult` with per-sample residual, iterations and converged flag.
@@ -201,10 +278,10 @@ def invert_potential(
         raise ValueError(f"atol and rtol must be >= 0 and not both 0, got {atol}, {rtol}")
     y0 = x if y0 is None else y0
     if method == "newton_cg":
-        single = lambda xi, yi: _newton_cg_single(psi, xi, yi, atol, rtol, max_iter, max_cg, 40)  # noqa: E731
+        y, res, k, conv = _newton_cg_batched(psi, x, y0, atol, rtol, max_iter, max_cg, 40, hvp_dtype)
     else:
         single = lambda xi, yi: _lbfgs_single(psi, xi, yi, atol, rtol, max_iter, lbfgs_memory)  # noqa: E731
-    y, res, k, conv = jax.vmap(single)(x, y0)
+        y, res, k, conv = jax.vmap(single)(x, y0)
     return InversionResult(y=y, residual=res, iterations=k, converged=conv)
 
 

@@ -80,6 +80,7 @@ class LPN(ProximalOperator):
         rtol: float | None = None,
         max_iter: int = 100,
         y0=None,
+        hvp_dtype=None,
     ) -> InversionResult:
         """``y = f^{-1}(x)``: solves ``min_y psi(y) - <x, y>`` per sample (batched).
 
@@ -90,6 +91,9 @@ class LPN(ProximalOperator):
                 the dtype: 1e-10 for float64, 1e-4 for float32).
             max_iter: maximum outer iterations.
             y0: optional starting point (default ``x``).
+            hvp_dtype: Newton-CG in mixed precision: CG on Hessian-vector products in this
+                dtype (e.g. ``jnp.float32`` for float64 ``x``); the residual test stays in
+                ``x``'s precision (see :func:`~pdeml.prox.invert_potential`).
 
         Returns:
             :class:`~pdeml.prox.InversionResult` with ``y``, ``residual``, ``iterations`` and
@@ -106,7 +110,8 @@ class LPN(ProximalOperator):
         xf, batch, event = self._flatten(x)
         y0f = None if y0 is None else jnp.reshape(y0, xf.shape)
         r = invert_potential(
-            self.potential, xf, y0=y0f, method=method, atol=atol, rtol=rtol, max_iter=max_iter
+            self.potential, xf, y0=y0f, method=method, atol=atol, rtol=rtol, max_iter=max_iter,
+            hvp_dtype=hvp_dtype,
         )
         return InversionResult(
             y=r.y.reshape((*batch, *event)),
