@@ -184,15 +184,30 @@ class StructuredLeastSquares(eqx.Module):
         r, dphi = jax.vmap(jax.value_and_grad(self.pointwise))(self._features_times(w), self.aux)
         return r, self._combine_features(dphi)
 
-    def normal_equations(self, w):
-        """Objective 1/2||r||^2, gradient J^T r, Gauss-Newton matrix J^T J and PDE residual."""
+    def row_gram(self) -> Float[Array, "n n"]:
+        """``rows^T rows + ridge I``: the part of J^T J that does not depend on w."""
+        eye = jnp.eye(self.num_basis, dtype=self.rows.dtype)
+        return self.rows.T @ self.rows + self.ridge * eye
+
+    def normal_equations(self, w, row_gram=None):
+        """Objective 1/2||r||^2, gradient J^T r, Gauss-Newton matrix J^T J and ||Phi||^2.
+
+        ``row_gram``: :meth:`row_gram`, if the caller has it (the solver computes it once).
+        The PDE block is one matrix product ``[J r]^T [J r]``, which gives J^T J, J^T r and
+        ||Phi||^2 in one pass over J.
+        """
         r, jac = self.pde_residual_and_jacobian(w)
+        n = self.num_basis
+        jr = jnp.concatenate([jac, r[:, None]], axis=1)
+        prod = jr.T @ jr
         c = self.rows @ w - self.targets
-        eye = jnp.eye(self.num_basis, dtype=jac.dtype)
-        gtg = jac.T @ jac + self.rows.T @ self.rows + self.ridge * eye
-        grad = jac.T @ r + self.rows.T @ c + self.ridge * w
-        obj = 0.5 * (r @ r + c @ c + self.ridge * (w @ w))
-        return obj, grad, gtg, r
+        if row_gram is None:
+            row_gram = self.row_gram()
+        gtg = prod[:n, :n] + row_gram
+        grad = prod[:n, n] + self.rows.T @ c + self.ridge * w
+        pde_sq = prod[n, n]
+        obj = 0.5 * (pde_sq + c @ c + self.ridge * (w @ w))
+        return obj, grad, gtg, pde_sq
 
     def hessian(self, w, *, exact: bool = True) -> Float[Array, "n n"]:
         """The Hessian of 1/2||r||^2 at ``w`` (``exact=False``: its Gauss-Newton part J^T J).
@@ -216,7 +231,8 @@ class StructuredLeastSquares(eqx.Module):
 
     def optimality(self, w):
         """J(w)^T r(w): zero at a stationary point of 1/2||r||^2."""
-        return self.normal_equations(w)[1]
+        r, jac = self.pde_residual_and_jacobian(w)
+        return jac.T @ r + self.rows.T @ (self.rows @ w - self.targets) + self.ridge * w
 
     def basis_tangent(self, w, dbasis, *, exact: bool = True) -> Float[Array, " n"]:
         """Derivative of the PDE part of ``J^T r`` at ``w`` along ``dbasis`` (features from it).
@@ -336,6 +352,7 @@ class _State(eqx.Module):
     grad: Array
     gtg: Array
     pde_sq: Array  # ||Phi||^2 at w (the PDE rows only), for the diagnostics
+    row_gram: Array  # rows^T rows + ridge I, computed once
     mu: Array
     nu: Array
     step: Array
@@ -345,11 +362,13 @@ class _State(eqx.Module):
 
 
 def _init_state(problem: StructuredLeastSquares, w0, solver: LevenbergMarquardt):
-    obj, grad, gtg, r = problem.normal_equations(w0)
+    row_gram = problem.row_gram()
+    obj, grad, gtg, pde_sq = problem.normal_equations(w0, row_gram)
     mu = solver.damping * jnp.max(jnp.diag(gtg))
     dt = w0.dtype
     return _State(
-        w=w0, obj=obj, grad=grad, gtg=gtg, pde_sq=r @ r, mu=mu, nu=jnp.asarray(2.0, dt),
+        w=w0, obj=obj, grad=grad, gtg=gtg, pde_sq=pde_sq, row_gram=row_gram, mu=mu,
+        nu=jnp.asarray(2.0, dt),
         step=jnp.asarray(0), done=jnp.asarray(False), converged=jnp.asarray(False),
         nonfinite=~jnp.isfinite(obj),
     )
@@ -362,7 +381,7 @@ def _lm_step(problem: StructuredLeastSquares, solver: LevenbergMarquardt, s: _St
     chol = jnp.linalg.cholesky(s.gtg + s.mu * eye)
     dw = -jax.scipy.linalg.cho_solve((chol, True), s.grad)
     w_new = s.w + dw
-    obj_new, grad_new, gtg_new, r_new = problem.normal_equations(w_new)
+    obj_new, grad_new, gtg_new, pde_sq_new = problem.normal_equations(w_new, s.row_gram)
     # Predicted decrease of the Gauss-Newton model (Nielsen): 1/2 dw^T (mu dw - grad).
     predicted = 0.5 * dw @ (s.mu * dw - s.grad)
     tiny = jnp.finfo(s.w.dtype).tiny
@@ -381,7 +400,7 @@ def _lm_step(problem: StructuredLeastSquares, solver: LevenbergMarquardt, s: _St
     obj = keep(obj_new, s.obj)
     grad = keep(grad_new, s.grad)
     gtg = keep(gtg_new, s.gtg)
-    pde_sq = keep(r_new @ r_new, s.pde_sq)
+    pde_sq = keep(pde_sq_new, s.pde_sq)
     mu = jnp.where(accept, mu_accept, s.mu * s.nu)
     nu = jnp.where(accept, 2.0, 2.0 * s.nu).astype(s.nu.dtype)
 
@@ -394,7 +413,7 @@ def _lm_step(problem: StructuredLeastSquares, solver: LevenbergMarquardt, s: _St
     nonfinite = ~finite & ~jnp.isfinite(s.obj)  # could not recover from a bad start
     step = s.step + 1
     done = converged | nonfinite | (step >= solver.max_steps)
-    return _State(w, obj, grad, gtg, pde_sq, mu, nu, step, done, converged, nonfinite)
+    return _State(w, obj, grad, gtg, pde_sq, s.row_gram, mu, nu, step, done, converged, nonfinite)
 
 
 def _native_while(problem, w0, solver):
@@ -492,8 +511,8 @@ def _stats_from(problem: StructuredLeastSquares, w, grad, gtg, pde_sq, iteration
 
 def _stats(problem: StructuredLeastSquares, w, iterations, converged) -> SolveStats:
     """Diagnostics at ``w``, evaluating the problem there (for the external back ends)."""
-    _, grad, gtg, r = problem.normal_equations(w)
-    return _stats_from(problem, w, grad, gtg, r @ r, iterations, converged)
+    _, grad, gtg, pde_sq = problem.normal_equations(w)
+    return _stats_from(problem, w, grad, gtg, pde_sq, iterations, converged)
 
 
 def _state_stats(problem: StructuredLeastSquares, state: _State) -> SolveStats:
