@@ -636,7 +636,9 @@ def main(argv=None) -> int:
     if custom is not None or args.append:
         cases = custom if custom is not None else (QUICK_CASES if args.quick else FULL_CASES)
         path = os.path.join(args.out, "constraint_layer.json")
-        result = {"records": []}
+        # A fresh file gets the same self-describing header as a full run (config, machine).
+        result = _result(args, cases, setup, env_start, [], {}, time.perf_counter(),
+                         complete=False)
         if args.append:
             with open(path) as f:
                 result = json.load(f)
