@@ -178,3 +178,23 @@ def test_bad_inputs_raise_clear_errors():
         HardConstraint(DS, backend="cvxpy")
     with pytest.raises(ValueError, match="initial condition u0"):
         layer(basis, u0[:-1], key=jax.random.key(0))
+
+
+def test_problems_features_act_columnwise_as_from_basis_requires():
+    # StructuredLeastSquares.from_basis (the layers' closed-form basis derivative) is correct
+    # only for features linear in the basis and acting on each basis function alike.
+    from pdeml.pde import NavierStokes2D
+    from pdeml.testing import check_features_act_columnwise
+
+    ns = NavierStokes2D(nx=8, ny=8, nt=5, t_max=1.0, viscosity=1e-2, feature_batch=2)
+    for prob in (NONLIN, DS, ns):
+        basis = jax.random.normal(jax.random.key(2), (*prob.grid_shape, 5))
+        pts = prob.interior_points()[::3]
+        assert check_features_act_columnwise(prob.features_at, basis, pts) < 1e-12
+    basis = smooth_basis(DS, 4, seed=2)
+    pts = DS.interior_points()[::3]
+    with pytest.raises(AssertionError, match="each basis function alike"):
+        check_features_act_columnwise(lambda b, p: DS.features_at(b[..., ::-1] ** 2, p), basis, pts)
+    with pytest.raises(AssertionError, match="each basis function alike"):
+        check_features_act_columnwise(  # mixes columns: a cumulative sum over the basis axis
+            lambda b, p: DS.features_at(jnp.cumsum(b, axis=-1), p), basis, pts)

@@ -51,7 +51,10 @@ class PDEProblem(eqx.Module):
 
         Implementations gather what they need at the points first (stencil neighbours for
         finite differences) and never materialise full-grid derivative tensors when they
-        can avoid it.
+        can avoid it. The map must be linear in the basis and act on every basis function
+        alike (``features_at(b @ M) == features_at(b) @ M``): the layers differentiate
+        through it in closed form (:meth:`pdeml.core.StructuredLeastSquares.from_basis`);
+        :func:`pdeml.testing.check_features_act_columnwise` checks it.
         """
 
     @abc.abstractmethod

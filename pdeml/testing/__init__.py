@@ -9,6 +9,7 @@ Example: testing the constraint layer on your own PDE (see docs/testing.md)::
 from pdeml.testing.checks import (
     check_basis_change_invariance,
     check_constraint_satisfied,
+    check_features_act_columnwise,
     check_implicit_gradients,
 )
 from pdeml.testing.strategies import (
@@ -22,6 +23,7 @@ from pdeml.testing.strategies import (
 __all__ = [
     "check_basis_change_invariance",
     "check_constraint_satisfied",
+    "check_features_act_columnwise",
     "check_implicit_gradients",
     "collocation_points",
     "invertible_matrices",

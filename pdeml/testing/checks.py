@@ -113,3 +113,38 @@ def check_basis_change_invariance(
     if not err <= rtol:
         raise AssertionError(f"u changed under a basis change: relative difference {err:.3e} > {rtol:.1e}")
     return err
+
+
+def check_features_act_columnwise(features_at: Callable, basis, points, *, seed: int = 0,
+                                  rtol: float = 1e-12) -> float:
+    """Assert the contract of :meth:`pdeml.pde.PDEProblem.features_at` that the layers rely on.
+
+    ``StructuredLeastSquares.from_basis`` (used by ``HardConstraint`` and the experts)
+    differentiates through the basis in closed form, which is correct only if
+    ``features_at(basis, points)`` is linear in the basis and acts on every basis function
+    alike: ``features_at(b @ M) == features_at(b) @ M`` for any matrix ``M`` (mixing columns),
+    and ``features_at(b)[..., n] == features_at(b[..., n:n+1])[..., 0]``. A PDE problem whose
+    features mix basis functions, or are not linear in them, would get wrong gradients; this
+    checker catches it. Returns the largest relative error.
+    """
+    n = basis.shape[-1]
+    rng = np.random.default_rng(seed)
+    mix = jnp.asarray(rng.standard_normal((n, n + 1)), basis.dtype)
+    features_at = jax.jit(features_at)
+    feats = features_at(basis, points)
+    if feats.ndim != 3 or feats.shape[-1] != n:
+        raise AssertionError(f"features_at must return (K, m, N) with N = {n}, got {feats.shape}")
+    scale = float(jnp.max(jnp.abs(feats))) + 1e-300
+    mixed = features_at(jnp.einsum("...n,nk->...k", basis, mix), points)
+    err_mix = float(jnp.max(jnp.abs(mixed - jnp.einsum("kmn,nj->kmj", feats, mix)))) / (
+        scale * float(jnp.max(jnp.abs(mix))) * n)
+    single = jax.jit(jax.vmap(lambda col: features_at(col[..., None], points)[..., 0],
+                              in_axes=-1, out_axes=-1))(basis)
+    err_single = float(jnp.max(jnp.abs(single - feats))) / scale
+    err = max(err_mix, err_single)
+    if not err <= rtol:
+        raise AssertionError(
+            f"features_at does not act on each basis function alike and linearly: relative "
+            f"error {err:.3e} (mixing {err_mix:.3e}, one column at a time {err_single:.3e}) "
+            f"> {rtol:.1e}")
+    return err
