@@ -42,10 +42,19 @@ def test_row_configs_are_valid_and_share_the_seed():
 
     base = bench.base_config(argparse.Namespace(quick=True, steps=None, seed=3))
     cfgs = {name: bench.row_config(base, over) for name, _, over, _ in bench.ROWS}
-    assert {c.seed for c in cfgs.values()} == {3}
-    assert cfgs["hc_quarter"].num_points == base.num_points // 4
-    assert cfgs["moe_1x8"].num_experts == 8
-    assert cfgs["moe_1x4_extrap"].t_train == 400.0
+    # Every row uses the base seed except the explicit second-seed rows.
+    assert {c.seed for n, c in cfgs.items() if not n.endswith("_s1")} == {3}
+    assert {cfgs[n].seed for n in ("soft_s1", "hc_s1", "moe_s1")} == {1}
+    assert cfgs["hc_half"].num_points == base.num_points // 2
+    assert cfgs["moe_1x8_all"].num_experts == 8
+    assert cfgs["moe_extrap"].t_train == 400.0
+    # The main MoE row is the documented configuration; the published router is kept as a row.
+    moe = cfgs["moe"]
+    assert (moe.experts, moe.overlap, moe.boundary_rows) == ((1, 2), 0.9, "touching")
+    pub = cfgs["moe_1x4_published"]
+    assert (pub.experts, pub.overlap, pub.boundary_rows) == ((1, 4), 0.0, "all")
+    for name in ("moe_s1", "moe_extrap", "moe_per_expert", "moe_all_rows", "moe_overlap0"):
+        assert cfgs[name].experts == (1, 2)
 
 
 @pytest.mark.parametrize("method", [pytest.param("hard", marks=pytest.mark.slow), "moe"])
@@ -55,7 +64,7 @@ def test_point_diagnostics_on_an_untrained_model(method):
     from pdeml.experiments import build_model, evaluate
 
     base = bench.base_config(argparse.Namespace(quick=True, steps=None, seed=0))
-    cfg = bench.row_config(base, {"method": method, "experts": (1, 2)})
+    cfg = bench.row_config(base, {"method": method, "experts": (1, 2), "overlap": 0.0})
     model = build_model(cfg, jax.random.key(0))
     rng = np.random.default_rng(1)
     u0 = jnp.asarray(rng.uniform(0.0, 1.0, (2, cfg.nx)))
@@ -79,9 +88,9 @@ def test_point_diagnostics_on_an_untrained_model(method):
 def test_quick_run_writes_tables(tmp_path):
     # Two rows of the --quick configuration end to end (compiles dominate: ~1 min on a loaded
     # 2-core CPU, hence slow).
-    assert bench.main(["--quick", "--only", "hc,moe_1x4", "--out", str(tmp_path)]) == 0
+    assert bench.main(["--quick", "--only", "hc,moe", "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert doc["partial"] and doc["rows_done"] == ["hc", "moe_1x4"]
+    assert doc["partial"] and doc["rows_done"] == ["hc", "moe"]
     for r in doc["rows"]:
         assert r["points"]["check_full_vs_evaluate"] < 1e-12
         assert r["points_total"] == 40

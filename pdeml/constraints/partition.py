@@ -62,10 +62,35 @@ def smoothstep(z):
     return z * z * z * (z * (6.0 * z - 15.0) + 10.0)
 
 
-def _axis_weights(n: int, pieces: int, overlap: float) -> np.ndarray:
-    """``(pieces, n)`` 1D partition-of-unity weights along one axis (float64, numpy)."""
-    s = (np.arange(n) + 0.5) / n
+def _axis_weights(n: int, pieces: int, overlap: float, periodic: bool = False) -> np.ndarray:
+    """``(pieces, n)`` 1D partition-of-unity weights along one axis (float64, numpy).
+
+    ``periodic``: the axis wraps around (grid ``s_i = i / n``, no repeated end point); piece j
+    covers ``[j / K, (j + 1) / K)`` and the cut at ``s = 0 = 1`` between the last and the first
+    piece is blended like the others, so the blended field is smooth across the wrap too.
+    """
     half = overlap / (2.0 * pieces)
+    if periodic:
+        if pieces == 1:
+            return np.ones((1, n))
+        i = np.arange(n)
+        s = i / n
+        block = (i * pieces) // n  # the piece holding point i (integer, exact)
+        # Signed periodic distance of every point to every cut c_j = j / K, in [-1/2, 1/2).
+        d = [((s - j / pieces + 0.5) % 1.0) - 0.5 for j in range(pieces)]
+        ramp = [smoothstep((dj + half) / (2.0 * half)) if half > 0 else None for dj in d]
+        out = np.zeros((pieces, n))
+        for j in range(pieces):
+            w = (block == j).astype(np.float64)
+            if half > 0:
+                nxt = (j + 1) % pieces
+                # Rising band at the own cut, falling band at the next one: the neighbour's
+                # ramp there is the complement, so the weights sum to one (to one rounding).
+                w = np.where(np.abs(d[nxt]) < half, 1.0 - ramp[nxt], w)
+                w = np.where(np.abs(d[j]) < half, ramp[j], w)
+            out[j] = w
+        return out
+    s = (np.arange(n) + 0.5) / n
     steps = [np.ones(n)]
     for j in range(1, pieces):
         c = j / pieces
@@ -129,6 +154,7 @@ class Partition(eqx.Module):
         *,
         overlap: float = 0.0,
         boundary_rows: str = "all",
+        periodic=False,
         dtype=None,
     ) -> Partition:
         """Uniform split into ``splits[a]`` pieces along grid axis ``a`` ([HC-MoE]'s router).
@@ -140,6 +166,11 @@ class Partition(eqx.Module):
             overlap: width of the smooth blending band at every seam, as a fraction of one
                 piece's width, in ``[0, 1)``; 0 gives block-wise experts (hard seams).
             boundary_rows: ``"all"`` or ``"touching"``.
+            periodic: one bool per axis (or one for all): the axis is periodic (points
+                ``s_i = i / n``, e.g. the space axes of Navier-Stokes). Its pieces start at
+                ``j / K_a`` and, with ``overlap > 0``, the seam at the wrap ``s = 0 = 1`` is
+                blended like the interior ones (a spectral derivative of a field that jumps at
+                the wrap would ring over the whole domain).
             dtype: dtype of ``weights`` (default: JAX's default float).
         """
         grid_shape = tuple(int(n) for n in grid_shape)
@@ -159,7 +190,14 @@ class Partition(eqx.Module):
                 )
         if not (isinstance(overlap, (int, float)) and 0.0 <= overlap < 1.0):
             raise ValueError(f"overlap must be a number in [0, 1), got {overlap!r}")
-        per_axis = [_axis_weights(n, k, float(overlap)) for n, k in zip(grid_shape, splits)]
+        if isinstance(periodic, (bool, np.bool_)):
+            periodic = (bool(periodic),) * len(grid_shape)
+        periodic = tuple(bool(p) for p in periodic)
+        if len(periodic) != len(grid_shape):
+            raise ValueError(f"periodic must be one bool or one per grid axis of {grid_shape}, "
+                             f"got {periodic!r}")
+        per_axis = [_axis_weights(n, k, float(overlap), p)
+                    for n, k, p in zip(grid_shape, splits, periodic)]
         weights = np.ones((1,) * (len(grid_shape) + 1))
         for a, wa in enumerate(per_axis):
             # Outer product over axes, expert index in C order over (piece_0, piece_1, ...).

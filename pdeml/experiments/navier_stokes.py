@@ -290,8 +290,9 @@ class NSConfig:
         if self.assignment == "random":
             key = jax.random.fold_in(jax.random.key(self.seed), 2)
             return Partition.random(shape, self.num_experts, key, boundary_rows=self.boundary_rows)
+        # x and y are periodic: the seam at the wrap is blended like the interior ones.
         return Partition.uniform(shape, (k_x, k_y, k_t), overlap=self.overlap,
-                                 boundary_rows=self.boundary_rows)
+                                 boundary_rows=self.boundary_rows, periodic=(True, True, False))
 
 
 def config_dict(config: NSConfig) -> dict:
