@@ -51,3 +51,24 @@ def test_constraint_layer_smallest_case():
     # (not exactly on it: the FD residual of the BDF2 solution is small but non-zero).
     assert rec["agreement"]["native_vs_reference_rel_l2"] < 1e-2
     assert np.isfinite(rec["results"]["native"]["fwd"]["condition_number"])
+
+
+def test_moe_scaling_points_part_smallest_case():
+    import sys
+
+    sys.path.insert(0, str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("moe_scaling_benchmark",
+                                                  BENCH.parent / "moe_scaling.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (rec,) = json.loads(json.dumps(bench.points_part((200,), 1, 3, nx=64, nt=11, n=8)))
+    assert rec["m_total"] == 200
+    assert rec["results"]["hc"]["points_per_solve"] == 200
+    assert rec["results"]["moe"]["points_per_solve"] == 50
+    assert len(rec["results"]["moe"]["iterations"]) == 4  # K = 4 experts along x
+    for name in ("hc", "moe"):
+        for mode in ("inference", "training"):
+            r = rec["results"][name][mode]
+            assert r["median_s"] > 0 and r["memory"]["total_allocation_bytes"] >= 64 * 11 * 8 * 8
+        assert rec["ratio_moe_over_hc"]["training"] == pytest.approx(
+            rec["results"]["moe"]["training"]["median_s"] / rec["results"]["hc"]["training"]["median_s"])
