@@ -137,6 +137,20 @@ def test_network_sees_the_same_coordinates_at_every_resolution():
     assert fm.layer.partition.splits == model.layer.partition.splits == (2, 2, 1)
 
 
+def test_moe_partition_is_periodic_in_space():
+    # x and y wrap around: with overlap the seam at x = 0 = L is blended like the interior one
+    # (the residual takes spectral derivatives of the blended field), t is not periodic.
+    cfg = NSConfig(method="moe", experts="1x2x2", overlap=0.5, **TINY)
+    w = np.asarray(cfg.partition().weights)  # (4, nx, ny, nt)
+    np.testing.assert_allclose(w.sum(0), 1.0, atol=4e-16)
+    wx = w[0, :, 0, 0]
+    band = 0.5 / 2 * cfg.nx
+    assert np.abs(np.diff(np.concatenate([wx, wx[:1]]))).max() <= 15 / 8 / band * (1 + 1e-12)
+    # Expert (1, 1) is expert (0, 0) rotated by half the square.
+    np.testing.assert_allclose(np.roll(w[0], (cfg.nx // 2, cfg.ny // 2), axis=(0, 1)), w[3],
+                               atol=1e-15)
+
+
 @pytest.mark.slow
 def test_moe_run_end_to_end(tmp_path):
     cfg = NSConfig(method="moe", experts="1x2x2", overlap=0.25,
