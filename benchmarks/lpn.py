@@ -6,12 +6,17 @@ convolutional image LPN (LFW faces 25x25 if scikit-image is installed, else rand
 1. training steps per second with :func:`pdeml.prox.train_lpn` (``lax.scan`` over
    ``steps_per_call`` steps; the first compiled call, which includes compilation, is excluded);
 2. regulariser evaluation R(x) = <x, y> - psi(y) - ||x||^2/2 with y = f^{-1}(x):
-   - ours: batched jitted Newton-CG (and L-BFGS) to ``||f(y) - x|| <= 1e-6`` (float64),
+   - ours: batched jitted Newton-CG (also with float32 Hessian-vector products,
+     ``newton_cg_mixed``) and L-BFGS to ``||f(y) - x|| <= 1e-6`` (float64),
    - published: a fixed number (1000, 2000) of Adam steps from y = 0, lr 1e-2, on
      psi(y) - <x, y> (the LPN authors' ``invert`` runs Adam the same way),
-   reporting wall time (median of repeats, after compilation), max residual, max |R - R_ref|
-   against a tight reference solve, and the speed ratio Adam / ours. ``time_to_1e-5`` is the
-   time of each method's run if its max residual is below 1e-5, else ``null`` (never reached).
+   reporting wall time (ahead-of-time compiled, so no timed call includes compilation; median
+   of ``--repeats`` runs for ours, one run for Adam), max residual, max |R - R_ref| against a
+   tight reference solve, and the speed ratio Adam / ours. ``time_to_1e-5`` is the time of
+   each method's run if its max residual is below 1e-5, else ``null`` (never reached);
+   ``speedup_<ours>_vs_adam_<n>`` = Adam's run time / our time to 1e-5.
+
+Models are trained in float32 (as one would) and cast to float64 for the evaluation.
 
 Writes ``lpn.json`` and ``lpn.png`` under ``--out``.
 
@@ -46,10 +51,17 @@ from pdeml.prox import (  # noqa: E402
 )
 
 
+def _compiled(fn, model, x):
+    """``fn(model, x)`` compiled ahead of time (so no timed call includes compilation and no
+    warm-up run is needed, which matters for the slow fixed-Adam baseline)."""
+    params, static = eqx.partition(model, eqx.is_array)
+    c = jax.jit(lambda p, v: fn(eqx.combine(p, static), v)).lower(params, x).compile()
+    return lambda: c(params, x)
+
+
 def _timed(fn, repeats):
-    out = jax.block_until_ready(fn())  # compile + warm up
     times = []
-    for _ in range(repeats):
+    for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         out = jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
@@ -67,13 +79,24 @@ def training_throughput(lpn, sampler, *, steps, steps_per_call, sigma, key):
     return res.model, (len(stamps) - 1) * steps_per_call / dt
 
 
-def regularizer_benchmark(lpn, x, *, repeats, adam_steps=(1000, 2000)):
+def _to64(model):
+    return jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, model)
+
+
+OURS = {
+    "newton_cg": {"method": "newton_cg"},
+    "newton_cg_mixed": {"method": "newton_cg", "hvp_dtype": jnp.float32},
+    "lbfgs": {"method": "lbfgs"},
+}
+
+
+def regularizer_benchmark(lpn, x, *, repeats, adam_steps=(1000, 2000), adam_repeats=1):
     ref_R, ref = evaluate_regularizer(lpn, x, atol=1e-12, rtol=1e-12, max_iter=500)
     rows = {}
-    for method in ("newton_cg", "lbfgs"):
-        f = eqx.filter_jit(lambda m, v, method=method: evaluate_regularizer(m, v, method=method, atol=1e-6, rtol=0.0, max_iter=500))
-        (R, info), t = _timed(lambda: f(lpn, x), repeats)
-        rows[method] = {
+    for name, opts in OURS.items():
+        f = _compiled(lambda m, v, opts=opts: evaluate_regularizer(m, v, atol=1e-6, rtol=0.0, max_iter=500, **opts), lpn, x)
+        (R, info), t = _timed(f, repeats)
+        rows[name] = {
             "seconds": t,
             "max_residual": float(info.residual.max()),
             "all_converged": bool(info.converged.all()),
@@ -82,8 +105,8 @@ def regularizer_benchmark(lpn, x, *, repeats, adam_steps=(1000, 2000)):
         }
     axes = tuple(range(1, x.ndim))
     for steps in adam_steps:
-        g = eqx.filter_jit(lambda m, v, steps=steps: invert_adam(m.potential, v, steps=steps, learning_rate=1e-2))
-        info, t = _timed(lambda: g(lpn, x), repeats)
+        g = _compiled(lambda m, v, steps=steps: invert_adam(m.potential, v, steps=steps, learning_rate=1e-2), lpn, x)
+        info, t = _timed(g, adam_repeats)
         R = jnp.sum(x * info.y, axis=axes) - lpn.psi(info.y) - 0.5 * jnp.sum(x * x, axis=axes)
         rows[f"adam_{steps}"] = {
             "seconds": t,
@@ -94,10 +117,13 @@ def regularizer_benchmark(lpn, x, *, repeats, adam_steps=(1000, 2000)):
         }
     for r in rows.values():
         r["time_to_1e-5"] = r["seconds"] if r["max_residual"] < 1e-5 else None
-    ours = rows["newton_cg"]["seconds"]
+    # the issue's criterion: our time to a residual below 1e-5 vs the fixed-Adam run's time
+    # (Adam's own run never certifies 1e-5 on these models; see time_to_1e-5)
     for k in rows:
         if k.startswith("adam"):
-            rows[k]["speedup_newton_cg_vs_this"] = rows[k]["seconds"] / ours
+            for ours in OURS:
+                t = rows[ours]["time_to_1e-5"]
+                rows[k][f"speedup_{ours}_vs_this"] = None if t is None else rows[k]["seconds"] / t
     return rows
 
 
@@ -114,12 +140,16 @@ def main(argv=None):
     spc = 50 if not args.quick else 5
     steps = args.train_steps if not args.quick else 15
     adam_steps = (1000, 2000) if not args.quick else (50,)
-    report = {"device": str(jax.devices()[0]), "dtype": "float64", "cases": {}}
+    report = {"device": str(jax.devices()[0]),
+              "dtype": "training float32; regulariser evaluation float64 (parameters cast)",
+              "command": "python benchmarks/lpn.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+              "cases": {}}
 
     # dense 1D: the Laplace experiment's architecture
-    dense = LPN(DenseICNN(1, (50, 50, 50, 50), key=key, beta=10.0, alpha=0.01))
-    model, sps = training_throughput(dense, lambda k: sample_laplace(k, 2000, 1), steps=steps,
-                                     steps_per_call=spc, sigma=1.0, key=key)
+    dense = LPN(DenseICNN(1, (50, 50, 50, 50), key=key, beta=10.0, alpha=0.01, dtype=jnp.float32))
+    model, sps = training_throughput(dense, lambda k: sample_laplace(k, 2000, 1, dtype=jnp.float32),
+                                     steps=steps, steps_per_call=spc, sigma=1.0, key=key)
+    model = _to64(model)
     x = jnp.linspace(-3, 3, 601 if not args.quick else 21)[:, None]
     report["cases"]["dense_1d"] = {
         "model": "DenseICNN 1 -> 50x4, beta 10, alpha 0.01; batch 2000 (train), 601 points (R)",
@@ -132,14 +162,15 @@ def main(argv=None):
         from pdeml.data.images import load_image_dataset
 
         data = load_image_dataset("faces")
-        train_imgs, test_imgs, source = jnp.asarray(data["train"], jnp.float64), jnp.asarray(data["test"], jnp.float64), "lfw faces 25x25"
+        train_imgs, test_imgs, source = jnp.asarray(data["train"], jnp.float32), jnp.asarray(data["test"], jnp.float64), "lfw faces 25x25"
     except ModuleNotFoundError:
         imgs = jax.random.uniform(key, (100, 1, 25, 25))
-        train_imgs, test_imgs, source = imgs[:80], imgs[80:], "uniform random 25x25"
+        train_imgs, test_imgs, source = imgs[:80].astype(jnp.float32), imgs[80:], "uniform random 25x25"
     channels = (16, 32, 32) if not args.quick else (4, 4, 4)
-    conv = LPN(ConvICNN((1, 25, 25), channels, (1, 2, 2), key=key, beta=100.0, alpha=0.01))
+    conv = LPN(ConvICNN((1, 25, 25), channels, (1, 2, 2), key=key, beta=100.0, alpha=0.01, dtype=jnp.float32))
     sampler = lambda k: train_imgs[jax.random.randint(k, (32,), 0, train_imgs.shape[0])]  # noqa: E731
     model, sps = training_throughput(conv, sampler, steps=steps, steps_per_call=spc, sigma=0.1, key=key)
+    model = _to64(model)
     noisy = test_imgs + 0.1 * jax.random.normal(jax.random.key(1), test_imgs.shape)
     report["cases"]["conv_faces"] = {
         "model": f"ConvICNN (1,25,25) channels {channels} strides (1,2,2), beta 100, alpha 0.01; "

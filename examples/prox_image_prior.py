@@ -40,6 +40,9 @@ def main(argv=None):
     p.add_argument("--stage-steps", type=int, default=500)
     p.add_argument("--hidden", type=int, nargs="+", default=[16, 32, 32])
     p.add_argument("--model-dir", default=None, help="where the model goes (default: a temp dir)")
+    p.add_argument("--n-test", type=int, default=None,
+                   help="evaluate on the first N held-out images only (default: all)")
+    p.add_argument("--max-iter", type=int, default=100, help="Newton-CG iterations per R evaluation")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,14 +55,15 @@ def main(argv=None):
         steps_per_call=100, seed=0, out=model_dir, no_progress=True))
     train_s = time.perf_counter() - t0
     lpn, config = load_lpn(model_dir)
-    test = jnp.asarray(load_image_dataset(args.data)["test"], jnp.float32)
+    test = jnp.asarray(load_image_dataset(args.data)["test"], jnp.float32)[: args.n_test]
     noise = [0.0, 0.025, 0.05, 0.1, 0.2, 0.3]
     blur = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
-    study = perturbation_study(lpn, test, noise_levels=noise, blur_levels=blur, key=jax.random.key(7))
+    study = perturbation_study(lpn, test, noise_levels=noise, blur_levels=blur, key=jax.random.key(7),
+                               max_iter=args.max_iter)
     ts = jnp.linspace(0, 1, 21)
     profiles = []
     for i, j in [(0, 1), (2, 3), (4, 5)]:
-        R, gap, conv = interpolation_profile(lpn, test[i], test[j], ts)
+        R, gap, conv = interpolation_profile(lpn, test[i], test[j], ts, max_iter=args.max_iter)
         profiles.append({"pair": [i, j], "R": R.tolist(), "max_above_chord": gap, "converged": conv})
     noise_means = [m for _, m, _, _ in study["noise"]]
     blur_means = [m for _, m, _, _ in study["blur"]]
@@ -68,6 +72,7 @@ def main(argv=None):
         "model": config["model"],
         "train_steps": config["steps"],
         "train_seconds": train_s,
+        "command": "python examples/prox_image_prior.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
         "noise": [dict(zip(("sigma", "mean_R", "std_R", "converged"), r)) for r in study["noise"]],
         "blur": [dict(zip(("sigma_b", "mean_R", "std_R", "converged"), r)) for r in study["blur"]],
         "R_monotone_in_noise": bool(np.all(np.diff(noise_means) > 0)),
