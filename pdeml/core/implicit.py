@@ -84,8 +84,12 @@ def implicit_solution(
 
     @attach.defjvp
     def attach_jvp(primals, tangents):
-        x, d, c = primals
+        x0, d, c = primals
         _, dd, _ = tangents
+        # The primal x0 is the solver's output, a constant to JAX. Re-attaching it makes the
+        # rule's output and its own dependence on theta (through x*) differentiable, so that
+        # differentiating the rule again (second and higher derivatives) is correct.
+        x = attach(x0, d, c)
         th = eqx.combine(d, c, static)
         if tangent is None:
             _, dg = jax.jvp(lambda t: optimality(x, eqx.combine(t, c, static)), (d,), (dd,))
