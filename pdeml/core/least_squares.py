@@ -181,8 +181,16 @@ class StructuredLeastSquares(eqx.Module):
 
     def pde_residual_and_jacobian(self, w):
         """PDE residual (m,) and its Jacobian (m, N) from the pointwise structure."""
-        r, dphi = jax.vmap(jax.value_and_grad(self.pointwise))(self._features_times(w), self.aux)
+        r, dphi, _ = self._pointwise_derivatives(w)
         return r, self._combine_features(dphi)
+
+    def _pointwise_derivatives(self, w, *, second: bool = False):
+        """Phi (m,), its gradient (m, K) and, with ``second``, its Hessian (m, K, K) (else None)
+        at every point, evaluated at the feature values ``a = T w``."""
+        a = self._features_times(w)
+        r, dphi = jax.vmap(jax.value_and_grad(self.pointwise))(a, self.aux)
+        h = jax.vmap(jax.hessian(self.pointwise))(a, self.aux) if second else None
+        return r, dphi, h
 
     def row_gram(self) -> Float[Array, "n n"]:
         """``rows^T rows + ridge I``: the part of J^T J that does not depend on w."""
@@ -218,16 +226,13 @@ class StructuredLeastSquares(eqx.Module):
         """
         if not exact:
             return self.normal_equations(w)[2]
-        a = self._features_times(w)
-        r, dphi = jax.vmap(jax.value_and_grad(self.pointwise))(a, self.aux)
-        h = jax.vmap(jax.hessian(self.pointwise))(a, self.aux)  # (m, K, K)
+        r, dphi, h = self._pointwise_derivatives(w, second=True)
         weights = dphi[:, :, None] * dphi[:, None, :] + r[:, None, None] * h
         pde = sum(
             self.features[k].T @ self._combine_features(weights[:, k, :])
             for k in range(self.features.shape[0])
         )
-        eye = jnp.eye(self.num_basis, dtype=pde.dtype)
-        return 0.5 * (pde + pde.T) + self.rows.T @ self.rows + self.ridge * eye
+        return 0.5 * (pde + pde.T) + self.row_gram()
 
     def optimality(self, w):
         """J(w)^T r(w): zero at a stationary point of 1/2||r||^2."""
@@ -255,13 +260,11 @@ class StructuredLeastSquares(eqx.Module):
         def scalar_map(field):  # (*grid) -> (K, m): the feature map of one basis function
             return self.feature_map(field[..., None], self.points)[..., 0]
 
-        a = self._features_times(w)  # (m, K)
-        r, dphi = jax.vmap(jax.value_and_grad(self.pointwise))(a, self.aux)
+        r, dphi, h = self._pointwise_derivatives(w, second=exact)
         da = scalar_map(jnp.tensordot(dbasis, w, axes=1)).T  # (m, K)
         # J^T t = sum_k T_k^T (d_k t): K matrix-vector products, J itself is never formed.
         q = dphi * jnp.sum(dphi * da, axis=1, keepdims=True)
         if exact:
-            h = jax.vmap(jax.hessian(self.pointwise))(a, self.aux)  # (m, K, K)
             q = q + r[:, None] * jnp.einsum("ikl,il->ik", h, da)
         out = sum(self.features[k].T @ q[:, k] for k in range(self.features.shape[0]))
         if not exact:
