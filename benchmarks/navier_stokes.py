@@ -44,6 +44,10 @@ PAPER = {"soft": 0.1808, "hard": 0.1175, "moe": 0.0830,
                  "20k points per expert, 2 x 2 experts"}
 
 
+BASELINE_LABELS = {"persistence": "baseline: persistence w = w0",
+                   "taylor": "baseline: Taylor w0 + t F(w0)"}
+
+
 def _step_seconds(run_dir: Path) -> float | None:
     """Mean seconds per update after the first (compiling) one, from metrics.jsonl."""
     recs = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines() if s]
@@ -83,7 +87,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.float32:
         jax.config.update("jax_enable_x64", True)
-    from pdeml.experiments.navier_stokes import plot_predictions, run_experiment
+    from pdeml.experiments.navier_stokes import (
+        evaluate_baselines,
+        fine_test_data,
+        load_data,
+        plot_predictions,
+        run_experiment,
+    )
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     # The shared settings (validated as PI-HC: the mixture's m is --moe-num-points).
@@ -99,6 +109,15 @@ def main(argv=None) -> int:
         results[method]["seconds_per_step"] = _step_seconds(runs[method])
         results[method]["train_seconds_logged"] = _train_seconds(runs[method])
     total = time.perf_counter() - start
+    # Trivial baselines on the same test ICs (and the finer grid): every learned method must
+    # beat them. From the data, so they are independent of the runs.
+    train_set, test_set = load_data(base)
+    baselines = {"test": evaluate_baselines(base.problem, test_set.dataset.u0,
+                                            test_set.dataset.u)}
+    if base.test_refine > 1:
+        fine_set = fine_test_data(base, test_set)
+        baselines["test_fine"] = evaluate_baselines(
+            base.problem_at(base.test_refine), fine_set.dataset.u0, fine_set.dataset.u)
     pngs = [plot_predictions(runs, args.out / "predictions.png")]
     if base.test_refine > 1:
         pngs.append(plot_predictions(runs, args.out / "predictions_fine.png", fine=True))
@@ -113,6 +132,7 @@ def main(argv=None) -> int:
            "method_configs": configs,
            "methods": methods, "wall_time_s": total,
            "results": {m: {k: r[k] for k in keep} for m, r in results.items()},
+           "baselines": baselines,
            "paper": PAPER}
     (args.out / "results.json").write_text(json.dumps(out, indent=2))
 
@@ -121,6 +141,11 @@ def main(argv=None) -> int:
     lines = [f"| method | rel. L2, {cfg.nx}x{cfg.ny} (train grid) | rel. L2, {fine} | "
              "LM converged (train grid / fine) | LM iterations | train s | s/step | paper (256^2) |",
              "|---|---|---|---|---|---|---|---|"]
+    for b in baselines["test"]:
+        t, f = baselines["test"][b], baselines.get("test_fine", {}).get(b)
+        fine_s = f"{_pct(f)} +/- {_pct(f, 'rel_l2_std')}" if f else "-"
+        lines.append(f"| {BASELINE_LABELS[b]} | {_pct(t)} +/- {_pct(t, 'rel_l2_std')} | "
+                     f"{fine_s} | - | - | 0 | - | - |")
     for m, r in results.items():
         t, f = r["test"], r["test_fine"]
         fine_s = f"{_pct(f)} +/- {_pct(f, 'rel_l2_std')}" if f else "-"
@@ -143,7 +168,10 @@ def main(argv=None) -> int:
         f"Grid {cfg.nx} x {cfg.ny} x {cfg.nt} (x, y, t), T = {cfg.t_max}, nu = {cfg.viscosity}; "
         f"{cfg.train_samples} train / {cfg.test_samples} test GRF initial conditions; "
         f"{cfg.steps} Adam steps (lr {cfg.learning_rate}, decay to {cfg.lr_decay}x), batch "
-        f"{cfg.batch_size}; FNO width {cfg.width}, {cfg.layers} layers, {cfg.modes} modes; "
+        f"{cfg.batch_size}; FNO width {cfg.width}, {cfg.layers} layers, {cfg.modes} modes, "
+        f"input (w0{', t F(w0)' if cfg.tendency_input else ''}, x, y, t) for every method "
+        f"(F: the PDE's right-hand side from w0, no data); soft output "
+        f"{'w = w0 + (t/T) g' if cfg.soft_output == 'increment' else 'w'}; "
         f"N = {cfg.num_basis} basis functions, m = {cfg.num_points} points{moe}. Errors are mean "
         f"+/- std over the test initial conditions of the relative L2 error of the whole "
         f"(x, y, t) vorticity field. {'float64' if env['x64'] else 'float32'}, "

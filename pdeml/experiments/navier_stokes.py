@@ -69,16 +69,23 @@ from pdeml.pde.cache import (
 from pdeml.pde.datasets import PDEDataset
 from pdeml.pde.navier_stokes import NavierStokes2D
 from pdeml.pde.navier_stokes_data import MAX_STABLE_CFL, navier_stokes_dataset
-from pdeml.pde.navier_stokes_solver import NavierStokesSolver, fourier_upsample
+from pdeml.pde.navier_stokes_solver import (
+    NavierStokesSolver,
+    fourier_upsample,
+    vorticity_tendency,
+)
 from pdeml.train import train
 
 __all__ = [
+    "BASELINES",
     "METHODS",
     "NSConfig",
     "PeriodicInputNavierStokes2D",
     "add_train_parser",
+    "baseline_prediction",
     "build_model",
     "evaluate",
+    "evaluate_baselines",
     "fine_test_data",
     "load_data",
     "load_run",
@@ -93,6 +100,7 @@ METHODS = ("soft", "hard", "moe")
 ASSIGNMENTS = ("spatial", "random")
 BOUNDARY_ROWS = ("all", "touching")
 POINTS_MODES = ("per_expert", "total")
+SOFT_OUTPUTS = ("direct", "increment")
 
 # Problem fields that determine reference data (the fine test set's cache request holds them).
 _DATA_FIELDS = ("viscosity", "t_max", "length", "nx", "ny", "nt", "forcing", "forcing_amplitude")
@@ -117,13 +125,27 @@ class PeriodicInputNavierStokes2D(NavierStokes2D):
         [0.0, 0.25, 0.5, 0.75]
     """
 
+    #: Add the channel ``t * F(w0)`` (``F`` the PDE's right-hand side,
+    #: :func:`~pdeml.pde.navier_stokes_solver.vorticity_tendency`), the first-order Taylor
+    #: increment, after ``w0``: computed from the equation and ``w0`` only (data-free).
+    tendency_input: bool = eqx.field(static=True, default=False)
+
+    @property
+    def input_channels(self) -> int:
+        return 5 if self.tendency_input else 4
+
     def network_input(self, data) -> jnp.ndarray:
         from pdeml.nets.fno import grid_features
 
         w0 = self._w0(data)
         x, y, t = self.coordinates(w0.dtype)
+        fields = [w0[:, :, None]]
+        if self.tendency_input:
+            f = self.forcing_field(w0.dtype)
+            tend = vorticity_tendency(w0, self.viscosity, self.length, f)
+            fields.append(tend[:, :, None] * t[None, None, :])
         return grid_features(x / self.length, y / self.length, t / self.t_max,
-                             fields=[w0[:, :, None]], normalise=False)
+                             fields=fields, normalise=False)
 
 
 def parse_experts(spec) -> tuple[int, int, int]:
@@ -175,6 +197,12 @@ class NSConfig:
         overlap, assignment, boundary_rows, points_mode: as in
             :class:`pdeml.experiments.ExperimentConfig` (blending band, spatial/random
             experts, which experts get the IC rows, how ``num_points`` is counted).
+        tendency_input: give the FNO a fifth input channel ``t * F(w0)``, the first-order
+            Taylor increment with ``F`` the PDE's right-hand side computed spectrally from
+            ``w0`` (equation only, no solution data; the same for every method). Without it
+            no method beat persistence at T = 1 (soft 33.52% = persistence, PI-HC 32.83%).
+        soft_output: ``"direct"`` (the network's channel is w) or ``"increment"``
+            (``w = w0 + (t / T) g``: the initial condition holds exactly) for ``method="soft"``.
 
     Example:
         >>> cfg = NSConfig(method="moe", experts="1x2x2", steps=10)
@@ -213,6 +241,8 @@ class NSConfig:
     assignment: str = "spatial"
     boundary_rows: str = "all"
     points_mode: str = "per_expert"
+    tendency_input: bool = False
+    soft_output: str = "direct"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -220,7 +250,7 @@ class NSConfig:
         # config.json gives lists back: store the normalised tuple so configs compare equal.
         object.__setattr__(self, "experts", parse_experts(self.experts))
         for name, choices in (("assignment", ASSIGNMENTS), ("boundary_rows", BOUNDARY_ROWS),
-                              ("points_mode", POINTS_MODES)):
+                              ("points_mode", POINTS_MODES), ("soft_output", SOFT_OUTPUTS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of "
                                  f"{list(choices)}")
@@ -272,7 +302,8 @@ class NSConfig:
         """The problem on the training grid (``refine=1``) or ``refine`` times finer in space."""
         return PeriodicInputNavierStokes2D(
             viscosity=self.viscosity, t_max=self.t_max, nx=self.nx * refine,
-            ny=self.ny * refine, nt=self.nt, ic_weight=self.ic_weight)
+            ny=self.ny * refine, nt=self.nt, ic_weight=self.ic_weight,
+            tendency_input=self.tendency_input)
 
     def data_problem(self) -> NavierStokes2D:
         """The plain :class:`~pdeml.pde.NavierStokes2D` that names the cached reference data."""
@@ -391,6 +422,22 @@ def _layer(config: NSConfig, refine: int = 1):
     return HardConstraint(prob, num_points=config.num_points, solver=solver, throw=False)
 
 
+class IncrementSoftModel(SoftConstrainedModel):
+    """PI-SC with the output ``w = w0 + (t / T) g``, ``g`` the network's one channel: the
+    initial condition holds exactly, the network learns the change."""
+
+    def __call__(self, data, *, key=None):
+        g, _ = super().__call__(data, key=key)
+        w0 = self.problem._w0(data)
+        tau = jnp.asarray(self.problem.times(), g.dtype) / self.problem.t_max
+        return w0[:, :, None] + tau[None, None, :] * g, None
+
+
+def _soft_model(config: NSConfig, net, problem):
+    cls = IncrementSoftModel if config.soft_output == "increment" else SoftConstrainedModel
+    return cls(net, problem)
+
+
 def build_model(config: NSConfig, key):
     """The 3D FNO (input ``(w0, x, y, t)``) as a soft- or hard-constrained model.
 
@@ -400,10 +447,10 @@ def build_model(config: NSConfig, key):
     out = 1 if config.method == "soft" else config.num_basis
     modes = (min(config.modes, config.nx // 2), min(config.modes, config.ny // 2),
              min(config.modes, (config.nt + config.padding) // 2))
-    net = FNO(4, out, modes=modes, width=config.width, n_layers=config.layers,
-              padding=(0, 0, config.padding), key=key)
+    net = FNO(config.problem.input_channels, out, modes=modes, width=config.width,
+              n_layers=config.layers, padding=(0, 0, config.padding), key=key)
     if config.method == "soft":
-        return SoftConstrainedModel(net, config.problem)
+        return _soft_model(config, net, config.problem)
     return HardConstrainedModel(net, _layer(config))
 
 
@@ -417,7 +464,7 @@ def model_at_resolution(model, config: NSConfig, refine: int):
     if refine == 1:
         return model
     if config.method == "soft":
-        return SoftConstrainedModel(model.net, config.problem_at(refine))
+        return _soft_model(config, model.net, config.problem_at(refine))
     return HardConstrainedModel(model.net, _layer(config, refine))
 
 
@@ -475,6 +522,52 @@ def evaluate(model, u0s, us, *, key=None, batch: int = 2) -> tuple[dict, np.ndar
             out["lm_iterations_per_expert"] = iters.mean(0).tolist()
             out["lm_converged_per_expert"] = conv.mean(0).tolist()
     return out, np.concatenate(preds)
+
+
+# ---- trivial baselines -----------------------------------------------------------------------
+
+#: The baselines every learned method is judged against (no training, no solution data).
+BASELINES = ("persistence", "taylor")
+
+
+def baseline_prediction(problem: NavierStokes2D, u0s, kind: str) -> jnp.ndarray:
+    """Trivial predictions ``(S, nx, ny, nt)`` for initial vorticities ``u0s`` ``(S, nx, ny)``.
+
+    ``"persistence"``: ``w(x, y, t) = w0(x, y)`` at every level. ``"taylor"``: the first-order
+    Taylor extrapolation ``w0 + t F(w0)`` with ``F`` the PDE's right-hand side (spectral,
+    :func:`~pdeml.pde.navier_stokes_solver.vorticity_tendency`; the problem's forcing included).
+    Both use the equation and ``w0`` only.
+    """
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline {kind!r}; expected one of {list(BASELINES)}")
+    u0s = jnp.asarray(u0s)
+    if u0s.ndim != 3 or u0s.shape[1:] != (problem.nx, problem.ny):
+        raise ValueError(f"u0s must have shape (S, {problem.nx}, {problem.ny}), got {u0s.shape}")
+    t = jnp.asarray(problem.times(), u0s.dtype)
+    if kind == "persistence":
+        return jnp.broadcast_to(u0s[..., None], u0s.shape + t.shape)
+    w = jnp.moveaxis(u0s, 0, -1)  # (nx, ny, S)
+    f = problem.forcing_field(u0s.dtype)
+    tend = vorticity_tendency(w, problem.viscosity, problem.length,
+                              None if f is None else f[:, :, None])
+    return u0s[..., None] + jnp.moveaxis(tend, -1, 0)[..., None] * t[None, None, None, :]
+
+
+def evaluate_baselines(problem: NavierStokes2D, u0s, us) -> dict:
+    """``{kind: metrics}`` of :func:`baseline_prediction` (relative L2 of the whole field per
+    sample, mean, std, mean squared PDE residual), in the form of :func:`evaluate`."""
+    us = jnp.asarray(us)
+    out = {}
+    for kind in BASELINES:
+        pred = baseline_prediction(problem, u0s, kind)
+        errs = np.asarray(jax.vmap(relative_l2)(pred, us))
+        res = jax.vmap(lambda uu, d: jnp.mean(problem.residual_field(uu, d) ** 2))(
+            pred, jnp.asarray(u0s))
+        out[kind] = {"rel_l2_mean": float(errs.mean()), "rel_l2_std": float(errs.std()),
+                     "rel_l2_per_sample": errs.tolist(),
+                     "pde_residual_mean": float(np.mean(res)),
+                     "grid": list(problem.grid_shape)}
+    return out
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -698,6 +791,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"({d.boundary_rows})")
     p.add_argument("--points-mode", choices=list(POINTS_MODES), default=d.points_mode,
                    help=f"--method moe: --num-points per expert or in total ({d.points_mode})")
+    p.add_argument("--tendency-input", action=argparse.BooleanOptionalAction,
+                   default=d.tendency_input,
+                   help="add the channel t * F(w0) (F: the PDE's right-hand side, computed from "
+                   f"w0 by the spectral operator; data-free) to the network input ({d.tendency_input})")
+    p.add_argument("--soft-output", choices=list(SOFT_OUTPUTS), default=d.soft_output,
+                   help="--method soft: the network output is w (direct) or g in "
+                   f"w = w0 + (t/T) g (increment) ({d.soft_output})")
     p.add_argument("--width", type=int, default=d.width, help=f"FNO width ({d.width})")
     p.add_argument("--modes", type=int, default=d.modes, help=f"FNO modes per axis ({d.modes})")
     p.add_argument("--layers", type=int, default=d.layers,
@@ -735,7 +835,8 @@ def config_from_args(args: argparse.Namespace, **overrides) -> NSConfig:
         checkpoint_every=args.checkpoint_every, seed=args.seed, data_seed=args.data_seed,
         cache_dir=args.cache_dir, experts=args.experts, overlap=args.overlap,
         assignment=args.assignment, boundary_rows=args.boundary_rows,
-        points_mode=args.points_mode,
+        points_mode=args.points_mode, tendency_input=args.tendency_input,
+        soft_output=args.soft_output,
     )
     kw.update(overrides)
     return NSConfig(**kw)
