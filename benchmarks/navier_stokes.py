@@ -170,8 +170,10 @@ def main(argv=None) -> int:
         f"{cfg.steps} Adam steps (lr {cfg.learning_rate}, decay to {cfg.lr_decay}x), batch "
         f"{cfg.batch_size}; FNO width {cfg.width}, {cfg.layers} layers, {cfg.modes} modes, "
         f"input (w0{', t F(w0)' if cfg.tendency_input else ''}, x, y, t) for every method "
-        f"(F: the PDE's right-hand side from w0, no data); soft output "
-        f"{'w = w0 + (t/T) g' if cfg.soft_output == 'increment' else 'w'}; "
+        f"(F: the PDE's right-hand side from w0, no data); output "
+        + ("increment (soft w = w0 + (t/T) g, hard/moe basis (w0, (t/T) g_1..g_{N-1})); "
+           if cfg.output == "increment" else "direct; ")
+        + f"
         f"N = {cfg.num_basis} basis functions, m = {cfg.num_points} points{moe}. Errors are mean "
         f"+/- std over the test initial conditions of the relative L2 error of the whole "
         f"(x, y, t) vorticity field. {'float64' if env['x64'] else 'float32'}, "

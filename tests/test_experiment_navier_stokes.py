@@ -243,16 +243,28 @@ def test_baselines_and_tendency_input():
         baseline_prediction(prob, u0s, "oracle")
 
 
-def test_increment_soft_model_keeps_the_initial_condition():
-    cfg = NSConfig(method="soft", soft_output="increment", tendency_input=True, **TINY)
+@pytest.mark.parametrize("method", ["soft", "hard"])
+def test_increment_output_keeps_the_initial_condition(method):
+    cfg = NSConfig(method=method, output="increment", tendency_input=True, **TINY)
     model = build_model(cfg, jax.random.key(0))
     w0 = jnp.asarray(_field(0, n=8))
-    w, _ = model(w0)
-    assert w.shape == (8, 8, 4)
-    np.testing.assert_array_equal(w[..., 0], w0)
-    assert float(jnp.abs(w[..., -1] - w0).max()) > 0
-    with pytest.raises(ValueError, match="unknown soft_output"):
-        NSConfig(soft_output="magic")
+    x = cfg.problem.network_input(w0)
+    out = model.net(x)
+    if method == "soft":  # w = w0 + (t/T) g
+        assert out.shape == (8, 8, 4, 1)
+        np.testing.assert_array_equal(out[..., 0, 0], w0)
+    else:  # basis (w0, (t/T) g_1, ..., (t/T) g_{N-1}): N = 4 channels, 3 from the FNO
+        assert out.shape == (8, 8, 4, 4)
+        np.testing.assert_array_equal(out[..., 0], jnp.broadcast_to(w0[..., None], (8, 8, 4)))
+        np.testing.assert_array_equal(out[:, :, 0, 1:], 0.0)
+    assert float(jnp.abs(out[:, :, -1] - w0[..., None]).max()) > 0
+    w, _ = model(w0, key=jax.random.key(1))
+    # The hard layer solves for the weights: the IC rows fix the weight of w0 (~1).
+    np.testing.assert_allclose(w[..., 0], w0, atol=1e-12 if method == "soft" else 1e-2)
+    with pytest.raises(ValueError, match="unknown output"):
+        NSConfig(output="magic")
+    with pytest.raises(ValueError, match="num_basis >= 2"):
+        NSConfig(method="hard", output="increment", num_basis=1)
 
 
 def _field(seed, n=16):

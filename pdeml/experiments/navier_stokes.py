@@ -100,7 +100,7 @@ METHODS = ("soft", "hard", "moe")
 ASSIGNMENTS = ("spatial", "random")
 BOUNDARY_ROWS = ("all", "touching")
 POINTS_MODES = ("per_expert", "total")
-SOFT_OUTPUTS = ("direct", "increment")
+OUTPUTS = ("direct", "increment")
 
 # Problem fields that determine reference data (the fine test set's cache request holds them).
 _DATA_FIELDS = ("viscosity", "t_max", "length", "nx", "ny", "nt", "forcing", "forcing_amplitude")
@@ -201,8 +201,9 @@ class NSConfig:
             Taylor increment with ``F`` the PDE's right-hand side computed spectrally from
             ``w0`` (equation only, no solution data; the same for every method). Without it
             no method beat persistence at T = 1 (soft 33.52% = persistence, PI-HC 32.83%).
-        soft_output: ``"direct"`` (the network's channel is w) or ``"increment"``
-            (``w = w0 + (t / T) g``: the initial condition holds exactly) for ``method="soft"``.
+        output: ``"direct"`` (the FNO's channels are w, or the N basis functions) or
+            ``"increment"`` (:class:`IncrementOutput`: soft ``w = w0 + (t / T) g``; hard and
+            moe the basis ``(w0, (t / T) g_1, ..., (t / T) g_{N-1})``), for every method alike.
 
     Example:
         >>> cfg = NSConfig(method="moe", experts="1x2x2", steps=10)
@@ -242,7 +243,7 @@ class NSConfig:
     boundary_rows: str = "all"
     points_mode: str = "per_expert"
     tendency_input: bool = False
-    soft_output: str = "direct"
+    output: str = "direct"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -250,7 +251,7 @@ class NSConfig:
         # config.json gives lists back: store the normalised tuple so configs compare equal.
         object.__setattr__(self, "experts", parse_experts(self.experts))
         for name, choices in (("assignment", ASSIGNMENTS), ("boundary_rows", BOUNDARY_ROWS),
-                              ("points_mode", POINTS_MODES), ("soft_output", SOFT_OUTPUTS)):
+                              ("points_mode", POINTS_MODES), ("output", OUTPUTS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of "
                                  f"{list(choices)}")
@@ -269,6 +270,8 @@ class NSConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.output == "increment" and self.method != "soft" and self.num_basis < 2:
+            raise ValueError("output='increment' needs num_basis >= 2 (w0 and the increments)")
         if self.batch_size > self.train_samples:
             raise ValueError(
                 f"batch_size ({self.batch_size}) exceeds train_samples ({self.train_samples})"
@@ -422,20 +425,25 @@ def _layer(config: NSConfig, refine: int = 1):
     return HardConstraint(prob, num_points=config.num_points, solver=solver, throw=False)
 
 
-class IncrementSoftModel(SoftConstrainedModel):
-    """PI-SC with the output ``w = w0 + (t / T) g``, ``g`` the network's one channel: the
-    initial condition holds exactly, the network learns the change."""
+class IncrementOutput(eqx.Module):
+    """Wraps the FNO so that its output is an increment on the initial vorticity.
 
-    def __call__(self, data, *, key=None):
-        g, _ = super().__call__(data, key=key)
-        w0 = self.problem._w0(data)
-        tau = jnp.asarray(self.problem.times(), g.dtype) / self.problem.t_max
-        return w0[:, :, None] + tau[None, None, :] * g, None
+    The network input carries ``w0`` in channel 0 and ``t / T`` in the last channel
+    (:class:`PeriodicInputNavierStokes2D`). With ``keep_w0=False`` (PI-SC, one output) the
+    output is ``w = w0 + (t / T) g``; with ``keep_w0=True`` (PI-HC / MoE, N basis functions) the
+    basis is ``(w0, (t / T) g_1, ..., (t / T) g_{N-1})``, ``g`` the wrapped network's N - 1
+    channels, so the initial-condition rows fix the weight of ``w0`` and the layer fits the
+    change. Either way the initial condition is representable exactly and the network learns
+    the dynamics.
+    """
 
+    net: eqx.Module
+    keep_w0: bool = eqx.field(static=True, default=False)
 
-def _soft_model(config: NSConfig, net, problem):
-    cls = IncrementSoftModel if config.soft_output == "increment" else SoftConstrainedModel
-    return cls(net, problem)
+    def __call__(self, x):
+        w0, tau = x[..., :1], x[..., -1:]
+        g = tau * self.net(x)
+        return jnp.concatenate([w0, g], axis=-1) if self.keep_w0 else w0 + g
 
 
 def build_model(config: NSConfig, key):
@@ -444,13 +452,17 @@ def build_model(config: NSConfig, key):
     Modes are capped at half the grid (padded grid for t); x and y are periodic (no padding),
     t is padded by ``config.padding`` zeros.
     """
-    out = 1 if config.method == "soft" else config.num_basis
+    soft = config.method == "soft"
+    increment = config.output == "increment"
+    out = 1 if soft else config.num_basis - int(increment)
     modes = (min(config.modes, config.nx // 2), min(config.modes, config.ny // 2),
              min(config.modes, (config.nt + config.padding) // 2))
     net = FNO(config.problem.input_channels, out, modes=modes, width=config.width,
               n_layers=config.layers, padding=(0, 0, config.padding), key=key)
+    if increment:
+        net = IncrementOutput(net, keep_w0=not soft)
     if config.method == "soft":
-        return _soft_model(config, net, config.problem)
+        return SoftConstrainedModel(net, config.problem)
     return HardConstrainedModel(net, _layer(config))
 
 
@@ -464,7 +476,7 @@ def model_at_resolution(model, config: NSConfig, refine: int):
     if refine == 1:
         return model
     if config.method == "soft":
-        return _soft_model(config, model.net, config.problem_at(refine))
+        return SoftConstrainedModel(model.net, config.problem_at(refine))
     return HardConstrainedModel(model.net, _layer(config, refine))
 
 
@@ -795,9 +807,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default=d.tendency_input,
                    help="add the channel t * F(w0) (F: the PDE's right-hand side, computed from "
                    f"w0 by the spectral operator; data-free) to the network input ({d.tendency_input})")
-    p.add_argument("--soft-output", choices=list(SOFT_OUTPUTS), default=d.soft_output,
-                   help="--method soft: the network output is w (direct) or g in "
-                   f"w = w0 + (t/T) g (increment) ({d.soft_output})")
+    p.add_argument("--output", choices=list(OUTPUTS), default=d.output,
+                   help="the FNO output is w / the basis (direct), or an increment: soft "
+                   "w = w0 + (t/T) g, hard/moe basis (w0, (t/T) g_1, ..., (t/T) g_{N-1}) "
+                   f"({d.output})")
     p.add_argument("--width", type=int, default=d.width, help=f"FNO width ({d.width})")
     p.add_argument("--modes", type=int, default=d.modes, help=f"FNO modes per axis ({d.modes})")
     p.add_argument("--layers", type=int, default=d.layers,
@@ -836,7 +849,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> NSConfig:
         cache_dir=args.cache_dir, experts=args.experts, overlap=args.overlap,
         assignment=args.assignment, boundary_rows=args.boundary_rows,
         points_mode=args.points_mode, tendency_input=args.tendency_input,
-        soft_output=args.soft_output,
+        output=args.output,
     )
     kw.update(overrides)
     return NSConfig(**kw)
