@@ -35,7 +35,12 @@ from pdeml.inverse.operators import (
     measure,
 )
 from pdeml.inverse.phantoms import disc, random_ellipses, render_ellipses, shepp_logan
-from pdeml.inverse.priors import QuadraticICNN, load_near_identity_lpn, near_identity_lpn
+from pdeml.inverse.priors import (
+    QuadraticICNN,
+    center_icnn_biases,
+    load_near_identity_lpn,
+    near_identity_lpn,
+)
 from pdeml.inverse.solvers import (
     ConvergenceConditions,
     PnPResult,
@@ -65,6 +70,7 @@ __all__ = [
     "disc",
     "dot_product_test",
     "matched_cnn",
+    "center_icnn_biases",
     "load_near_identity_lpn",
     "measure",
     "near_identity_lpn",

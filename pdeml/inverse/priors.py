@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from pdeml.nets.icnn import FullyConvICNN
+from pdeml.nets.icnn import FullyConvICNN, scaled_softplus
 
-__all__ = ["QuadraticICNN", "near_identity_lpn", "load_near_identity_lpn"]
+__all__ = ["QuadraticICNN", "center_icnn_biases", "near_identity_lpn", "load_near_identity_lpn"]
 
 
 def _conv_same(x, w):
@@ -86,6 +86,16 @@ class QuadraticICNN(eqx.Module):
         return self.icnn.channels
 
     @property
+    def nonnegativity(self) -> str:
+        """The ICNN's mode: with ``"project"`` the optimiser wrapper
+        (:func:`pdeml.nets.icnn.icnn_optimizer`) must find its constrained weights through this
+        wrapper, or it would silently train a non-convex potential."""
+        return self.icnn.nonnegativity
+
+    def _constrained(self):
+        return self.icnn._constrained()
+
+    @property
     def event_ndim(self) -> int:
         return 3
 
@@ -106,7 +116,9 @@ def near_identity_lpn(
     beta: float = 100.0,
     quadratic_channels: int = 4,
     kernel_size: int = 3,
-    readout_scale: float = 1e-2,
+    readout_scale: float = 0.1,
+    nonnegativity: str = "project",
+    center_on=None,
     dtype=None,
 ):
     """An :class:`pdeml.prox.LPN` around a :class:`QuadraticICNN` whose prox starts near ``x``.
@@ -114,13 +126,25 @@ def near_identity_lpn(
     ``Q``'s first ``channels`` output channels are ``sqrt(1 - alpha)`` times the identity kernel
     (output channel c reads image channel c) (so ``alpha x + Q^T Q x = x`` at the start), the other entries small random; the
     ICNN's non-negative read-out weights are multiplied by about ``readout_scale`` and its linear
-    read-out zeroed, so the non-linear part starts small but not dead (softplus weights).
+    read-out zeroed, so the non-linear part starts small but not dead.
+
+    Why ``nonnegativity="project"`` and ``readout_scale=0.1`` by default (measured, 16 x 16
+    patches of the bundled images, noise 0.02, l2 loss, 48 held-out 32 x 32 crops, identity
+    33.97 dB): with softplus weights a small read-out scale puts ``w_out`` deep in softplus's
+    exponential tail, where Adam grows it by a factor ``e^lr`` per step: with ``1e-2`` the ICNN
+    still contributed 0.02 dB after 800 steps (the prior was a linear filter, 34.7 dB). After
+    1000 steps: softplus, scale 1e-2: 34.7 dB; softplus, 0.1: 35.0; projected weights, 0.1:
+    35.0; projected and ``center_on`` data: 35.5 dB.
+
+    ``center_on``: optional batch of (noisy) images ``(n, C, H, W)``; the ICNN's biases are then
+    set so every hidden unit is active on half of it (:func:`center_icnn_biases`).
 
     Args:
         channels: image channels; hidden: ICNN hidden channels; key: PRNG key.
         alpha: strong convexity, in (0, 1) (the LPN convergence condition).
         beta: softplus sharpness; quadratic_channels: ``m``; kernel_size: odd, for ICNN and Q.
-        readout_scale: in (0, 1]; dtype: parameter dtype.
+        readout_scale: in (0, 1]; nonnegativity: ``"project"`` or ``"softplus"`` (the ICNN's
+            hidden-path weights); center_on: see above; dtype: parameter dtype.
 
     Returns:
         an ``LPN``.
@@ -137,7 +161,7 @@ def near_identity_lpn(
         )
     k1, k2 = jax.random.split(key)
     icnn = FullyConvICNN(channels, hidden, key=k1, alpha=alpha, beta=beta,
-                         kernel_size=kernel_size, dtype=dtype)
+                         kernel_size=kernel_size, nonnegativity=nonnegativity, dtype=dtype)
     if icnn.nonnegativity == "softplus":
         # softplus(v + log s) ~ s softplus(v) for small s: a scaled-down but trainable read-out
         icnn = eqx.tree_at(lambda p: p.w_out, icnn, icnn.w_out + math.log(readout_scale))
@@ -150,7 +174,41 @@ def near_identity_lpn(
     idx = jnp.arange(channels)
     Q = Q.at[idx].set(0.0)
     Q = Q.at[idx, idx, k // 2, k // 2].set(math.sqrt(1.0 - alpha))
+    if center_on is not None:
+        icnn = center_icnn_biases(icnn, jnp.asarray(center_on, dt))
     return LPN(QuadraticICNN(icnn, Q))
+
+
+def center_icnn_biases(icnn: FullyConvICNN, x, quantile: float = 0.5) -> FullyConvICNN:
+    """Data-dependent initialisation: shift every hidden unit's bias so that its
+    pre-activation has its ``quantile`` at 0 on the images ``x`` ``(n, C, H, W)``, layer by
+    layer.
+
+    A bias is a free parameter of an ICNN, so the potential stays convex. Why: with
+    non-negative hidden-path weights acting on non-negative activations, pre-activations of deep
+    layers are all positive at a random start, every softplus is in its linear regime and the
+    potential is nearly quadratic (its gradient nearly linear); centring puts the kinks where
+    the data are (measured in :func:`near_identity_lpn`'s docstring: +0.4 dB after 1000 steps).
+    """
+    if not isinstance(icnn, FullyConvICNN):
+        raise TypeError(f"icnn must be a FullyConvICNN, got {type(icnn).__name__}")
+    x = jnp.asarray(x)
+    if x.ndim != 4 or x.shape[1] != icnn.channels:
+        raise ValueError(f"x must have shape (n, {icnn.channels}, H, W), got {x.shape}")
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
+    pre = jax.vmap(lambda v: _conv_same(v, icnn.K0))(x)
+    b0 = -jnp.quantile(pre, quantile, axis=(0, 2, 3))[:, None, None]
+    z = scaled_softplus(pre + b0[None], icnn.beta)
+    bz = []
+    for W, A in zip(icnn.Wz, icnn.Ax):
+        Weff = jax.nn.softplus(W) if icnn.nonnegativity == "softplus" else W
+        pre = jax.vmap(lambda zz, v: _conv_same(zz, Weff) + _conv_same(v, A))(z, x)
+        b = -jnp.quantile(pre, quantile, axis=(0, 2, 3))[:, None, None]
+        bz.append(b.astype(icnn.b0.dtype))
+        z = scaled_softplus(pre + b[None], icnn.beta)
+    icnn = eqx.tree_at(lambda m: m.b0, icnn, b0.astype(icnn.b0.dtype))
+    return eqx.tree_at(lambda m: m.bz, icnn, tuple(bz))
 
 
 def load_near_identity_lpn(path, *, dtype=jnp.float32):
@@ -176,6 +234,8 @@ def load_near_identity_lpn(path, *, dtype=jnp.float32):
         raise ValueError(f"{path}/config.json is not a near-identity LPN (kind {want.get('kind')!r})")
     skeleton = near_identity_lpn(
         1, want["hidden"], key=jax.random.key(want.get("seed", 0)), alpha=want["alpha"],
-        beta=want["beta"], quadratic_channels=want["quadratic_channels"], dtype=dtype,
+        beta=want["beta"], quadratic_channels=want["quadratic_channels"],
+        nonnegativity=want.get("nonnegativity", "softplus"),
+        kernel_size=want.get("kernel_size", 3), dtype=dtype,
     )
     return eqx.tree_deserialise_leaves(path / "model.eqx", skeleton), config
