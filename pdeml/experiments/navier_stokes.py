@@ -26,7 +26,10 @@ to ``run_dir/predictions.npz`` (for :func:`plot_predictions`).
 The paper's setting is 64^2 x 64 (x, y, t), T = 5, nu = 1e-4, N = 64 basis functions, 20k
 points per expert, 2 x 2 experts in space, test at 128^2 and 256^2. The defaults here are a
 laptop version: 32^2 x 16, T = 1 (our 32^2 grid resolves the flow to ~0.2% up to T = 1, 4% at
-T = 5, measured against the 64^2 solution), N = 16, m = 2000.
+T = 5, measured against the 64^2 solution), N = 16, m = 2000. ``benchmarks/navier_stokes.py``
+adds ``tendency_input=True``, ``output="increment"``, 128 training / 16 test ICs and 600 steps
+(``BENCH_DEFAULTS`` there): with the defaults here no method beats the persistence baseline
+``w(t) = w0`` at T = 1 (:func:`evaluate_baselines`; docs/pde.md).
 
 Reference: Chalapathi, Du, Krishnapriyan, "Scaling physics-informed hard constraints with
 mixture-of-experts", ICLR 2024 (arXiv:2402.13412).
