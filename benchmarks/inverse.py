@@ -85,6 +85,18 @@ NONNEGATIVITY = "project"
 L2_LR = (2e-3, 4e-4)
 READOUT_SCALE = 0.1
 DTYPE = jnp.float32
+# Optional noise-level augmentation for both priors: training noise drawn per sample from this
+# (low, high) range instead of SIGMA_TRAIN (``--train-sigma LOW,HIGH``).
+TRAIN_SIGMA_RANGE = None
+
+
+def _train_sigma():
+    return SIGMA_TRAIN if TRAIN_SIGMA_RANGE is None else tuple(TRAIN_SIGMA_RANGE)
+
+
+def _sigma_key():
+    """Config entry for the cache (absent for the default, so default caches stay valid)."""
+    return {} if TRAIN_SIGMA_RANGE is None else {"train_sigma": list(TRAIN_SIGMA_RANGE)}
 
 
 # ----------------------------------------------------------------------------- data
@@ -184,7 +196,7 @@ def get_lpn(out: Path, name, patches, cfg, log):
     base = {"kind": "QuadraticICNN(FullyConvICNN)", "hidden": list(cfg["hidden"]), "beta": 100.0,
             "alpha": ALPHA, "quadratic_channels": QUAD_CHANNELS, "nonnegativity": NONNEGATIVITY,
             "readout_scale": READOUT_SCALE, "centred_biases": True,
-            "seed": 0, "sigma": SIGMA_TRAIN, "batch": cfg["batch"], "patch": cfg["patch"],
+            "seed": 0, "sigma": SIGMA_TRAIN, **_sigma_key(), "batch": cfg["batch"], "patch": cfg["patch"],
             "n_patches": int(patches.shape[0])}
     want_l2 = dict(base, l2_steps=cfg["lpn_l2"], l2_lr=list(L2_LR))
     gammas = [m * gmin for m in (8, 4, 2, 1)]
@@ -196,7 +208,7 @@ def get_lpn(out: Path, name, patches, cfg, log):
     if got is None:
         t0 = time.perf_counter()
         res = train_lpn(_lpn_skeleton(cfg, patches), sampler, Schedule((Stage("l2", cfg["lpn_l2"], L2_LR),)),
-                        key=jax.random.key(1), sigma=SIGMA_TRAIN, steps_per_call=50,
+                        key=jax.random.key(1), sigma=_train_sigma(), steps_per_call=50,
                         progress=False)
         got = (res.model, {"want": want_l2, "train_seconds": time.perf_counter() - t0})
         _save(p_l2, *got)
@@ -211,7 +223,7 @@ def get_lpn(out: Path, name, patches, cfg, log):
                              gamma=float(g)) for i, g in enumerate(gammas))
         t0 = time.perf_counter()
         res = train_lpn(lpn_l2, sampler, Schedule(stages), key=jax.random.key(4),
-                        sigma=SIGMA_TRAIN, steps_per_call=cfg["lpn_stage"], progress=False)
+                        sigma=_train_sigma(), steps_per_call=cfg["lpn_stage"], progress=False)
         got = (res.model, {"want": want_pm, "train_seconds": c_l2["train_seconds"]
                            + time.perf_counter() - t0})
         _save(p_pm, *got)
@@ -227,7 +239,7 @@ def get_cnn(out: Path, name, patches, lpn, cfg, log):
     # depth = the ICNN's convolutions on its main path + the read-out
     skeleton = matched_cnn(lpn, depth=len(cfg["hidden"]) + 1, key=jax.random.key(2))
     want = {"width": skeleton.layers[0].out_channels, "depth": len(skeleton.layers),
-            "sigma": SIGMA_TRAIN, "steps": cfg["cnn_steps"], "batch": cfg["batch"],
+            "sigma": SIGMA_TRAIN, **_sigma_key(), "steps": cfg["cnn_steps"], "batch": cfg["batch"],
             "patch": cfg["patch"], "n_patches": int(patches.shape[0])}
     if (path / "config.json").exists():
         config = json.loads((path / "config.json").read_text())
@@ -235,7 +247,7 @@ def get_cnn(out: Path, name, patches, lpn, cfg, log):
             log(f"reusing {path}")
             return eqx.tree_deserialise_leaves(path / "model.eqx", skeleton), config
     t0 = time.perf_counter()
-    res = train_denoiser(skeleton, _sampler(patches, cfg["batch"]), sigma=SIGMA_TRAIN,
+    res = train_denoiser(skeleton, _sampler(patches, cfg["batch"]), sigma=_train_sigma(),
                          steps=cfg["cnn_steps"], key=jax.random.key(3), steps_per_call=50,
                          progress=False)
     config = {"cnn": want, "train_seconds": time.perf_counter() - t0}
@@ -526,7 +538,18 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny smoke-test configuration")
     p.add_argument("--tasks", nargs="+", default=None, help="subset of task names")
     p.add_argument("--no-bm3d", action="store_true")
+    p.add_argument("--train-sigma", default=None, metavar="LOW,HIGH",
+                   help="train both priors on noise levels drawn from [LOW, HIGH] per sample")
     args = p.parse_args(argv)
+    global TRAIN_SIGMA_RANGE
+    if args.train_sigma:
+        try:
+            lo, hi = (float(v) for v in args.train_sigma.split(","))
+        except ValueError:
+            p.error(f"--train-sigma must be LOW,HIGH, got {args.train_sigma!r}")
+        if not 0 < lo <= hi:
+            p.error(f"--train-sigma needs 0 < LOW <= HIGH, got {args.train_sigma!r}")
+        TRAIN_SIGMA_RANGE = (lo, hi)
     cfg = QUICK if args.quick else FULL
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
