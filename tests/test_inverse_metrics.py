@@ -62,3 +62,16 @@ def test_cli_tikhonov_and_tv(capsys):
     args = parser.parse_args(["inverse", "deblur", "--method", "lpn", "--size", "16"])
     with pytest.raises(CLIError, match="model-dir"):
         args.func(args)
+
+
+def test_matched_cnn_is_the_widest_within_the_budget():
+    """Brute force over widths: the bisection returns the largest width whose CNN has at most
+    the LPN's parameter count."""
+    from pdeml.inverse import CNNDenoiser, count_parameters, matched_cnn, near_identity_lpn
+
+    lpn = near_identity_lpn(1, (6, 6), key=jax.random.key(0))
+    budget = count_parameters(lpn)
+    cnn = matched_cnn(lpn, depth=3, key=jax.random.key(1))
+    w = cnn.layers[0].out_channels
+    size = lambda k: count_parameters(CNNDenoiser(1, k, 3, key=jax.random.key(0)))  # noqa: E731
+    assert count_parameters(cnn) == size(w) <= budget < size(w + 1)

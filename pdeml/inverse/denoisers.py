@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -111,12 +113,19 @@ def matched_cnn(lpn, *, depth: int | None = None, key) -> CNNDenoiser:
     if isinstance(channels, tuple):  # ConvICNN stores image_shape instead
         channels = channels[0]
     depth = depth or (len(getattr(lpn.potential, "Wz", ())) + 2)
-    best = 1
-    for w in range(1, 513):
-        if count_parameters(CNNDenoiser(channels, w, depth, key=jax.random.key(0))) > budget:
-            break
-        best = w
-    return CNNDenoiser(channels, best, depth, key=key)
+
+    def size(w):  # shapes only: no random initialisation (each real one compiled anew)
+        shapes = eqx.filter_eval_shape(CNNDenoiser, channels, w, depth, key=jax.random.key(0))
+        return int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes)
+                       if jnp.issubdtype(x.dtype, jnp.inexact)))
+
+    lo, hi = 1, 512  # the count grows with the width: bisect for the largest w within budget
+    if size(hi) <= budget:
+        lo = hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if size(mid) <= budget else (lo, mid)
+    return CNNDenoiser(channels, lo, depth, key=key)
 
 
 def train_denoiser(
