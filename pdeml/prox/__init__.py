@@ -35,6 +35,8 @@ from pdeml.prox.training import (
     make_batch_fn,
     paper_image_schedule,
     proximal_matching_loss,
+    expansiveness,
+    expansiveness_penalty,
     train_lpn,
 )
 
@@ -62,5 +64,7 @@ __all__ = [
     "paper_image_schedule",
     "proximal_matching_loss",
     "soft_threshold",
+    "expansiveness",
+    "expansiveness_penalty",
     "train_lpn",
 ]

@@ -44,6 +44,8 @@ __all__ = [
     "laplace_schedule",
     "make_batch_fn",
     "lpn_loss_fn",
+    "expansiveness",
+    "expansiveness_penalty",
     "train_lpn",
 ]
 
@@ -249,6 +251,58 @@ def lpn_loss_fn(lpn: LPN, batch, key=None):
     return loss, {"mse": mse, "gamma": batch["gamma"]}
 
 
+def expansiveness(lpn: LPN, v, key, *, iters: int = 4):
+    """Estimate of the largest eigenvalue of the prox's Jacobian ``J_f(v) = Hess psi(v)`` per
+    sample of ``v`` ``(batch, *event)``: ``iters`` power iterations on Hessian-vector products
+    (held constant for differentiation), then the Rayleigh quotient ``u^T H u`` at the final
+    vector, which is differentiable in the LPN's parameters. A lower bound on the true
+    eigenvalue (equal once the power iteration has converged); the Hessian is symmetric positive
+    definite for an LPN, so the power iteration finds the largest eigenvalue.
+
+    Why: a prox of a *convex* R has ``J_f <= I``; eigenvalues above 1 are directions in which
+    R is concave, which the prox amplifies and MAP with R rewards (measured in docs/inverse.md).
+    """
+    e = lpn.event_ndim
+    v = jnp.asarray(v)
+    u0 = jax.random.normal(key, v.shape, v.dtype)
+
+    def one(vi, ui):
+        hvp = lambda w: jax.jvp(jax.grad(lpn.potential), (vi,), (w,))[1]  # noqa: E731
+        w = ui / jnp.linalg.norm(ui)
+        for _ in range(iters):
+            w = jax.lax.stop_gradient(hvp(w))
+            w = w / jnp.linalg.norm(w)
+        return jnp.vdot(w, hvp(w))
+
+    flat = v.reshape((-1, *v.shape[v.ndim - e:]))
+    out = jax.vmap(one)(flat, u0.reshape(flat.shape))
+    return out.reshape(v.shape[: v.ndim - e])
+
+
+def expansiveness_penalty(lpn: LPN, v, key, *, threshold: float = 0.98, iters: int = 4):
+    """``mean(relu(expansiveness(lpn, v) - threshold)^2)``: penalises Jacobian eigenvalues of
+    the prox above ``threshold`` (just below 1) at the probes ``v``."""
+    return _hinge(expansiveness(lpn, v, key, iters=iters), threshold)
+
+
+def _hinge(lam, threshold=0.98):
+    return jnp.mean(jax.nn.relu(lam - threshold) ** 2)
+
+
+def _penalised_loss_fn(weight: float, probes: int, probe_sigma: float):
+    def loss_fn(lpn, batch, key):
+        loss, metrics = lpn_loss_fn(lpn, batch, key)
+        k1, k2 = jax.random.split(key)
+        x = batch["x"][:probes]
+        # probes: the training inputs and points farther from the data (where PnP wanders)
+        far = x + probe_sigma * jax.random.normal(k1, x.shape, x.dtype)
+        v = jnp.concatenate([batch["y"][:probes], far])
+        lam = expansiveness(lpn, v, k2)
+        return loss + weight * _hinge(lam), dict(metrics, max_eigenvalue=jnp.max(lam))
+
+    return loss_fn
+
+
 def train_lpn(
     lpn: LPN,
     sampler: Callable,
@@ -260,6 +314,9 @@ def train_lpn(
     steps_per_call: int = 100,
     optimizer: Callable[[Callable], optax.GradientTransformation] = optax.adam,
     progress: bool = True,
+    expansiveness_weight: float = 0.0,
+    probes: int = 4,
+    probe_sigma: float | None = None,
     **train_options,
 ):
     """Train an LPN with ``schedule`` on :func:`pdeml.train.train`.
@@ -275,6 +332,10 @@ def train_lpn(
         optimizer: ``optimizer(learning_rate_schedule) -> GradientTransformation`` (Adam);
             wrapped by :func:`pdeml.nets.icnn.icnn_optimizer` so ``"project"`` models stay convex.
         progress: show the shared progress bar.
+        expansiveness_weight: if > 0, adds this times :func:`expansiveness_penalty`-style
+            ``mean(relu(lambda_max - 0.98)^2)`` at ``probes`` noisy training inputs and as many
+            clean ones plus noise ``probe_sigma`` (default 5 x sigma, or 5 x the high end of a
+            range); metrics gain ``max_eigenvalue``.
         train_options: forwarded to :func:`pdeml.train.train` (``checkpoint_every``,
             ``eval_fn``, ``log_every``, ...).
 
@@ -297,11 +358,18 @@ def train_lpn(
         raise TypeError(f"lpn must be an LPN, got {type(lpn).__name__}")
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    if not expansiveness_weight >= 0:
+        raise ValueError(f"expansiveness_weight must be >= 0, got {expansiveness_weight!r}")
     opt = icnn_optimizer(optimizer(schedule.learning_rate), lpn)
     batch_fn = make_batch_fn(sampler, schedule, sigma, event_ndim=lpn.event_ndim)
+    loss_fn = lpn_loss_fn
+    if expansiveness_weight > 0:
+        if probe_sigma is None:
+            probe_sigma = 5.0 * (max(sigma) if isinstance(sigma, tuple) else sigma)
+        loss_fn = _penalised_loss_fn(float(expansiveness_weight), int(probes), float(probe_sigma))
     return train(
         lpn,
-        lpn_loss_fn,
+        loss_fn,
         opt,
         batch_fn,
         steps=schedule.total_steps,
