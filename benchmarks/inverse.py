@@ -62,10 +62,10 @@ from pdeml.prox import Schedule, Stage, TotalVariationProx, evaluate_regularizer
 
 # Sized for a shared 2-core CPU (whole run <= ~25 min): 32 x 32 test images, 16 x 16 training
 # patches. LPN training: l2 (MSE) pre-training, then proximal matching in 4 stages.
-FULL = dict(size=32, n_test=4, patch=16, batch=16, lpn_l2=1500, lpn_stage=150,
+FULL = dict(size=32, n_test=4, patch=16, batch=16, lpn_l2=1500, lpn_stage=150, lpn_j=300,
             cnn_steps=2100, hidden=(32, 32, 32), max_iter=60, tune_iter=60, ct_angles=16,
             bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=12, n_denoise=48)
-QUICK = dict(size=32, n_test=2, patch=16, batch=8, lpn_l2=20, lpn_stage=5,
+QUICK = dict(size=32, n_test=2, patch=16, batch=8, lpn_l2=20, lpn_stage=5, lpn_j=5,
              cnn_steps=20, hidden=(8, 8), max_iter=10, tune_iter=10, ct_angles=12,
              bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=5, n_denoise=8)
 # Prior noise level. For the LPN the PnP-ADMM penalty must satisfy rho > ||A^T A|| (= 1 for
@@ -83,6 +83,11 @@ QUAD_CHANNELS = 4
 # used before left the ICNN untrained (it contributed 0.02 dB; the prior was a linear filter).
 NONNEGATIVITY = "project"
 L2_LR = (2e-3, 4e-4)
+# "LPN-J": the proximal-matching LPN fine-tuned (last gamma, lr 2e-4) with a penalty on the
+# prox's Jacobian eigenvalues above 0.98 (pdeml.prox.expansiveness_penalty) at noisy training
+# patches and at patches with 5x the noise: without it the learned prox is expansive (top
+# eigenvalue 1.2-1.9) and MAP with its R finds spurious minima (docs/inverse.md).
+EXPANSIVENESS_WEIGHT = 10.0
 READOUT_SCALE = 0.1
 DTYPE = jnp.float32
 # Optional noise-level augmentation for both priors: training noise drawn per sample from this
@@ -231,7 +236,23 @@ def get_lpn(out: Path, name, patches, cfg, log):
             f"{got[1]['train_seconds']:.0f} s in all")
     else:
         log(f"reusing {p_pm}")
-    return lpn_l2, got[0], c_l2, got[1]
+    lpn_pm, c_pm = got
+    want_j = dict(want_pm, j_steps=cfg["lpn_j"], j_lr=2e-4, expansiveness_weight=EXPANSIVENESS_WEIGHT)
+    p_j = out / "priors" / f"lpn_j_{name}"
+    got = _load_or_none(p_j, want_j, skel)
+    if got is None:
+        t0 = time.perf_counter()
+        stage = Stage("pm", cfg["lpn_j"], (2e-4, 2e-4), gamma=float(gammas[-1]))
+        res = train_lpn(lpn_pm, sampler, Schedule((stage,)), key=jax.random.key(7),
+                        sigma=_train_sigma(), steps_per_call=min(100, cfg["lpn_j"]),
+                        expansiveness_weight=EXPANSIVENESS_WEIGHT, progress=False)
+        got = (res.model, {"want": want_j, "train_seconds": c_pm["train_seconds"]
+                           + time.perf_counter() - t0})
+        _save(p_j, *got)
+        log(f"trained LPN-J {name}: +{cfg['lpn_j']} steps, {got[1]['train_seconds']:.0f} s in all")
+    else:
+        log(f"reusing {p_j}")
+    return lpn_l2, lpn_pm, got[0], c_l2, c_pm
 
 
 def get_cnn(out: Path, name, patches, lpn, cfg, log):
@@ -264,7 +285,7 @@ def denoise_eval(priors_d, clean, log, name):
     noisy = clean + SIGMA_TRAIN * jax.random.normal(jax.random.key(77), clean.shape, DTYPE)
     f = eqx.filter_jit(lambda m, v: m.prox(v))
     out = {"identity": float(psnr(noisy, clean).mean())}
-    for k in ("lpn_l2", "lpn", "cnn"):
+    for k in ("lpn_l2", "lpn", "lpn_j", "cnn"):
         out[k] = float(psnr(f(priors_d[k], noisy), clean).mean())
     log(f"denoising {name} (sigma {SIGMA_TRAIN}, {clean.shape[0]} held-out images): "
         + ", ".join(f"{k} {v:.2f} dB" for k, v in out.items()))
@@ -307,6 +328,7 @@ def methods_for(task, priors, cfg):
     out = {
         "LPN": [(rho, priors[d]["lpn"], {"rho": rho}) for rho in rho_lpn],
         "LPN-l2": [(rho, priors[d]["lpn_l2"], {"rho": rho}) for rho in rho_lpn],
+        "LPN-J": [(rho, priors[d]["lpn_j"], {"rho": rho}) for rho in rho_lpn],
         "MSE-CNN": [(rho, priors[d]["cnn"], {"rho": rho}) for rho in rho_free],
         # for TV only lam * rho matters for the minimiser: fix rho = ||A^T A||
         "TV": [(norm, _tv(lam / norm), {"lam_times_rho": lam})
@@ -437,14 +459,14 @@ def _markdown(results):
               f"float32; training noise sigma {results['sigma_train']}. "
               "LPN = after proximal matching, LPN-l2 = the same network after the l2 stage only.",
               "", "Priors as denoisers (PSNR dB at the training noise, held-out images):", "",
-              "| data | identity | LPN-l2 | LPN | MSE-CNN | LPN / CNN parameters |",
-              "|---|---|---|---|---|---|"]
+              "| data | identity | LPN-l2 | LPN | LPN-J | MSE-CNN | LPN / CNN parameters |",
+              "|---|---|---|---|---|---|---|"]
     for name, pr in results["priors"].items():
         d = pr["denoise_psnr"]
-        lines.append(f"| {name} | {d['identity']:.2f} | {d['lpn_l2']:.2f} | {d['lpn']:.2f} | "
+        lines.append(f"| {name} | {d['identity']:.2f} | {d['lpn_l2']:.2f} | {d['lpn']:.2f} | {d['lpn_j']:.2f} | "
                      f"{d['cnn']:.2f} | {pr['lpn_parameters']} / {pr['cnn_parameters']} |")
     lines += ["", "PSNR dB / SSIM (mean +- std over the test images):", ""]
-    methods = ["LPN", "LPN-l2", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
+    methods = ["LPN", "LPN-l2", "LPN-J", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
     lines.append("| task | " + " | ".join(methods) + " |")
     lines.append("|---" * (len(methods) + 1) + "|")
     for name, rec in results["tasks"].items():
@@ -456,10 +478,10 @@ def _markdown(results):
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Time per PnP-ADMM iteration / to convergence (one validation image, after "
               "compilation, tol 1e-4 relative):", "",
-              "| task | " + " | ".join(methods[:5]) + " |", "|---" * 6 + "|"]
+              "| task | " + " | ".join(methods[:6]) + " |", "|---" * 7 + "|"]
     for name, rec in results["tasks"].items():
         cells = []
-        for m in methods[:5]:
+        for m in methods[:6]:
             r = rec["methods"].get(m)
             cells.append("-" if r is None else
                          f"{1e3 * r['seconds_per_iteration_val']:.1f} ms / "
@@ -497,12 +519,15 @@ def _checks(results):
         lpn = M["LPN"]["psnr_mean"]
         out[f"{name}: LPN - TV (dB)"] = round(lpn - M["TV"]["psnr_mean"], 3)
         out[f"{name}: LPN-l2 - TV (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["TV"]["psnr_mean"], 3)
+        out[f"{name}: LPN-J - TV (dB)"] = round(M["LPN-J"]["psnr_mean"] - M["TV"]["psnr_mean"], 3)
         if name.startswith("deblur"):
             out[f"{name}: LPN - MSE-CNN (dB)"] = round(lpn - M["MSE-CNN"]["psnr_mean"], 3)
             out[f"{name}: LPN-l2 - MSE-CNN (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["MSE-CNN"]["psnr_mean"], 3)
+            out[f"{name}: LPN-J - MSE-CNN (dB)"] = round(M["LPN-J"]["psnr_mean"] - M["MSE-CNN"]["psnr_mean"], 3)
         if "Tikhonov" in M:
             out[f"{name}: LPN - Tikhonov (dB)"] = round(lpn - M["Tikhonov"]["psnr_mean"], 3)
             out[f"{name}: LPN-l2 - Tikhonov (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["Tikhonov"]["psnr_mean"], 3)
+            out[f"{name}: LPN-J - Tikhonov (dB)"] = round(M["LPN-J"]["psnr_mean"] - M["Tikhonov"]["psnr_mean"], 3)
     return out
 
 
@@ -512,7 +537,7 @@ def _plot(recons, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = ["truth", "A^T y", "LPN", "LPN-l2", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
+    cols = ["truth", "A^T y", "LPN", "LPN-l2", "LPN-J", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
     fig, ax = plt.subplots(len(recons), len(cols), figsize=(2.0 * len(cols), 2.0 * len(recons)))
     ax = np.atleast_2d(ax)
     for i, (name, rec) in enumerate(recons.items()):
@@ -564,9 +589,9 @@ def main(argv=None):
         f"CT: {ct_patches.shape[0]} training patches, test {ct_test.shape}")
     priors = {}
     for name, patches in (("natural", nat_patches), ("ct", ct_patches)):
-        lpn_l2, lpn, _, lcfg = get_lpn(out, name, patches, cfg, log)
+        lpn_l2, lpn, lpn_j, _, lcfg = get_lpn(out, name, patches, cfg, log)
         cnn, ccfg = get_cnn(out, name, patches, lpn, cfg, log)
-        priors[name] = {"lpn": lpn, "lpn_l2": lpn_l2, "cnn": cnn, "lpn_config": lcfg,
+        priors[name] = {"lpn": lpn, "lpn_l2": lpn_l2, "lpn_j": lpn_j, "cnn": cnn, "lpn_config": lcfg,
                         "cnn_config": ccfg}
     try:
         import bm3d  # noqa: F401
