@@ -464,7 +464,7 @@ def build_model(config: NSConfig, key):
               n_layers=config.layers, padding=(0, 0, config.padding), key=key)
     if increment:
         net = IncrementOutput(net, keep_w0=not soft)
-    if config.method == "soft":
+    if soft:
         return SoftConstrainedModel(net, config.problem)
     return HardConstrainedModel(net, _layer(config))
 

@@ -15,9 +15,8 @@ Both take ``(*batch, C, H, W)`` arrays like an image :class:`~pdeml.prox.LPN` an
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import jax

@@ -33,17 +33,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from pdeml.nets.icnn import FullyConvICNN, scaled_softplus
+from pdeml.nets.icnn import FullyConvICNN, _conv, _effective, scaled_softplus
 
 __all__ = ["QuadraticICNN", "center_icnn_biases", "near_identity_lpn", "load_near_identity_lpn"]
-
-
-def _conv_same(x, w):
-    y = jax.lax.conv_general_dilated(
-        x[None], w, window_strides=(1, 1), padding="SAME",
-        dimension_numbers=("NCHW", "OIHW", "NCHW"),
-    )
-    return y[0]
 
 
 class QuadraticICNN(eqx.Module):
@@ -103,7 +95,7 @@ class QuadraticICNN(eqx.Module):
         self.icnn.check_event_shape(shape, name)
 
     def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, ""]:
-        q = _conv_same(x, self.Q.astype(x.dtype))
+        q = _conv(x, self.Q.astype(x.dtype), 1)
         return self.icnn(x) + 0.5 * jnp.vdot(q, q)
 
 
@@ -197,13 +189,13 @@ def center_icnn_biases(icnn: FullyConvICNN, x, quantile: float = 0.5) -> FullyCo
         raise ValueError(f"x must have shape (n, {icnn.channels}, H, W), got {x.shape}")
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
-    pre = jax.vmap(lambda v: _conv_same(v, icnn.K0))(x)
+    pre = jax.vmap(lambda v: _conv(v, icnn.K0, 1))(x)
     b0 = -jnp.quantile(pre, quantile, axis=(0, 2, 3))[:, None, None]
     z = scaled_softplus(pre + b0[None], icnn.beta)
     bz = []
     for W, A in zip(icnn.Wz, icnn.Ax):
-        Weff = jax.nn.softplus(W) if icnn.nonnegativity == "softplus" else W
-        pre = jax.vmap(lambda zz, v: _conv_same(zz, Weff) + _conv_same(v, A))(z, x)
+        Weff = _effective(W, icnn.nonnegativity)
+        pre = jax.vmap(lambda zz, v: _conv(zz, Weff, 1) + _conv(v, A, 1))(z, x)
         b = -jnp.quantile(pre, quantile, axis=(0, 2, 3))[:, None, None]
         bz.append(b.astype(icnn.b0.dtype))
         z = scaled_softplus(pre + b[None], icnn.beta)

@@ -174,7 +174,6 @@ def vorticity_tendency(
     return out if forcing is None else out + forcing
 
 
-
 def vorticity_features(
     w: Float[Array, "nx ny *rest"],
     length: float = 1.0,
