@@ -169,11 +169,12 @@ def test_step_compiles_once():
     assert len(traces) == 1
 
 
-def test_steps_per_call_matches_single_steps():
+@pytest.mark.parametrize("scan", [True, False])
+def test_steps_per_call_matches_single_steps(scan):
     key = jax.random.key(3)
     one = train(make_model(), loss_fn, OPT, batch_fn, steps=11, key=key, progress=False)
     many = train(make_model(), loss_fn, OPT, batch_fn, steps=11, key=key, steps_per_call=4,
-                 progress=False)
+                 progress=False, scan=scan)
     # Same arithmetic, only the loop structure differs; XLA may fuse the scanned body
     # differently, so allow a few ulps (float64 eps 2.2e-16, 11 Adam steps).
     for a, b in zip(leaves(one.model), leaves(many.model), strict=True):
@@ -226,11 +227,12 @@ def nan_batch(step, key):
     return x, jnp.where(step >= 15, jnp.nan, 1.0) * y
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("scan", [True, False])
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, scan):
     key = jax.random.key(0)
     with pytest.raises(NonFiniteLossError, match="update 15") as info:
         train(make_model(), loss_fn, OPT, nan_batch, steps=40, key=key, run_dir=tmp_path,
-              checkpoint_every=5, steps_per_call=5, progress=False)
+              checkpoint_every=5, steps_per_call=5, progress=False, scan=scan)
     err = info.value
     assert err.step == 15
     assert err.checkpoint is not None and err.checkpoint.name == "ckpt_0000000015.eqx"
@@ -238,10 +240,16 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     # The error carries the last good model: 15 clean updates, identical to a clean run of the
     # same compiled chunk stopped at 15 (updates 15..19 of that chunk are masked out).
     clean = train(make_model(), loss_fn, OPT, nan_batch, steps=15, key=key, steps_per_call=5,
-                  progress=False)
+                  progress=False, scan=scan)
     assert_bitwise_equal(err.model, clean.model)
     recs = read_metrics(tmp_path, kind="train")
     assert recs[-1]["step"] == 15 and np.isnan(recs[-1]["loss"])
+
+
+def test_scan_argument_is_checked():
+    with pytest.raises(TypeError, match="scan must be True, False or None"):
+        train(make_model(), loss_fn, OPT, batch_fn, steps=1, key=jax.random.key(0),
+              progress=False, scan="yes")
 
 
 def test_eval_fn_and_history_records(tmp_path):

@@ -12,8 +12,8 @@ compared with the clean ``x`` by
 A :class:`Schedule` is a sequence of :class:`Stage` s (loss, number of steps, learning rate,
 gamma). The whole run uses ONE optimiser state: the stage, its gamma and its learning rate are
 functions of the step computed inside the compiled step, so nothing is re-initialised or
-recompiled between stages. Training runs on :func:`pdeml.train.train` (``lax.scan`` over many
-steps per compiled call, progress bar, JSON-lines metrics, checkpoints and resume).
+recompiled between stages. Training runs on :func:`pdeml.train.train` (many steps per host
+round trip, progress bar, JSON-lines metrics, checkpoints and resume).
 
 Reference: Fang, Buchanan & Sulam, ICLR 2024 (arXiv:2310.14344), Sec. 4 and App. (schedules).
 """
@@ -328,7 +328,7 @@ def train_lpn(
         key: PRNG key of the run (data and noise derive from it and the step).
         sigma: noise level (float) or a ``(low, high)`` range sampled per sample.
         run_dir: checkpoints + ``metrics.jsonl``; resumes from it when it holds a checkpoint.
-        steps_per_call: optimiser steps per compiled call (``lax.scan``).
+        steps_per_call: optimiser steps per host round trip (see :func:`pdeml.train.train`).
         optimizer: ``optimizer(learning_rate_schedule) -> GradientTransformation`` (Adam);
             wrapped by :func:`pdeml.nets.icnn.icnn_optimizer` so ``"project"`` models stay convex.
         progress: show the shared progress bar.

@@ -104,35 +104,65 @@ def _select(pred, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y) if eqx.is_array(x) else x, a, b)
 
 
+def _update(carry, step, static, stop, key, loss_fn, optimizer, batch_fn):
+    """One optimiser update ``step`` (traced); skipped (masked) at ``step >= stop`` and after a
+    non-finite one, so a chunk returns the last good state."""
+    params, opt_state, healthy = carry
+    k_batch, k_loss = jax.random.split(jax.random.fold_in(key, step))
+    batch = batch_fn(step, k_batch)
+
+    def objective(p):
+        return _check_loss_output(loss_fn(eqx.combine(p, static), batch, k_loss))
+
+    (loss, metrics), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = eqx.apply_updates(params, updates)
+    active = step < stop
+    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+    apply = active & healthy & finite
+    params = _select(apply, new_params, params)
+    opt_state = _select(apply, new_opt_state, opt_state)
+    healthy = healthy & (finite | ~active)
+    return (params, opt_state, healthy), (loss, metrics, finite)
+
+
 @eqx.filter_jit
-def _run_chunk(params, static, opt_state, start, stop, key, loss_fn, optimizer, batch_fn, n_steps):
-    """``n_steps`` optimiser updates starting at update ``start`` (traced), masked at ``stop``."""
+def _scan_chunk(params, static, opt_state, start, stop, key, loss_fn, optimizer, batch_fn, n_steps):
+    """``n_steps`` updates from ``start`` in one compiled ``lax.scan``."""
 
     def one(carry, i):
-        params, opt_state, healthy = carry
-        step = start + i
-        k_batch, k_loss = jax.random.split(jax.random.fold_in(key, step))
-        batch = batch_fn(step, k_batch)
+        return _update(carry, start + i, static, stop, key, loss_fn, optimizer, batch_fn)
 
-        def objective(p):
-            return _check_loss_output(loss_fn(eqx.combine(p, static), batch, k_loss))
-
-        (loss, metrics), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        new_params = eqx.apply_updates(params, updates)
-        active = step < stop
-        finite = jnp.isfinite(loss) & _tree_all_finite(grads)
-        # After a bad step nothing is applied any more, so the chunk returns the last good state.
-        apply = active & healthy & finite
-        params = _select(apply, new_params, params)
-        opt_state = _select(apply, new_opt_state, opt_state)
-        healthy = healthy & (finite | ~active)
-        return (params, opt_state, healthy), (loss, metrics, finite)
-
-    (params, opt_state, _), (losses, metrics, finite) = jax.lax.scan(
+    (params, opt_state, _), out = jax.lax.scan(
         one, (params, opt_state, jnp.array(True)), jnp.arange(n_steps, dtype=jnp.int32)
     )
-    return params, opt_state, losses, metrics, finite
+    return params, opt_state, *out
+
+
+_update_jit = eqx.filter_jit(_update)
+
+
+def _stepped_chunk(params, static, opt_state, start, stop, key, loss_fn, optimizer, batch_fn, n_steps):
+    """The same ``n_steps`` updates as :func:`_scan_chunk`, one compiled update per call
+    (dispatched asynchronously, no host sync inside the chunk)."""
+    carry = (params, opt_state, jnp.array(True))
+    outs = []
+    for i in range(n_steps):
+        carry, out = _update_jit(carry, start + i, static, stop, key, loss_fn, optimizer, batch_fn)
+        outs.append(out)
+    losses, metrics, finite = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
+    return carry[0], carry[1], losses, metrics, finite
+
+
+def _use_scan(scan):
+    # XLA:CPU runs a while-loop body far slower than the same ops at top level (measured on
+    # the convolutional LPN of benchmarks/inverse.py: 5x, benchmarks/train_loop.py), so on CPU
+    # each update is its own compiled call; accelerators fuse the chunk into one lax.scan.
+    if scan is None:
+        return jax.default_backend() != "cpu"
+    if not isinstance(scan, bool):
+        raise TypeError(f"scan must be True, False or None, got {scan!r}")
+    return scan
 
 
 def _key_data(key) -> np.ndarray:
@@ -173,13 +203,15 @@ def train(
     progress: bool = True,
     callback: Callable | None = None,
     metadata: dict | None = None,
+    scan: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` with an optax optimiser; checkpoint, log and resume in ``run_dir``.
 
     Each update ``s`` (0-based) computes ``k_batch, k_loss = split(fold_in(key, s))``,
     ``batch = batch_fn(s, k_batch)``, ``(loss, metrics) = loss_fn(model, batch, k_loss)``, its
     gradient with respect to the trainable leaves, and applies ``optimizer``. ``steps_per_call``
-    updates run inside one compiled call (``lax.scan``); the call is compiled once.
+    updates run per host round trip: inside one compiled ``lax.scan`` (``scan=True``) or as
+    that many asynchronously dispatched compiled updates (``scan=False``); both compile once.
 
     Arguments:
         model: an Equinox module (or any pytree).
@@ -195,8 +227,8 @@ def train(
             different key is refused.
         run_dir: directory for ``checkpoints/ckpt_<step>.eqx`` and ``metrics.jsonl``. If it
             holds a checkpoint, training resumes from the newest good one.
-        steps_per_call: updates per compiled call (amortises dispatch and host syncs). If
-            ``steps`` is not a multiple, the last call computes and discards the surplus.
+        steps_per_call: updates per host round trip (amortises dispatch and host syncs). If
+            ``steps`` is not a multiple, a scanned last call computes and discards the surplus.
         checkpoint_every: updates between checkpoints (multiple of ``steps_per_call``;
             default about 1000). A checkpoint is always written at the end.
         keep_checkpoints: how many newest checkpoints to keep (fallback if one is damaged).
@@ -210,6 +242,9 @@ def train(
         callback: ``callback(step, model)`` on the host after each compiled call (after any
             checkpoint/evaluation at that step); it may raise to stop training.
         metadata: extra JSON-serialisable data stored in every checkpoint header.
+        scan: how a chunk of ``steps_per_call`` updates runs; ``None`` (default): ``lax.scan``
+            on accelerators, one compiled call per update on CPU, where XLA runs a scan body
+            several times slower (``benchmarks/train_loop.py``). Same updates either way.
 
     Returns:
         :class:`TrainResult` with the trained model, optimiser state and history.
@@ -242,6 +277,8 @@ def train(
         raise TypeError("optimizer must be an optax.GradientTransformation (with init/update)")
     if not (isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.dtype == jnp.uint32)):
         raise TypeError("key must be a JAX PRNG key (jax.random.key(...) or jax.random.PRNGKey(...))")
+    scanning = _use_scan(scan)
+    run_chunk = _scan_chunk if scanning else _stepped_chunk
     checkpoint_every = _check_every("checkpoint_every", checkpoint_every, steps_per_call, 1000)
     eval_every = _check_every("eval_every", eval_every, steps_per_call, checkpoint_every)
 
@@ -307,9 +344,10 @@ def train(
     stop = jnp.asarray(steps, dtype=jnp.int32)
     with ProgressBar(steps, initial=start, desc="train", enabled=progress) as bar:
         while step < steps:
-            new_params, new_opt_state, losses, metrics, finite = _run_chunk(
+            new_params, new_opt_state, losses, metrics, finite = run_chunk(
                 params, static, opt_state, jnp.asarray(step, dtype=jnp.int32), stop, key,
-                loss_fn, optimizer, batch_fn, steps_per_call,
+                loss_fn, optimizer, batch_fn,
+                steps_per_call if scanning else min(steps_per_call, steps - step),
             )
             n = min(steps_per_call, steps - step)
             losses = np.asarray(losses)[:n]
