@@ -251,3 +251,45 @@ def test_expansiveness_weight_pulls_the_jacobian_below_one():
     assert out[100.0] < 1.1
     with pytest.raises(ValueError, match="expansiveness_weight"):
         train_lpn(lpn, sampler, sched, key=jax.random.key(1), expansiveness_weight=-1.0)
+
+
+def test_probe_fn_probes_enter_the_penalty():
+    """The penalised loss sees probe_fn's points: with the training inputs at the point of
+    smallest top eigenvalue (and the noise probes on top of them, probe_sigma 1e-6), the
+    recorded max_eigenvalue is that point's; with probe_fn returning the point of largest
+    eigenvalue it is that one's (dense-Hessian values), and the loss grows by the hinge."""
+    from pdeml.nets.icnn import DenseICNN
+    from pdeml.prox import LPN
+    from pdeml.prox.training import _penalised_loss_fn
+
+    # alpha 0.9: the top eigenvalue ranges across the hinge's 0.98 over these points
+    lpn = LPN(DenseICNN(3, (16, 16), key=jax.random.key(0), alpha=0.9, beta=5.0))
+    pts = 2.0 * jax.random.normal(jax.random.key(1), (64, 3))
+    top = jnp.stack([jnp.linalg.eigvalsh(jax.hessian(lpn.potential)(p))[-1] for p in pts])
+    lo, hi = pts[jnp.argmin(top)], pts[jnp.argmax(top)]
+    batch = {"x": jnp.stack([lo] * 4), "y": jnp.stack([lo] * 4), "gamma": jnp.asarray(1.0),
+             "loss_id": jnp.asarray(0)}
+    out = {}
+    for name, fn in (("default", None), ("probe_fn", lambda k, b: jnp.stack([hi] * 2))):
+        loss_fn = _penalised_loss_fn(1.0, 4, (1e-6, 1e-6), 400, fn)  # eigenvalues clustered
+        out[name] = loss_fn(lpn, batch, jax.random.key(2))
+    np.testing.assert_allclose(out["default"][1]["max_eigenvalue"], top.min(), rtol=1e-5)
+    np.testing.assert_allclose(out["probe_fn"][1]["max_eigenvalue"], top.max(), rtol=1e-5)
+    assert float(top.max()) > 0.98 > float(top.min())  # so only the probe_fn point is penalised
+    # the hinge is a mean over the 4 + 4 + 2 probes; only the 2 probe_fn ones violate it
+    base = float(out["default"][0])
+    np.testing.assert_allclose(float(out["probe_fn"][0]) - base, 2 / 10 * float(top.max() - 0.98) ** 2,
+                               rtol=1e-4)
+
+
+def test_train_lpn_rejects_bad_probe_options():
+    from pdeml.nets.icnn import DenseICNN
+    from pdeml.prox import LPN, Schedule, Stage, train_lpn
+
+    lpn = LPN(DenseICNN(2, (8,), key=jax.random.key(0), alpha=0.1))
+    sampler = lambda k: jax.random.laplace(k, (8, 2))  # noqa: E731
+    sched = Schedule((Stage("l2", 2),))
+    for bad in ({"probe_sigma": (0.5, 0.1)}, {"probe_sigma": 0.0}, {"power_iterations": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            train_lpn(lpn, sampler, sched, key=jax.random.key(1), expansiveness_weight=1.0,
+                      progress=False, **bad)

@@ -289,15 +289,22 @@ def _hinge(lam, threshold=0.98):
     return jnp.mean(jax.nn.relu(lam - threshold) ** 2)
 
 
-def _penalised_loss_fn(weight: float, probes: int, probe_sigma: float):
+def _penalised_loss_fn(weight: float, probes: int, probe_sigma, iters: int, probe_fn):
+    lo, hi = probe_sigma
+
     def loss_fn(lpn, batch, key):
         loss, metrics = lpn_loss_fn(lpn, batch, key)
-        k1, k2 = jax.random.split(key)
+        k1, k2, k3, k4 = jax.random.split(key, 4)
         x = batch["x"][:probes]
-        # probes: the training inputs and points farther from the data (where PnP wanders)
-        far = x + probe_sigma * jax.random.normal(k1, x.shape, x.dtype)
-        v = jnp.concatenate([batch["y"][:probes], far])
-        lam = expansiveness(lpn, v, k2)
+        # probes: the training inputs, and clean ones with noise of a log-uniform level in
+        # [lo, hi] (farther from the data, where PnP iterates wander), and any custom ones
+        e = lpn.event_ndim
+        level = jnp.exp(jax.random.uniform(k1, x.shape[: x.ndim - e] + (1,) * e, x.dtype,
+                                           jnp.log(lo), jnp.log(hi)))
+        v = [batch["y"][:probes], x + level * jax.random.normal(k2, x.shape, x.dtype)]
+        if probe_fn is not None:
+            v.append(jnp.asarray(probe_fn(k3, batch), x.dtype))
+        lam = expansiveness(lpn, jnp.concatenate(v), k4, iters=iters)
         return loss + weight * _hinge(lam), dict(metrics, max_eigenvalue=jnp.max(lam))
 
     return loss_fn
@@ -316,7 +323,9 @@ def train_lpn(
     progress: bool = True,
     expansiveness_weight: float = 0.0,
     probes: int = 4,
-    probe_sigma: float | None = None,
+    probe_sigma: float | tuple[float, float] | None = None,
+    power_iterations: int = 8,
+    probe_fn: Callable | None = None,
     **train_options,
 ):
     """Train an LPN with ``schedule`` on :func:`pdeml.train.train`.
@@ -334,8 +343,12 @@ def train_lpn(
         progress: show the shared progress bar.
         expansiveness_weight: if > 0, adds this times :func:`expansiveness_penalty`-style
             ``mean(relu(lambda_max - 0.98)^2)`` at ``probes`` noisy training inputs and as many
-            clean ones plus noise ``probe_sigma`` (default 5 x sigma, or 5 x the high end of a
-            range); metrics gain ``max_eigenvalue``.
+            clean ones plus noise of a level drawn log-uniformly per probe from ``probe_sigma``
+            (a ``(low, high)`` range or one level; default ``(s, 15 s)`` with ``s`` the training
+            sigma, or the high end of its range), plus ``probe_fn(key, batch)`` if given (any
+            number of extra probes of the event shape, e.g. blurred training inputs);
+            ``power_iterations`` power steps per probe (``expansiveness(iters=)``). Metrics gain
+            ``max_eigenvalue``.
         train_options: forwarded to :func:`pdeml.train.train` (``checkpoint_every``,
             ``eval_fn``, ``log_every``, ...).
 
@@ -364,9 +377,16 @@ def train_lpn(
     batch_fn = make_batch_fn(sampler, schedule, sigma, event_ndim=lpn.event_ndim)
     loss_fn = lpn_loss_fn
     if expansiveness_weight > 0:
+        s = max(sigma) if isinstance(sigma, tuple) else sigma
         if probe_sigma is None:
-            probe_sigma = 5.0 * (max(sigma) if isinstance(sigma, tuple) else sigma)
-        loss_fn = _penalised_loss_fn(float(expansiveness_weight), int(probes), float(probe_sigma))
+            probe_sigma = (s, 15.0 * s)
+        lo, hi = (probe_sigma, probe_sigma) if np.ndim(probe_sigma) == 0 else probe_sigma
+        if not 0 < lo <= hi:
+            raise ValueError(f"probe_sigma must be > 0 (or a range 0 < low <= high), got {probe_sigma!r}")
+        if not isinstance(power_iterations, int) or power_iterations < 1:
+            raise ValueError(f"power_iterations must be a positive integer, got {power_iterations!r}")
+        loss_fn = _penalised_loss_fn(float(expansiveness_weight), int(probes), (float(lo), float(hi)),
+                                     power_iterations, probe_fn)
     return train(
         lpn,
         loss_fn,
