@@ -62,10 +62,10 @@ from pdeml.prox import Schedule, Stage, TotalVariationProx, evaluate_regularizer
 
 # Sized for a shared 2-core CPU (whole run <= ~25 min): 32 x 32 test images, 16 x 16 training
 # patches. LPN training: l2 (MSE) pre-training, then proximal matching in 4 stages.
-FULL = dict(size=32, n_test=4, patch=16, batch=16, lpn_l2=1500, lpn_stage=150, lpn_j=300,
-            cnn_steps=2100, hidden=(32, 32, 32), max_iter=60, tune_iter=60, ct_angles=16,
+FULL = dict(size=32, n_test=4, patch=16, batch=16, lpn_l2=10000, lpn_stage=300,
+            cnn_steps=11200, hidden=(32, 32, 32), max_iter=60, tune_iter=60, ct_angles=16,
             bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=12, n_denoise=48)
-QUICK = dict(size=32, n_test=2, patch=16, batch=8, lpn_l2=20, lpn_stage=5, lpn_j=5,
+QUICK = dict(size=32, n_test=2, patch=16, batch=8, lpn_l2=20, lpn_stage=5,
              cnn_steps=20, hidden=(8, 8), max_iter=10, tune_iter=10, ct_angles=12,
              bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=5, n_denoise=8)
 # Prior noise level. For the LPN the PnP-ADMM penalty must satisfy rho > ||A^T A|| (= 1 for
@@ -83,11 +83,15 @@ QUAD_CHANNELS = 4
 # used before left the ICNN untrained (it contributed 0.02 dB; the prior was a linear filter).
 NONNEGATIVITY = "project"
 L2_LR = (2e-3, 4e-4)
-# "LPN-J": the proximal-matching LPN fine-tuned (last gamma, lr 2e-4) with a penalty on the
-# prox's Jacobian eigenvalues above 0.98 (pdeml.prox.expansiveness_penalty) at noisy training
-# patches and at patches with 5x the noise: without it the learned prox is expansive (top
-# eigenvalue 1.2-1.9) and MAP with its R finds spurious minima (docs/inverse.md).
+# "LPN-J": the same LPN trained from scratch (same schedule) with a penalty on the prox's
+# Jacobian eigenvalues above 0.98 (pdeml.prox.expansiveness_penalty, POWER_ITERATIONS power
+# steps) at PROBES noisy training patches, as many with noise log-uniform in [sigma, 15 sigma],
+# and blurred patches (PROBE_BLURS): without it the learned prox is expansive (top eigenvalue
+# 1.2-2.2) and MAP with its R finds spurious minima; CS diverges (docs/inverse.md).
 EXPANSIVENESS_WEIGHT = 10.0
+PROBES = 4
+PROBE_BLURS = (1.0, 2.0)
+POWER_ITERATIONS = 8
 READOUT_SCALE = 0.1
 DTYPE = jnp.float32
 # Optional noise-level augmentation for both priors: training noise drawn per sample from this
@@ -194,6 +198,34 @@ def _save(path, model, config):
     (path / "config.json").write_text(json.dumps(config, indent=2))
 
 
+def _pm_stages(cfg, gammas):
+    """Proximal matching: one stage per gamma, learning rate 2e-4 -> 2e-5 geometrically."""
+    lrs = np.geomspace(2e-4, 2e-5, len(gammas) + 1)
+    return tuple(Stage("pm", cfg["lpn_stage"], (float(lrs[i]), float(lrs[i + 1])), gamma=float(g))
+                 for i, g in enumerate(gammas))
+
+
+def _lpn_schedule(cfg, gammas):
+    """l2 pre-training then proximal matching, as one schedule."""
+    return Schedule((Stage("l2", cfg["lpn_l2"], L2_LR), *_pm_stages(cfg, gammas)))
+
+
+def _blurred_probes(cfg):
+    """Extra expansiveness probes: training patches blurred (PROBE_BLURS) plus training noise,
+    i.e. smooth images such as every PnP run here starts from (blur, CT and CS back-projections,
+    the heat equation); half the probes per blur width."""
+    shape = (1, cfg["patch"], cfg["patch"])
+    blurs = [GaussianBlur(shape, float(b)) for b in PROBE_BLURS]
+    k = max(1, PROBES // len(blurs))
+
+    def probe_fn(key, batch):
+        x = batch["x"]
+        smooth = jnp.concatenate([op(x[i * k:(i + 1) * k]) for i, op in enumerate(blurs)])
+        return smooth + SIGMA_TRAIN * jax.random.normal(key, smooth.shape, smooth.dtype)
+
+    return probe_fn
+
+
 def get_lpn(out: Path, name, patches, cfg, log):
     """(LPN after l2 pre-training, LPN after proximal matching, configs), cached under --out."""
     n = cfg["patch"] ** 2
@@ -223,11 +255,8 @@ def get_lpn(out: Path, name, patches, cfg, log):
     lpn_l2, c_l2 = got
     got = _load_or_none(p_pm, want_pm, skel)
     if got is None:
-        lrs = np.geomspace(2e-4, 2e-5, 5)
-        stages = tuple(Stage("pm", cfg["lpn_stage"], (float(lrs[i]), float(lrs[i + 1])),
-                             gamma=float(g)) for i, g in enumerate(gammas))
         t0 = time.perf_counter()
-        res = train_lpn(lpn_l2, sampler, Schedule(stages), key=jax.random.key(4),
+        res = train_lpn(lpn_l2, sampler, Schedule(_pm_stages(cfg, gammas)), key=jax.random.key(4),
                         sigma=_train_sigma(), steps_per_call=cfg["lpn_stage"], progress=False)
         got = (res.model, {"want": want_pm, "train_seconds": c_l2["train_seconds"]
                            + time.perf_counter() - t0})
@@ -237,19 +266,24 @@ def get_lpn(out: Path, name, patches, cfg, log):
     else:
         log(f"reusing {p_pm}")
     lpn_pm, c_pm = got
-    want_j = dict(want_pm, j_steps=cfg["lpn_j"], j_lr=2e-4, expansiveness_weight=EXPANSIVENESS_WEIGHT)
+    # LPN-J: the same network and schedule trained from scratch with the expansiveness penalty
+    # from the first step (fine-tuning the trained LPN could not undo its expansiveness: top
+    # eigenvalue still 1.5 at noisy validation crops).
+    want_j = dict(want_pm, expansiveness_weight=EXPANSIVENESS_WEIGHT, probes=PROBES,
+                  probe_sigma=[SIGMA_TRAIN, 15 * SIGMA_TRAIN], probe_blur=list(PROBE_BLURS),
+                  power_iterations=POWER_ITERATIONS)
     p_j = out / "priors" / f"lpn_j_{name}"
     got = _load_or_none(p_j, want_j, skel)
     if got is None:
         t0 = time.perf_counter()
-        stage = Stage("pm", cfg["lpn_j"], (2e-4, 2e-4), gamma=float(gammas[-1]))
-        res = train_lpn(lpn_pm, sampler, Schedule((stage,)), key=jax.random.key(7),
-                        sigma=_train_sigma(), steps_per_call=min(100, cfg["lpn_j"]),
-                        expansiveness_weight=EXPANSIVENESS_WEIGHT, progress=False)
-        got = (res.model, {"want": want_j, "train_seconds": c_pm["train_seconds"]
-                           + time.perf_counter() - t0})
+        res = train_lpn(_lpn_skeleton(cfg, patches), sampler, _lpn_schedule(cfg, gammas),
+                        key=jax.random.key(7), sigma=_train_sigma(), steps_per_call=50,
+                        expansiveness_weight=EXPANSIVENESS_WEIGHT, probes=PROBES,
+                        probe_sigma=(SIGMA_TRAIN, 15 * SIGMA_TRAIN), probe_fn=_blurred_probes(cfg),
+                        power_iterations=POWER_ITERATIONS, progress=False)
+        got = (res.model, {"want": want_j, "train_seconds": time.perf_counter() - t0})
         _save(p_j, *got)
-        log(f"trained LPN-J {name}: +{cfg['lpn_j']} steps, {got[1]['train_seconds']:.0f} s in all")
+        log(f"trained LPN-J {name}: {res.step} steps, {got[1]['train_seconds']:.0f} s")
     else:
         log(f"reusing {p_j}")
     return lpn_l2, lpn_pm, got[0], c_l2, c_pm
