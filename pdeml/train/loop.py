@@ -156,7 +156,7 @@ def _stepped_chunk(params, static, opt_state, start, stop, key, loss_fn, optimiz
 
 def _use_scan(scan):
     # XLA:CPU runs a while-loop body far slower than the same ops at top level (measured on
-    # the convolutional LPN of benchmarks/inverse.py: 5x, benchmarks/train_loop.py), so on CPU
+    # the convolutional LPN of benchmarks/inverse.py: 3.9x, benchmarks/train_loop.py), so on CPU
     # each update is its own compiled call; accelerators fuse the chunk into one lax.scan.
     if scan is None:
         return jax.default_backend() != "cpu"
