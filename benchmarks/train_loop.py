@@ -41,12 +41,13 @@ def conv_lpn_run(steps):
     import inverse as inv
 
     patches, _, _ = inv.natural_data(inv.FULL)
-    lpn = inv._lpn_skeleton(inv.FULL, patches)
+    sigma = inv.SIGMA_TRAIN["natural"]
+    lpn = inv._lpn_skeleton(inv.FULL, patches, sigma)
     sampler = inv._sampler(patches, 16)
-    schedule = Schedule((Stage("l2", steps, (2e-3, 4e-4)),))
+    schedule = Schedule((Stage("l2", steps, inv.L2_LR),))
 
     def run(scan):
-        return train_lpn(lpn, sampler, schedule, key=jax.random.key(1), sigma=0.02,
+        return train_lpn(lpn, sampler, schedule, key=jax.random.key(1), sigma=sigma,
                          steps_per_call=50, progress=False, scan=scan).model
 
     return run

@@ -344,12 +344,11 @@ def train(
     stop = jnp.asarray(steps, dtype=jnp.int32)
     with ProgressBar(steps, initial=start, desc="train", enabled=progress) as bar:
         while step < steps:
+            n = min(steps_per_call, steps - step)
             new_params, new_opt_state, losses, metrics, finite = run_chunk(
                 params, static, opt_state, jnp.asarray(step, dtype=jnp.int32), stop, key,
-                loss_fn, optimizer, batch_fn,
-                steps_per_call if scanning else min(steps_per_call, steps - step),
+                loss_fn, optimizer, batch_fn, steps_per_call if scanning else n,
             )
-            n = min(steps_per_call, steps - step)
             losses = np.asarray(losses)[:n]
             finite = np.asarray(finite)[:n]
             metrics = {k: np.asarray(v)[:n] for k, v in metrics.items()}
