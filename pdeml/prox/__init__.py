@@ -23,7 +23,7 @@ from pdeml.prox.classical import (
     soft_threshold,
 )
 from pdeml.prox.inversion import InversionResult, invert_adam, invert_potential
-from pdeml.prox.lpn import LPN, evaluate_regularizer
+from pdeml.prox.lpn import LPN, ScaledLPN, evaluate_regularizer
 from pdeml.prox.training import (
     Schedule,
     Stage,
@@ -47,6 +47,7 @@ __all__ = [
     "L2NormProx",
     "LPN",
     "ProximalOperator",
+    "ScaledLPN",
     "Schedule",
     "SoftThreshold",
     "SquaredL2Prox",

@@ -20,9 +20,9 @@ from jaxtyping import Array, Float
 
 from pdeml.core.validation import error_if_nonfinite
 from pdeml.prox.base import ProximalOperator, check_floating, split_batch
-from pdeml.prox.inversion import InversionResult, invert_potential
+from pdeml.prox.inversion import InversionResult, default_tolerance, invert_potential
 
-__all__ = ["LPN", "evaluate_regularizer"]
+__all__ = ["LPN", "ScaledLPN", "evaluate_regularizer"]
 
 
 class LPN(ProximalOperator):
@@ -179,3 +179,110 @@ def evaluate_regularizer(lpn: LPN, x, **inverse_options) -> tuple[Array, Inversi
 def _reg_value(lpn: LPN, x, y):
     axes = tuple(range(x.ndim - lpn.event_ndim, x.ndim))
     return jnp.sum(x * y, axis=axes) - lpn.psi(y) - 0.5 * jnp.sum(x * x, axis=axes)
+
+
+class _WeightedPotential(eqx.Module):
+    """``phi(w) = c ||w||^2 / 2 + (1 - c) psi(w)`` for one sample (strongly convex)."""
+
+    potential: eqx.Module
+    weight: Array
+
+    def __call__(self, w):
+        c = self.weight.astype(w.dtype)
+        return 0.5 * c * jnp.sum(w * w) + (1 - c) * self.potential(w)
+
+
+class ScaledLPN(ProximalOperator):
+    """The proximal operator of ``weight * R`` for an :class:`LPN` with regulariser ``R``,
+    ``0 < weight <= 1``: exact, by a strongly convex inner solve.
+
+    An LPN gives ``prox_R`` at the unit step it was trained for. ``prox_{cR}(v)`` for
+    ``0 < c <= 1`` is still a global minimiser of a strongly convex problem: since
+    ``R = psi^* - ||.||^2 / 2`` (psi strongly convex, so f = grad psi is onto),
+    ``c R + ||.||^2 / 2 = c psi^* + (1 - c) ||.||^2 / 2`` is convex. Its optimality condition
+    ``v - z = c grad R(z)`` with ``z = f(w)`` and ``grad R(f(w)) = w - f(w)`` reads
+
+        c w + (1 - c) f(w) = v,        i.e.  grad phi(w) = v,   phi = c ||w||^2 / 2 + (1 - c) psi,
+
+    a strongly convex problem in ``w`` (Hessian ``c I + (1 - c) Hess psi >= (c + (1 - c) alpha) I``),
+    solved by the Newton-CG of :func:`~pdeml.prox.invert_potential`; then ``z = f(w)`` and, exactly
+    (no second inversion), ``c R(z) = c (<z, w> - psi(w) - ||z||^2 / 2)``.
+
+    Why: with a prior trained at noise ``sigma_t``, ``R ~ sigma_t^2 (-log p)`` and ``c R`` is the
+    same prior at noise ``sqrt(c) sigma_t``. In PnP (:mod:`pdeml.inverse.solvers`) the objective
+    ``||Ax - y||^2 / (2 rho) + c R(x)`` has the data weighting of ``rho c`` for the unit prior
+    while the convergence condition stays ``rho > ||A^T A||``: any weighting is reachable with the
+    guarantee kept, at the price of the inner solve.
+
+    Args:
+        lpn: the :class:`LPN` (its potential must be strongly convex, ``alpha > 0``).
+        weight: ``c`` in ``(0, 1]``; ``1`` gives ``lpn.prox`` (the inner solve stops at once).
+        atol, rtol: inner tolerance ``||grad phi(w) - v|| <= atol + rtol ||v||`` (defaults from
+            :func:`~pdeml.prox.inversion.default_tolerance`: 1e-4 each in float32, 1e-10 in
+            float64).
+        max_iter: Newton iterations per call.
+    """
+
+    lpn: LPN
+    weight: Array
+    atol: float | None = eqx.field(static=True, default=None)
+    rtol: float | None = eqx.field(static=True, default=None)
+    max_iter: int = eqx.field(static=True, default=50)
+
+    def __init__(self, lpn: LPN, weight, *, atol: float | None = None, rtol: float | None = None,
+                 max_iter: int = 50):
+        if not isinstance(lpn, LPN):
+            raise TypeError(f"lpn must be an LPN, got {type(lpn).__name__}")
+        if not lpn.alpha > 0:
+            raise ValueError(f"ScaledLPN needs a strongly convex potential (alpha > 0), got "
+                             f"alpha = {lpn.alpha}")
+        if isinstance(weight, (int, float)) and not 0 < weight <= 1:
+            raise ValueError(f"weight must be in (0, 1] (c R + ||.||^2/2 is convex only then), "
+                             f"got {weight!r}")
+        self.lpn = lpn
+        self.weight = jnp.asarray(weight)  # float64 under x64: c enters the inner equation
+        self.atol, self.rtol, self.max_iter = atol, rtol, int(max_iter)
+
+    @property
+    def event_ndim(self) -> int:
+        return self.lpn.event_ndim
+
+    @property
+    def alpha(self) -> float:
+        return self.lpn.alpha
+
+    def _tolerance(self, dtype):
+        atol, rtol = default_tolerance(dtype)
+        return (atol if self.atol is None else self.atol), (rtol if self.rtol is None else self.rtol)
+
+    def solve(self, v, w0=None):
+        """``(z, c R(z), w, info)``: the prox ``z`` of ``v``, the weighted regulariser at it,
+        the inner variable ``w`` with ``z = f(w)`` (pass it back as ``w0`` to warm-start the next
+        call) and the :class:`~pdeml.prox.InversionResult` of the inner solve."""
+        vf, batch, event = self.lpn._flatten(v, "v")
+        w0f = vf if w0 is None else jnp.reshape(jnp.asarray(w0, vf.dtype), vf.shape)
+        weight = eqx.error_if(self.weight, ~((self.weight > 0) & (self.weight <= 1)),
+                              "ScaledLPN weight must be in (0, 1]")
+        atol, rtol = self._tolerance(vf.dtype)
+        info = invert_potential(_WeightedPotential(self.lpn.potential, weight), vf, y0=w0f,
+                                atol=atol, rtol=rtol, max_iter=self.max_iter)
+        w = jax.lax.stop_gradient(info.y)
+        z = self.lpn._prox_flat(w)
+        axes = tuple(range(1, vf.ndim))
+        R = jnp.sum(z * w, axis=axes) - jax.vmap(self.lpn.potential)(w) - 0.5 * jnp.sum(z * z, axis=axes)
+        cR = weight.astype(vf.dtype) * R
+        info = InversionResult(y=w.reshape((*batch, *event)), residual=info.residual.reshape(batch),
+                               iterations=info.iterations.reshape(batch),
+                               converged=info.converged.reshape(batch))
+        return z.reshape((*batch, *event)), cR.reshape(batch), info.y, info
+
+    def _prox_flat(self, xf):
+        return self.solve(xf)[0]
+
+    def prox(self, x):
+        """``prox_{weight R}(x)`` for every sample (leading batch axes allowed)."""
+        return self.solve(x)[0]
+
+    def regularizer(self, x, **inverse_options):
+        """``weight * R(x)`` per sample (:meth:`LPN.regularizer`, one convex inversion)."""
+        return self.weight.astype(jnp.result_type(x)) * self.lpn.regularizer(x, **inverse_options)
