@@ -64,6 +64,36 @@ def test_cli_tikhonov_and_tv(capsys):
         args.func(args)
 
 
+def test_cli_lpn_map_accepts_any_rho_and_matches_the_library(tmp_path, capsys):
+    """``--method lpn-map`` runs at rho = 0.2 ||A^T A|| (which ``--method lpn`` refuses) and
+    prints what :func:`pdeml.inverse.lpn_map` returns for the same problem."""
+    import json
+
+    from pdeml.cli import CLIError, inverse
+    from pdeml.inverse import Radon, lpn_map, measure, shepp_logan
+    from pdeml.prox.analysis import build_lpn, save_lpn
+
+    cfg = {"kind": "fully_conv", "channels": 1, "hidden": [4, 4], "alpha": 0.3, "seed": 3}
+    save_lpn(tmp_path, build_lpn(cfg), {"model": cfg})
+    parser = argparse.ArgumentParser()
+    inverse.register(parser.add_subparsers(dest="command"))
+    common = ["--size", "16", "--angles", "6", "--model-dir", str(tmp_path), "--rho-factor", "0.2",
+              "--iters", "40"]
+    args = parser.parse_args(["inverse", "ct", "--method", "lpn", *common])
+    with pytest.raises(CLIError, match="convergence conditions violated"):
+        args.func(args)
+    args = parser.parse_args(["inverse", "ct", "--method", "lpn-map", "--json", *common])
+    assert args.func(args) == 0
+    info = json.loads(capsys.readouterr().out)
+    lpn = build_lpn(cfg)
+    x = jnp.asarray(shepp_logan(16))[None, None]
+    op = Radon((1, 16, 16), 6)
+    y = measure(op, x, 0.01, key=jax.random.key(1))
+    res = lpn_map(op, lpn, y, 0.2 * float(op.normest()), max_iter=40, tol=1e-5)
+    assert info["iterations"] == int(res.iterations) > 0
+    np.testing.assert_allclose(info["psnr"], float(psnr(res.x, x)[0, 0]), rtol=1e-9)
+
+
 def test_matched_cnn_is_the_widest_within_the_budget():
     """Brute force over widths: the bisection returns the largest width whose CNN has at most
     the LPN's parameter count."""

@@ -16,6 +16,7 @@ from pdeml.inverse import (
     MatrixOperator,
     conjugate_gradient,
     convergence_conditions,
+    lpn_map,
     pnp_admm,
     pnp_pgd,
     tikhonov,
@@ -122,6 +123,89 @@ def test_lpn_pnp_descent_under_the_conditions(seed):
     # both reach the same stationary point of F (non-convex: compare the residuals, not x)
     assert float(admm.primal_residual[int(admm.iterations) - 1].max()) < 1e-6
     assert float(pgd.primal_residual[int(pgd.iterations) - 1].max()) < 1e-6
+
+
+def _quadratic_lpn(alpha, n):
+    """All hidden weights zero: psi = alpha/2 ||x||^2 + const, so R = (1/alpha - 1)/2 ||x||^2."""
+    psi = DenseICNN(n, (8, 8), key=jax.random.key(12), alpha=alpha, nonnegativity="project")
+    psi = eqx.tree_at(lambda m: (m.W0, m.Ax, m.a_out), psi,
+                      (jnp.zeros_like(psi.W0), tuple(jnp.zeros_like(a) for a in psi.Ax),
+                       jnp.zeros_like(psi.a_out)))
+    return LPN(psi)
+
+
+@pytest.mark.parametrize("rho_over_norm", [0.01, 0.3, 3.0])
+def test_lpn_map_matches_closed_form_for_a_quadratic_prior(rho_over_norm):
+    """With R = (1/alpha - 1)/2 ||x||^2, F is a strictly convex quadratic: its minimiser is
+    (A^T A / rho + (1/alpha - 1) I)^{-1} A^T y / rho, for rho far below ||A^T A|| too (where
+    PnP-ADMM / PGD have no guarantee)."""
+    alpha = 0.3
+    lpn = _quadratic_lpn(alpha, 6)
+    A = jax.random.normal(jax.random.key(3), (4, 6))
+    op = MatrixOperator(A)
+    y = jax.random.normal(jax.random.key(4), (2, 4))
+    rho = rho_over_norm * float(op.normest(iters=5000, rtol=1e-14))
+    res = lpn_map(op, lpn, y, rho, max_iter=500, tol=1e-12)
+    assert bool(res.converged)
+    H = A.T @ A / rho + (1 / alpha - 1) * jnp.eye(6)
+    x_star = jnp.linalg.solve(H, (y @ A).T / rho).T
+    np.testing.assert_allclose(res.x, x_star, atol=1e-9)
+    obj = np.asarray(res.objective)[: int(res.iterations)]
+    assert np.all(np.diff(obj, axis=0)[np.isfinite(np.diff(obj, axis=0))] <= 1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lpn_map_descends_to_a_stationary_point_at_any_rho(seed):
+    """A random (non-convex R) LPN at rho = 0.05 ||A^T A||, where PnP has no guarantee:
+    F(x_k) is non-increasing and the end point is stationary, grad F = A^T (A x - y) / rho +
+    f^{-1}(x) - x = 0 with f^{-1} from an independent Newton-CG inversion."""
+    lpn = _small_lpn(alpha=0.3, seed=seed)
+    op = MatrixOperator(jax.random.normal(jax.random.key(10 + seed), (4, 6)))
+    y = jax.random.normal(jax.random.key(20 + seed), (3, 4))
+    rho = 0.05 * float(op.normest(iters=5000, rtol=1e-14))
+    assert not convergence_conditions(lpn, op, rho).holds
+    res = lpn_map(op, lpn, y, rho, max_iter=1000, tol=1e-10)
+    assert bool(res.converged)
+    obj = np.asarray(res.objective)
+    d = np.diff(obj, axis=0)
+    assert np.all(d[np.isfinite(d)] <= 1e-12), np.nanmax(d)
+    x = res.x
+    grad = op.adjoint(op(x) - y) / rho + lpn.inverse(x).y - x
+    assert float(jnp.abs(grad).max()) < 1e-8
+    # the objective it reports is F at x (R from the inversion)
+    n = np.argmax(~np.isfinite(obj), axis=0) - 1  # last finite entry per sample
+    F = jnp.sum((op(x) - y) ** 2, axis=-1) / (2 * rho) + lpn.regularizer(x)
+    np.testing.assert_allclose(obj[n, np.arange(3)], F, rtol=1e-9, atol=1e-9)
+
+
+def test_lpn_map_has_the_fixed_points_of_pnp_admm():
+    """At rho > ||A^T A|| PnP-ADMM converges (guaranteed) to a stationary point of the same F;
+    started there, lpn_map stops at once (its stationarity test already holds)."""
+    lpn = _small_lpn(alpha=0.3, seed=2)
+    op = MatrixOperator(jax.random.normal(jax.random.key(5), (4, 6)))
+    y = jax.random.normal(jax.random.key(6), (2, 4))
+    rho = 1.5 * float(op.normest(iters=5000, rtol=1e-14))
+    admm = pnp_admm(op, lpn, y, rho, max_iter=3000, tol=1e-12, cg_tol=1e-13)
+    w = lpn.inverse(admm.x).y  # the prox input whose output is the ADMM solution
+    res = lpn_map(op, lpn, y, rho, x0=w, tol=1e-8)
+    assert bool(res.converged) and int(res.iterations) == 0
+    np.testing.assert_allclose(res.x, admm.x, atol=1e-10)
+
+
+def test_lpn_map_bad_inputs():
+    lpn = _small_lpn()
+    op = MatrixOperator(jnp.eye(6))
+    y = jnp.ones((6,))
+    with pytest.raises(TypeError, match="needs an LPN"):
+        lpn_map(op, SoftThreshold(0.1), y, 1.0)
+    with pytest.raises(ValueError, match="rho must be a finite float > 0"):
+        lpn_map(op, lpn, y, 0.0)
+    with pytest.raises(ValueError, match="memory must be a positive int"):
+        lpn_map(op, lpn, y, 1.0, memory=0)
+    with pytest.raises(ValueError, match="trailing shape"):
+        lpn_map(op, lpn, jnp.ones((5,)), 1.0)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="NaN or inf"):
+        lpn_map(op, lpn, y.at[0].set(jnp.nan), 1.0)
 
 
 def test_conjugate_gradient_is_differentiable_and_warm_started():

@@ -8,9 +8,10 @@
 Images: ``deblur``/``cs``/``pde`` use a crop of scikit-image's bundled ``camera`` (optional
 extra ``data``); ``ct`` uses the modified Shepp-Logan phantom. Methods: ``tv`` (PnP-ADMM with
 the TV prox), ``lpn`` (PnP-ADMM with an LPN saved by ``pdeml prox train`` or
-``benchmarks/inverse.py``), ``bm3d`` (optional extra), ``tikhonov`` (CG). ``rho`` is given as
-a factor of ||A^T A||; for ``lpn`` a factor <= 1 is refused unless ``--no-guarantee`` (the
-convergence condition). Prints PSNR/SSIM (or ``--json``) and optionally saves a PNG.
+``benchmarks/inverse.py``), ``lpn-map`` (the same LPN's MAP problem by
+:func:`pdeml.inverse.lpn_map`, guaranteed for any rho), ``bm3d`` (optional extra), ``tikhonov``
+(CG). ``rho`` is given as a factor of ||A^T A||; for ``lpn`` a factor <= 1 is refused unless
+``--no-guarantee`` (the convergence condition). Prints PSNR/SSIM (or ``--json``) and optionally saves a PNG.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ def register(subparsers) -> None:
     sub.required = True
 
     def common(q):
-        q.add_argument("--method", choices=["tv", "lpn", "bm3d", "tikhonov"], default="tv")
-        q.add_argument("--model-dir", default=None, help="saved LPN (for --method lpn)")
+        q.add_argument("--method", choices=["tv", "lpn", "lpn-map", "bm3d", "tikhonov"], default="tv")
+        q.add_argument("--model-dir", default=None, help="saved LPN (for --method lpn / lpn-map)")
         q.add_argument("--lam", type=float, default=0.01,
                        help="TV weight x rho (tv) or Tikhonov weight (tikhonov)")
         q.add_argument("--regularizer", choices=["identity", "gradient"], default="gradient",
@@ -98,6 +99,7 @@ def run(args) -> int:
         pnp_admm,
         psnr,
         ssim,
+        lpn_map,
         tikhonov,
     )
     from pdeml.prox import TotalVariationProx
@@ -135,6 +137,12 @@ def run(args) -> int:
         if not args.lam > 0:
             raise CLIError("--lam must be > 0")
         est = tikhonov(op, y, args.lam, regularizer=args.regularizer)
+    elif args.method == "lpn-map":
+        prox = _lpn_from(args, dtype)
+        res = lpn_map(op, prox, y, rho, max_iter=args.iters, tol=1e-5)
+        est = res.x
+        info.update(rho=rho, iterations=int(res.iterations), converged=bool(res.converged),
+                    convergence_conditions="any rho > 0 (line search on the objective)")
     else:
         if args.method == "tv":
             if not args.lam > 0:
@@ -148,10 +156,7 @@ def run(args) -> int:
             except ModuleNotFoundError as err:
                 raise CLIError(str(err)) from err
         else:
-            if args.model_dir is None:
-                raise CLIError("--method lpn needs --model-dir (a saved LPN)")
-            prox = _load_prior(args.model_dir)
-            prox = jax.tree.map(lambda a: a.astype(dtype) if hasattr(a, "astype") else a, prox)
+            prox = _lpn_from(args, dtype)
             cond = convergence_conditions(prox, op, rho, norm=norm)
             info["convergence_conditions"] = cond.explain()
             if not cond.holds and not args.no_guarantee:
@@ -171,6 +176,15 @@ def run(args) -> int:
         for k, v in info.items():
             print(f"{k:24s} {v}")
     return 0
+
+
+def _lpn_from(args, dtype):
+    import jax
+
+    if args.model_dir is None:
+        raise CLIError(f"--method {args.method} needs --model-dir (a saved LPN)")
+    prox = _load_prior(args.model_dir)
+    return jax.tree.map(lambda a: a.astype(dtype) if hasattr(a, "astype") else a, prox)
 
 
 def _save_png(path, x, aty, est):

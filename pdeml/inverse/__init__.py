@@ -5,7 +5,8 @@
   :class:`HeatObservation` (heat-equation initial condition -> later observations),
   :class:`MatrixOperator`; ``normest`` = ||A^T A|| by power iteration.
 - Solvers (:mod:`pdeml.inverse.solvers`): :func:`pnp_pgd`, :func:`pnp_admm` (CG data step,
-  one compiled loop, residual / objective / Lagrangian histories), :func:`tikhonov`,
+  one compiled loop, residual / objective / Lagrangian histories), :func:`lpn_map` (an LPN's
+  MAP problem by L-BFGS in the prox's input, guaranteed for any data weight), :func:`tikhonov`,
   :func:`convergence_conditions`, :func:`conjugate_gradient`.
 - Baselines (:mod:`pdeml.inverse.denoisers`): :class:`CNNDenoiser` (MSE-trained),
   :class:`BM3DDenoiser` (optional extra ``bm3d``); TV is :class:`pdeml.prox.TotalVariationProx`.
@@ -46,6 +47,7 @@ from pdeml.inverse.solvers import (
     PnPResult,
     conjugate_gradient,
     convergence_conditions,
+    lpn_map,
     pnp_admm,
     pnp_pgd,
     tikhonov,
@@ -74,6 +76,7 @@ __all__ = [
     "load_near_identity_lpn",
     "measure",
     "near_identity_lpn",
+    "lpn_map",
     "pnp_admm",
     "pnp_pgd",
     "psnr",
