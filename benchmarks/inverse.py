@@ -20,12 +20,14 @@ initial condition from noisy, 2x sub-sampled observations of the solution at tim
 method is PnP-ADMM with its prox (LPN, CNN, TV, BM3D) or Tikhonov (PDE task); hyper-parameters
 (rho, or lambda) are chosen on the validation image from a fixed grid (wide enough that no
 method's choice sits on its edge, except the LPN's rho at its lower bound). For the LPN, rho is only
-taken from ``rho > ||A^T A||`` (its convergence condition); the others are free.
+taken from ``rho > ||A^T A||`` (its convergence condition); the others are free. "LPN-J MAP" is
+the same prior and objective solved by :func:`pdeml.inverse.lpn_map`, guaranteed for every rho,
+so its rho is free too.
 
 Writes ``inverse.json``, ``inverse.md`` and ``inverse.png`` under ``--out``.
 
-Run:  python benchmarks/inverse.py --out benchmarks/results/inverse           (full: ~40 min from
-      scratch on a 2-core CPU, ~8 min with the cached priors)
+Run:  python benchmarks/inverse.py --out benchmarks/results/inverse           (full: ~55 min from
+      scratch on a 2-core CPU, ~20 min with the cached priors)
       python benchmarks/inverse.py --quick --out /tmp/inverse_quick           (smoke test)
 """
 
@@ -49,6 +51,7 @@ from pdeml.inverse import (
     GaussianBlur,
     HeatObservation,
     Radon,
+    lpn_map,
     matched_cnn,
     measure,
     near_identity_lpn,
@@ -62,14 +65,14 @@ from pdeml.inverse import (
 )
 from pdeml.prox import Schedule, Stage, TotalVariationProx, evaluate_regularizer, train_lpn
 
-# Sized for a 2-core CPU (priors ~37 min, the tasks ~8 min): 32 x 32 test images, 16 x 16 training
+# Sized for a 2-core CPU (priors ~37 min, the tasks ~20 min): 32 x 32 test images, 16 x 16 training
 # patches. LPN training: l2 (MSE) pre-training, then proximal matching in 4 stages.
 FULL = dict(size=32, n_test=4, patch=16, batch=16, lpn_l2=10000, lpn_stage=300,
             cnn_steps=11200, hidden=(32, 32, 32), max_iter=150, tune_iter=150, ct_angles=16,
-            bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=12, n_denoise=48)
+            bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=12, n_denoise=48, map_iter=300)
 QUICK = dict(size=32, n_test=2, patch=16, batch=8, lpn_l2=20, lpn_stage=5,
              cnn_steps=20, hidden=(8, 8), max_iter=10, tune_iter=10, ct_angles=12,
-             bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=5, n_denoise=8)
+             bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=5, n_denoise=8, map_iter=10)
 # Prior noise level. For the LPN the PnP-ADMM penalty must satisfy rho > ||A^T A|| (= 1 for
 # blur); MAP with a prior trained at SIGMA_TRAIN corresponds to rho = noise^2 / SIGMA_TRAIN^2, so
 # SIGMA_TRAIN = 0.02 keeps the MAP weighting reachable for the deblurring noise levels 0.02 / 0.04.
@@ -371,6 +374,10 @@ def methods_for(task, priors, cfg):
         "LPN": [(rho, priors[d]["lpn"], {"rho": rho}) for rho in rho_lpn],
         "LPN-l2": [(rho, priors[d]["lpn_l2"], {"rho": rho}) for rho in rho_lpn],
         "LPN-J": [(rho, priors[d]["lpn_j"], {"rho": rho}) for rho in rho_lpn],
+        # the same prior and objective by pdeml.inverse.lpn_map: guaranteed for every rho, so
+        # the data weight is free (PnP's rho > ||A^T A|| ties it to the training noise level)
+        "LPN-J MAP": [(f * norm, priors[d]["lpn_j"], {"rho": f * norm})
+                      for f in (0.02, 0.05, 0.1, 0.2, 0.5, 1.02, 2.5, 5.0)],
         "MSE-CNN": [(rho, priors[d]["cnn"], {"rho": rho}) for rho in rho_free],
         # TV minimises ||Ax - y||^2 / 2 + lam TV(x) (prox weight lam / rho); rho changes only how
         # fast ADMM gets there, which matters at the iteration cap (CT: 18.5 dB at rho = ||A^T A||
@@ -388,10 +395,19 @@ def methods_for(task, priors, cfg):
     return out
 
 
-def _run(op, prox, y, rho, max_iter):
+def _run(op, prox, y, rho, max_iter, method=None, cfg=None):
+    if method == "LPN-J MAP":
+        return lpn_map(op, prox, y, rho, max_iter=cfg["map_iter"], tol=1e-4)
     # CG warm-started from the previous x: 20 iterations per data step are plenty
     return pnp_admm(op, prox, y, rho, max_iter=max_iter, tol=1e-4, cg_maxiter=20,
                     track_objective=True)
+
+
+def _max_relative_increase(hist, scale):
+    """Largest increase between consecutive entries of a history (NaN after each sample's last
+    iteration), relative to the sample's largest |value|."""
+    d = np.diff(hist, axis=0) / scale
+    return float(np.nanmax(d)) if np.isfinite(d).any() else 0.0
 
 
 def _objective_at_truth(op, lpn, y, x_rec, truth, rho):
@@ -429,18 +445,18 @@ def run_task(task, val, test, priors, cfg, key, log):
         n_tune = cfg["bm3d_iter"] if mname == "BM3D" else cfg["tune_iter"]
         n_max = cfg["bm3d_iter"] if mname == "BM3D" else cfg["max_iter"]
         for rho, prox, hp in grid if len(grid) > 1 else []:
-            r = _run(op, prox, yv, rho, n_tune)
+            r = _run(op, prox, yv, rho, n_tune, mname, cfg)
             scores.append(float(psnr(r.x, jnp.asarray(val, DTYPE)).mean()))
         best = int(np.nanargmax(scores)) if scores else 0
         rho, prox, hp = grid[best]
         tune_s = time.perf_counter() - t0
         # timing on the (compiled) validation problem, one image
         t0 = time.perf_counter()
-        r = jax.block_until_ready(_run(op, prox, yv, rho, n_max))
+        r = jax.block_until_ready(_run(op, prox, yv, rho, n_max, mname, cfg))
         wall = time.perf_counter() - t0
         iters = int(r.iterations)
         # test set, batched
-        rt = jax.block_until_ready(_run(op, prox, yt, rho, n_max))
+        rt = jax.block_until_ready(_run(op, prox, yt, rho, n_max, mname, cfg))
         p = np.asarray(psnr(rt.x, jnp.asarray(test, DTYPE)))
         q = np.asarray(ssim(rt.x, jnp.asarray(test, DTYPE)))
         q = q.reshape(len(test), -1).mean(axis=1)
@@ -454,10 +470,13 @@ def run_task(task, val, test, priors, cfg, key, log):
             n = int(rt.iterations)
             lag = np.asarray(rt.lagrangian)[:n]
             obj = np.asarray(rt.objective)[:n]
-            scale = np.abs(lag).max(axis=0) + 1e-12
+            mapped = mname == "LPN-J MAP"  # monitored: F itself (line search); no Lagrangian
+            scale = np.nanmax(np.abs(obj if mapped else lag), axis=0) + 1e-12
             m["guarantee"] = {"rho_over_norm": rho / task["norm"], "alpha": priors[task["data"]]["lpn"].alpha,
-                              "lagrangian_max_relative_increase": float(np.max(np.diff(lag, axis=0) / scale)) if n > 1 else 0.0,
-                              "objective_max_relative_increase": float(np.max(np.diff(obj, axis=0) / scale)) if n > 1 else 0.0}
+                              "condition": "any rho (line search)" if mapped else "rho > ||A^T A||",
+                              "lagrangian_max_relative_increase": None if mapped else _max_relative_increase(lag, scale),
+                              "objective_max_relative_increase": _max_relative_increase(obj, scale)}
+            m["test_iterations_per_image"] = np.sum(np.isfinite(np.asarray(rt.objective)), axis=0).tolist()
         if mname.startswith("LPN"):
             m["truth_vs_reconstruction"] = _objective_at_truth(op, prox, yt, rt.x, test, rho)
         rec["methods"][mname] = m
@@ -511,7 +530,7 @@ def _markdown(results):
         lines.append(f"| {name} | {d['identity']:.2f} | {d['lpn_l2']:.2f} | {d['lpn']:.2f} | {d['lpn_j']:.2f} | "
                      f"{d['cnn']:.2f} | {pr['lpn_parameters']} / {pr['cnn_parameters']} |")
     lines += ["", "PSNR dB / SSIM (mean +- std over the test images):", ""]
-    methods = ["LPN", "LPN-l2", "LPN-J", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
+    methods = ["LPN", "LPN-l2", "LPN-J", "LPN-J MAP", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
     lines.append("| task | " + " | ".join(methods) + " |")
     lines.append("|---" * (len(methods) + 1) + "|")
     for name, rec in results["tasks"].items():
@@ -521,28 +540,34 @@ def _markdown(results):
             cells.append("-" if r is None else f"{r['psnr_mean']:.2f} +- {r['psnr_std']:.2f} / "
                          f"{r['ssim_mean']:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Time per PnP-ADMM iteration / to convergence (one validation image, after "
-              "compilation, tol 1e-4 relative):", "",
-              "| task | " + " | ".join(methods[:6]) + " |", "|---" * 7 + "|"]
+    lines += ["", "Time per iteration / to convergence (one validation image, after compilation, tol "
+              "1e-4 relative; PnP-ADMM, and L-BFGS for LPN-J MAP):", "",
+              "| task | " + " | ".join(methods[:7]) + " |", "|---" * 8 + "|"]
     for name, rec in results["tasks"].items():
         cells = []
-        for m in methods[:6]:
+        for m in methods[:7]:
             r = rec["methods"].get(m)
+            cap = {"LPN-J MAP": c["map_iter"], "BM3D": c["bm3d_iter"]}.get(m, c["max_iter"])
             cells.append("-" if r is None else
                          f"{1e3 * r['seconds_per_iteration_val']:.1f} ms / "
                          f"{r['seconds_to_convergence_val']:.2f} s ({r['iterations_val']} it"
-                         f"{'' if r['converged_val'] else ', cap'})")
+                         + ("" if r["converged_val"] else ", cap" if r["iterations_val"] >= cap
+                            else ", line search stopped") + ")")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "LPN convergence condition and monitored quantities (test batch; float32, so "
               "relative increases of a few 1e-7 are round-off):", "",
-              "| task | LPN | rho / norm(A^T A) | alpha | max rel. increase of Lagrangian | of objective "
-              "| test images whose reconstruction has a lower objective than the truth |",
-              "|---|---|---|---|---|---|---|"]
+              "| task | LPN | condition | rho / norm(A^T A) | alpha | max rel. increase of Lagrangian "
+              "| of objective | test images whose reconstruction has a lower objective than the truth |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, rec in results["tasks"].items():
-        for m in ("LPN-J", "LPN"):
+        for m in ("LPN-J", "LPN-J MAP", "LPN"):
+            if m not in rec["methods"]:
+                continue
             g = rec["methods"][m]["guarantee"]
-            lines.append(f"| {name} | {m} | {g['rho_over_norm']:.2f} | {g['alpha']} | "
-                         f"{g['lagrangian_max_relative_increase']:.2e} | "
+            lag = g["lagrangian_max_relative_increase"]
+            lines.append(f"| {name} | {m} | {g.get('condition', 'rho > ||A^T A||')} | "
+                         f"{g['rho_over_norm']:.2f} | {g['alpha']} | "
+                         f"{'-' if lag is None else f'{lag:.2e}'} | "
                          f"{g['objective_max_relative_increase']:.2e} | "
                          f"{_lower_count(rec['methods'][m])} |")
     lines += ["", "Checks:", ""]
@@ -567,14 +592,20 @@ def _checks(results):
         out[f"{name}: LPN - TV (dB)"] = round(lpn - M["TV"]["psnr_mean"], 3)
         out[f"{name}: LPN-l2 - TV (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["TV"]["psnr_mean"], 3)
         out[f"{name}: LPN-J - TV (dB)"] = round(M["LPN-J"]["psnr_mean"] - M["TV"]["psnr_mean"], 3)
+        if "LPN-J MAP" in M:
+            out[f"{name}: LPN-J MAP - TV (dB)"] = round(M["LPN-J MAP"]["psnr_mean"] - M["TV"]["psnr_mean"], 3)
         if name.startswith("deblur"):
             out[f"{name}: LPN - MSE-CNN (dB)"] = round(lpn - M["MSE-CNN"]["psnr_mean"], 3)
             out[f"{name}: LPN-l2 - MSE-CNN (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["MSE-CNN"]["psnr_mean"], 3)
             out[f"{name}: LPN-J - MSE-CNN (dB)"] = round(M["LPN-J"]["psnr_mean"] - M["MSE-CNN"]["psnr_mean"], 3)
+            if "LPN-J MAP" in M:
+                out[f"{name}: LPN-J MAP - MSE-CNN (dB)"] = round(M["LPN-J MAP"]["psnr_mean"] - M["MSE-CNN"]["psnr_mean"], 3)
         if "Tikhonov" in M:
             out[f"{name}: LPN - Tikhonov (dB)"] = round(lpn - M["Tikhonov"]["psnr_mean"], 3)
             out[f"{name}: LPN-l2 - Tikhonov (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["Tikhonov"]["psnr_mean"], 3)
             out[f"{name}: LPN-J - Tikhonov (dB)"] = round(M["LPN-J"]["psnr_mean"] - M["Tikhonov"]["psnr_mean"], 3)
+            if "LPN-J MAP" in M:
+                out[f"{name}: LPN-J MAP - Tikhonov (dB)"] = round(M["LPN-J MAP"]["psnr_mean"] - M["Tikhonov"]["psnr_mean"], 3)
     return out
 
 
@@ -584,7 +615,7 @@ def _plot(recons, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = ["truth", "A^T y", "LPN", "LPN-l2", "LPN-J", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
+    cols = ["truth", "A^T y", "LPN", "LPN-l2", "LPN-J", "LPN-J MAP", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
     fig, ax = plt.subplots(len(recons), len(cols), figsize=(2.0 * len(cols), 2.0 * len(recons)))
     ax = np.atleast_2d(ax)
     for i, (name, rec) in enumerate(recons.items()):
