@@ -80,6 +80,11 @@ QUICK = dict(size=32, n_test=2, patch=16, batch=8, lpn_l2=20, lpn_stage=5,
 # CT (noise 0.01, ||A^T A|| = 4.25) needs sigma_t <= 0.0049: with 0.02 the LPN was held to rho
 # >= 4.5, i.e. an effective noise level 4x the real one (PnP 17.8 dB against TV 20.8).
 SIGMA_TRAIN = {"natural": 0.02, "ct": 0.004}
+# lpn_map has no such condition, so LPN-J MAP uses priors trained at one noise level for both
+# domains (the natural LPN-J, and a CT LPN-J trained at 0.02). With the CT LPN-J at 0.004 MAP is
+# ill-posed (measured: F far below its value at the phantoms on null-space checkerboards, 5.95 dB
+# on the test phantoms); at 0.02 (probes up to 0.3) it gave 29.8 dB on 3 validation phantoms.
+SIGMA_MAP = 0.02
 # Strong convexity of the LPN potential: the Jacobian of the prox is >= ALPHA, so a small value
 # lets it attenuate noise; the quadratic part of the potential starts the prox at the identity
 # (pdeml.inverse.priors). Measured (32x32 held-out crops, noise 0.03, 150 l2 steps): the old
@@ -234,10 +239,9 @@ def _blurred_probes(cfg, sigma):
     return probe_fn
 
 
-def get_lpn(out: Path, name, patches, cfg, log):
-    """(LPN after l2 pre-training, LPN after proximal matching, configs), cached under --out."""
+def _lpn_wants(name, patches, cfg, sigma):
+    """Cache keys of the l2 and proximal-matching priors at noise ``sigma``, and the gammas."""
     n = cfg["patch"] ** 2
-    sigma = SIGMA_TRAIN[name]
     gmin = sigma * math.sqrt(n)  # about the norm of one patch's noise
     base = {"kind": "QuadraticICNN(FullyConvICNN)", "hidden": list(cfg["hidden"]), "beta": 100.0,
             "alpha": ALPHA, "quadratic_channels": QUAD_CHANNELS, "nonnegativity": NONNEGATIVITY,
@@ -247,6 +251,14 @@ def get_lpn(out: Path, name, patches, cfg, log):
     want_l2 = dict(base, l2_steps=cfg["lpn_l2"], l2_lr=list(L2_LR))
     gammas = [m * gmin for m in (8, 4, 2, 1)]
     want_pm = dict(want_l2, pm_stage_steps=cfg["lpn_stage"], gammas=gammas, pm_lr=[2e-4, 2e-5])
+    return want_l2, want_pm, gammas
+
+
+def get_lpn(out: Path, name, patches, cfg, log):
+    """(LPN after l2 pre-training, after proximal matching, LPN-J, configs), cached under --out,
+    all at the domain's SIGMA_TRAIN."""
+    sigma = SIGMA_TRAIN[name]
+    want_l2, want_pm, gammas = _lpn_wants(name, patches, cfg, sigma)
     skel = _lpn_skeleton(cfg)
     sampler = _sampler(patches, cfg["batch"])
     p_l2, p_pm = out / "priors" / f"lpn_l2_{name}", out / "priors" / f"lpn_pm_{name}"
@@ -275,27 +287,36 @@ def get_lpn(out: Path, name, patches, cfg, log):
     else:
         log(f"reusing {p_pm}")
     lpn_pm, c_pm = got
-    # LPN-J: the same network and schedule trained from scratch with the expansiveness penalty
-    # from the first step (fine-tuning the trained LPN could not undo its expansiveness: top
-    # eigenvalue still 1.5 at noisy validation crops).
+    lpn_j, _ = get_lpn_j(out, name, patches, cfg, log, sigma)
+    return lpn_l2, lpn_pm, lpn_j, c_l2, c_pm
+
+
+def get_lpn_j(out: Path, name, patches, cfg, log, sigma):
+    """LPN-J at training noise ``sigma``: the same network and schedule trained from scratch
+    with the expansiveness penalty from the first step (fine-tuning the trained LPN could not
+    undo its expansiveness: top eigenvalue still 1.5 at noisy validation crops). Cached as
+    ``lpn_j_{name}`` at the domain's SIGMA_TRAIN, ``lpn_j_{name}_sigma{sigma}`` otherwise."""
+    _, want_pm, gammas = _lpn_wants(name, patches, cfg, sigma)
+    own = sigma == SIGMA_TRAIN[name]
     want_j = dict(want_pm, expansiveness_weight=EXPANSIVENESS_WEIGHT, probes=PROBES,
                   probe_sigma=[sigma, 15 * sigma], probe_blur=list(PROBE_BLURS),
                   power_iterations=POWER_ITERATIONS)
-    p_j = out / "priors" / f"lpn_j_{name}"
-    got = _load_or_none(p_j, want_j, skel)
+    p_j = out / "priors" / (f"lpn_j_{name}" if own else f"lpn_j_{name}_sigma{sigma:g}")
+    got = _load_or_none(p_j, want_j, _lpn_skeleton(cfg))
     if got is None:
         t0 = time.perf_counter()
-        res = train_lpn(_lpn_skeleton(cfg, patches, sigma), sampler, _lpn_schedule(cfg, gammas),
-                        key=jax.random.key(7), sigma=_train_sigma(name), steps_per_call=50,
+        res = train_lpn(_lpn_skeleton(cfg, patches, sigma), _sampler(patches, cfg["batch"]),
+                        _lpn_schedule(cfg, gammas), key=jax.random.key(7),
+                        sigma=_train_sigma(name) if own else sigma, steps_per_call=50,
                         expansiveness_weight=EXPANSIVENESS_WEIGHT, probes=PROBES,
                         probe_sigma=(sigma, 15 * sigma), probe_fn=_blurred_probes(cfg, sigma),
                         power_iterations=POWER_ITERATIONS, progress=False)
         got = (res.model, {"want": want_j, "train_seconds": time.perf_counter() - t0})
         _save(p_j, *got)
-        log(f"trained LPN-J {name}: {res.step} steps, {got[1]['train_seconds']:.0f} s")
+        log(f"trained LPN-J {name} (sigma {sigma}): {res.step} steps, {got[1]['train_seconds']:.0f} s")
     else:
         log(f"reusing {p_j}")
-    return lpn_l2, lpn_pm, got[0], c_l2, c_pm
+    return got
 
 
 def get_cnn(out: Path, name, patches, lpn, cfg, log):
@@ -376,7 +397,7 @@ def methods_for(task, priors, cfg):
         "LPN-J": [(rho, priors[d]["lpn_j"], {"rho": rho}) for rho in rho_lpn],
         # the same prior and objective by pdeml.inverse.lpn_map: guaranteed for every rho, so
         # the data weight is free (PnP's rho > ||A^T A|| ties it to the training noise level)
-        "LPN-J MAP": [(f * norm, priors[d]["lpn_j"], {"rho": f * norm})
+        "LPN-J MAP": [(f * norm, priors[d]["lpn_j_map"], {"rho": f * norm})
                       for f in (0.02, 0.05, 0.1, 0.2, 0.5, 1.02, 2.5, 5.0)],
         "MSE-CNN": [(rho, priors[d]["cnn"], {"rho": rho}) for rho in rho_free],
         # TV minimises ||Ax - y||^2 / 2 + lam TV(x) (prox weight lam / rho); rho changes only how
@@ -521,7 +542,9 @@ def _markdown(results):
               f"{c['lpn_stage']} proximal-matching steps, CNN {c['cnn_steps']} MSE steps; PnP-ADMM "
               f"at most {c['max_iter']} iterations (tol 1e-4); CT {c['ct_angles']} angles; "
               "float32; training noise sigma " + ", ".join(f"{k} {v}" for k, v in results["sigma_train"].items()) + ". "
-              "LPN = after proximal matching, LPN-l2 = the same network after the l2 stage only.",
+              "LPN = after proximal matching, LPN-l2 = the same network after the l2 stage only. "
+              f"LPN-J MAP (lpn_map, any rho) uses LPN-J priors trained at sigma "
+              f"{results.get('sigma_map', 'sigma_train')} in both domains.",
               "", "Priors as denoisers (PSNR dB at the training noise, held-out images):", "",
               "| data | identity | LPN-l2 | LPN | LPN-J | MSE-CNN | LPN / CNN parameters |",
               "|---|---|---|---|---|---|---|"]
@@ -668,9 +691,12 @@ def main(argv=None):
     priors = {}
     for name, patches in (("natural", nat_patches), ("ct", ct_patches)):
         lpn_l2, lpn, lpn_j, _, lcfg = get_lpn(out, name, patches, cfg, log)
+        lpn_j_map, jcfg = ((lpn_j, None) if SIGMA_MAP == SIGMA_TRAIN[name]
+                           else get_lpn_j(out, name, patches, cfg, log, SIGMA_MAP))
         cnn, ccfg = get_cnn(out, name, patches, lpn, cfg, log)
-        priors[name] = {"lpn": lpn, "lpn_l2": lpn_l2, "lpn_j": lpn_j, "cnn": cnn, "lpn_config": lcfg,
-                        "cnn_config": ccfg}
+        priors[name] = {"lpn": lpn, "lpn_l2": lpn_l2, "lpn_j": lpn_j, "lpn_j_map": lpn_j_map,
+                        "cnn": cnn, "lpn_config": lcfg, "cnn_config": ccfg,
+                        "lpn_j_map_config": jcfg}
     try:
         import bm3d  # noqa: F401
 
@@ -679,7 +705,7 @@ def main(argv=None):
         priors["bm3d_ok"] = False
         log("bm3d not installed: BM3D skipped (pip install bm3d)")
     results = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-               "quick": args.quick, "sigma_train": SIGMA_TRAIN, "dtype": str(jnp.dtype(DTYPE)),
+               "quick": args.quick, "sigma_train": SIGMA_TRAIN, "sigma_map": SIGMA_MAP, "dtype": str(jnp.dtype(DTYPE)),
                "platform": platform.platform(), "jax": jax.__version__,
                "devices": [str(d) for d in jax.devices()], "priors": {}, "tasks": {}}
     from pdeml.inverse import count_parameters
@@ -695,6 +721,7 @@ def main(argv=None):
             "lpn_parameters": count_parameters(priors[name]["lpn"]),
             "cnn_parameters": count_parameters(priors[name]["cnn"]),
             "lpn_train_seconds": priors[name]["lpn_config"].get("train_seconds"),
+            "lpn_j_map_train_seconds": (priors[name]["lpn_j_map_config"] or {}).get("train_seconds"),
             "cnn_train_seconds": priors[name]["cnn_config"].get("train_seconds"),
         }
     recons = {}
