@@ -416,9 +416,16 @@ def methods_for(task, priors, cfg):
     return out
 
 
-def _run(op, prox, y, rho, max_iter, method=None, cfg=None):
+def _iteration_cap(method, cfg, tuning=False):
+    """Iterations a method gets: L-BFGS for LPN-J MAP, fewer for the slow BM3D, else PnP-ADMM's
+    (tuning runs may use fewer)."""
+    return {"LPN-J MAP": cfg["map_iter"], "BM3D": cfg["bm3d_iter"]}.get(
+        method, cfg["tune_iter"] if tuning else cfg["max_iter"])
+
+
+def _run(op, prox, y, rho, max_iter, method=None):
     if method == "LPN-J MAP":
-        return lpn_map(op, prox, y, rho, max_iter=cfg["map_iter"], tol=1e-4)
+        return lpn_map(op, prox, y, rho, max_iter=max_iter, tol=1e-4)
     # CG warm-started from the previous x: 20 iterations per data step are plenty
     return pnp_admm(op, prox, y, rho, max_iter=max_iter, tol=1e-4, cg_maxiter=20,
                     track_objective=True)
@@ -463,21 +470,20 @@ def run_task(task, val, test, priors, cfg, key, log):
     for mname, grid in methods_for(task, priors, cfg).items():
         t0 = time.perf_counter()
         scores = []
-        n_tune = cfg["bm3d_iter"] if mname == "BM3D" else cfg["tune_iter"]
-        n_max = cfg["bm3d_iter"] if mname == "BM3D" else cfg["max_iter"]
+        n_tune, n_max = _iteration_cap(mname, cfg, tuning=True), _iteration_cap(mname, cfg)
         for rho, prox, hp in grid if len(grid) > 1 else []:
-            r = _run(op, prox, yv, rho, n_tune, mname, cfg)
+            r = _run(op, prox, yv, rho, n_tune, mname)
             scores.append(float(psnr(r.x, jnp.asarray(val, DTYPE)).mean()))
         best = int(np.nanargmax(scores)) if scores else 0
         rho, prox, hp = grid[best]
         tune_s = time.perf_counter() - t0
         # timing on the (compiled) validation problem, one image
         t0 = time.perf_counter()
-        r = jax.block_until_ready(_run(op, prox, yv, rho, n_max, mname, cfg))
+        r = jax.block_until_ready(_run(op, prox, yv, rho, n_max, mname))
         wall = time.perf_counter() - t0
         iters = int(r.iterations)
         # test set, batched
-        rt = jax.block_until_ready(_run(op, prox, yt, rho, n_max, mname, cfg))
+        rt = jax.block_until_ready(_run(op, prox, yt, rho, n_max, mname))
         p = np.asarray(psnr(rt.x, jnp.asarray(test, DTYPE)))
         q = np.asarray(ssim(rt.x, jnp.asarray(test, DTYPE)))
         q = q.reshape(len(test), -1).mean(axis=1)
@@ -570,7 +576,7 @@ def _markdown(results):
         cells = []
         for m in methods[:7]:
             r = rec["methods"].get(m)
-            cap = {"LPN-J MAP": c["map_iter"], "BM3D": c["bm3d_iter"]}.get(m, c["max_iter"])
+            cap = _iteration_cap(m, c)
             cells.append("-" if r is None else
                          f"{1e3 * r['seconds_per_iteration_val']:.1f} ms / "
                          f"{r['seconds_to_convergence_val']:.2f} s ({r['iterations_val']} it"

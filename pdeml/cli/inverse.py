@@ -95,11 +95,11 @@ def run(args) -> int:
         HeatObservation,
         Radon,
         convergence_conditions,
+        lpn_map,
         measure,
         pnp_admm,
         psnr,
         ssim,
-        lpn_map,
         tikhonov,
     )
     from pdeml.prox import TotalVariationProx

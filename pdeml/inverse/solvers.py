@@ -68,8 +68,8 @@ __all__ = [
     "ConvergenceConditions",
     "conjugate_gradient",
     "convergence_conditions",
-    "pnp_pgd",
     "lpn_map",
+    "pnp_pgd",
     "pnp_admm",
     "tikhonov",
 ]
@@ -462,7 +462,7 @@ def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_iter: int = 300, to
 
     (``grad R(f(w)) = w - f(w)``; one Hessian-vector product). ``Hess psi >= alpha I`` makes
     ``d = 0`` exactly the stationary points of F. G is minimised per sample by L-BFGS (two-loop
-    recursion, ``memory`` pairs, cautious updates that skip pairs with ``<s, y> <= 1e-10
+    recursion, ``memory`` pairs, cautious updates that skip pairs with ``<s, y> <= 1e-6
     ||s||^2``, a steepest-descent fallback when the direction is not a descent direction) with an
     Armijo backtracking line search. So ``F(x_k)`` is non-increasing, and every limit point is
     stationary (gradient-related directions with Armijo steps: Bertsekas, *Nonlinear
@@ -498,13 +498,17 @@ def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_iter: int = 300, to
     return _lpn_map(op, lpn, y, rho, x0, max_iter, float(tol), memory, max_backtrack)
 
 
-CAUTIOUS = 1e-6
+_CAUTIOUS = 1e-6  # an L-BFGS pair (s, y) is kept only if <s, y> > _CAUTIOUS ||s||^2
+
+
+def _dot(a, b):
+    return jnp.sum(a * b)
 
 
 def _two_loop(g, S, Y, valid, newest):
     """L-BFGS direction ``-H g`` from the pairs in the circular buffers ``S``, ``Y``."""
     m = S.shape[0]
-    dot = lambda a, b: jnp.sum(a * b)  # noqa: E731
+    dot = _dot
     rhos = jnp.where(valid, 1.0 / jnp.where(valid, jax.vmap(dot)(S, Y), 1.0), 0.0)
 
     def back(i, carry):
@@ -537,7 +541,7 @@ def _lpn_map(op, lpn, y, rho, x0, max_iter, tol, memory, max_backtrack):
     flat_in, flat_out = (-1, *op.in_shape), (-1, *op.out_shape)
     yf = y.reshape(flat_out)
     wf = (op.adjoint(y) if x0 is None else x0).reshape(flat_in)
-    dot = lambda a, b: jnp.sum(a * b)  # noqa: E731
+    dot = _dot
 
     def single(yi, w0):
         def value(w):
@@ -599,7 +603,7 @@ def _lpn_map(op, lpn, y, rho, x0, max_iter, tol, memory, max_backtrack):
             w_new = s["w"] + t * p
             G1, z1, d1, g1, _ = jax.lax.cond(j > 0, lambda: full(w_new), lambda: (G1, z1, d1, g1, scale))
             sv, yv = w_new - s["w"], g1 - g
-            keep = ok & (dot(sv, yv) > CAUTIOUS * dot(sv, sv))
+            keep = ok & (dot(sv, yv) > _CAUTIOUS * dot(sv, sv))
             slot = (s["newest"] + 1) % memory
             k = s["k"]
             new = dict(

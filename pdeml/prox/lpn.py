@@ -268,16 +268,11 @@ class ScaledLPN(ProximalOperator):
                                 atol=atol, rtol=rtol, max_iter=self.max_iter)
         w = jax.lax.stop_gradient(info.y)
         z = self.lpn._prox_flat(w)
-        axes = tuple(range(1, vf.ndim))
-        R = jnp.sum(z * w, axis=axes) - jax.vmap(self.lpn.potential)(w) - 0.5 * jnp.sum(z * z, axis=axes)
-        cR = weight.astype(vf.dtype) * R
+        cR = weight.astype(vf.dtype) * _reg_value(self.lpn, z, w)  # exact: w = f^{-1}(z)
         info = InversionResult(y=w.reshape((*batch, *event)), residual=info.residual.reshape(batch),
                                iterations=info.iterations.reshape(batch),
                                converged=info.converged.reshape(batch))
         return z.reshape((*batch, *event)), cR.reshape(batch), info.y, info
-
-    def _prox_flat(self, xf):
-        return self.solve(xf)[0]
 
     def prox(self, x):
         """``prox_{weight R}(x)`` for every sample (leading batch axes allowed)."""
