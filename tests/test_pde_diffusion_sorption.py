@@ -92,8 +92,8 @@ def test_pointwise_is_finite_for_any_features():
     assert bool(jnp.all(jnp.isfinite(phi)))
     grads = jax.jit(jax.vmap(jax.grad(lambda x: P.pointwise(x, None))))(a)
     assert bool(jnp.all(jnp.isfinite(grads)))
-    # Phi = s (R(u) u_t - D u_xx) with s = t_max by default.
-    np.testing.assert_allclose(phi[3], 500 * (P.retardation(1e-7) * 1.0 - 5e-4 * 2.0))
+    # Phi = s (u_t - D u_xx / R(u)) with s = t_max by default.
+    np.testing.assert_allclose(phi[3], 500 * (1.0 - 5e-4 * 2.0 / P.retardation(1e-7)))
 
 
 def _basis(n=3, seed=0):
@@ -147,14 +147,14 @@ def test_residual_gradients_match_finite_differences():
 
 def test_residual_on_an_exact_polynomial():
     # u = (1 + x^2)(2 + t/100): the FD stencils are exact for this field (quadratic in x,
-    # linear in t), so the residual must equal the exact R(u) u_t - D u_xx, scaled by t_max.
+    # linear in t), so the residual must equal the exact u_t - D u_xx / R(u), scaled by t_max.
     X, T = np.meshgrid(np.linspace(0, 1, P.nx), np.linspace(0, 500, P.nt), indexing="ij")
     u = (1 + X**2) * (2 + T / 100)
     r = _residual_field(P, jnp.asarray(u), jnp.zeros((P.nx,)))
     pts = np.asarray(P.interior_points())
     x, t = X[pts[:, 0], pts[:, 1]], T[pts[:, 0], pts[:, 1]]
     rx = np.asarray(_retardation(jnp.asarray((1 + x**2) * (2 + t / 100))))
-    exact = rx * (1 + x**2) / 100 - P.D * 2 * (2 + t / 100)
+    exact = (1 + x**2) / 100 - P.D * 2 * (2 + t / 100) / rx
     np.testing.assert_allclose(r, P.t_max * exact, rtol=1e-10)
 
 

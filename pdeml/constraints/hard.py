@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from pdeml.constraints.sampling import sample_points
+from pdeml.constraints.start import linearised_start
 from pdeml.core import (
     BACKENDS,
     ImplicitAdjoint,
@@ -32,24 +33,6 @@ from pdeml.core import (
 )
 from pdeml.core.validation import check_choice, error_if_nonfinite
 from pdeml.pde.base import PDEProblem
-
-
-def rows_fit_start(lsq: StructuredLeastSquares) -> Float[Array, " n"] | None:
-    """The layers' initial guess: fit the (linear) IC/BC rows alone, a cheap N x N solve that
-    puts the Gauss-Newton iteration near the physically relevant region (``None``: no rows).
-
-    A relative 1e-8 Tikhonov term (plus ``lsq.ridge``) keeps it defined when the rows do not
-    determine every weight; an all-zero row block (an expert that is given no rows) gets a
-    finite guess too.
-    """
-    if lsq.rows.shape[0] == 0:
-        return None
-    n = lsq.num_basis
-    gram = lsq.rows.T @ lsq.rows
-    tr = jnp.trace(gram)
-    tr = jnp.where(tr > 0, tr, 1.0)
-    reg = (lsq.ridge + 1e-8 * tr / n) * jnp.eye(n, dtype=gram.dtype)
-    return jnp.linalg.solve(gram + reg, lsq.rows.T @ lsq.targets)
 
 
 class ConstraintInfo(eqx.Module):
@@ -134,6 +117,7 @@ class HardConstraint(eqx.Module):
         *,
         key=None,
         points: Int[Array, "m ndim"] | None = None,
+        w0: Float[Array, " n"] | None = None,
     ) -> tuple[Float[Array, "*grid"], ConstraintInfo]:
         """Solve for w and return ``(u = basis @ w, info)``.
 
@@ -142,6 +126,8 @@ class HardConstraint(eqx.Module):
             data: the problem instance (e.g. the initial condition).
             key: PRNG key for sampling the collocation points.
             points: explicit ``(m, ndim)`` collocation points (overrides sampling).
+            w0: ``(N,)`` initial weights (e.g. the previous training step's solution);
+                default :func:`~pdeml.constraints.start.linearised_start`.
         """
         grid = tuple(self.problem.grid_shape)
         if jnp.ndim(basis) != len(grid) + 1 or tuple(jnp.shape(basis)[:-1]) != grid:
@@ -155,8 +141,13 @@ class HardConstraint(eqx.Module):
         elif jnp.ndim(points) != 2 or jnp.shape(points)[1] != len(grid):
             raise ValueError(f"points must have shape (m, {len(grid)}), got {jnp.shape(points)}")
         lsq = self.least_squares_problem(basis, data, points)
+        if w0 is None:
+            w0 = linearised_start(self.problem, lsq, data, points)
+        elif jnp.shape(w0) != (jnp.shape(basis)[-1],):
+            raise ValueError(f"w0 must have shape (N,) = ({jnp.shape(basis)[-1]},), got "
+                             f"{jnp.shape(w0)}")
         sol = solve_least_squares(
-            lsq, rows_fit_start(lsq), solver=self.solver, adjoint=self.adjoint, backend=self.backend,
+            lsq, w0, solver=self.solver, adjoint=self.adjoint, backend=self.backend,
             throw=self.throw,
         )
         u = jnp.einsum("...n,n->...", basis, sol.value)

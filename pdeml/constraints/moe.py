@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from pdeml.constraints.hard import rows_fit_start
 from pdeml.constraints.partition import Partition
+from pdeml.constraints.start import linearised_start
 from pdeml.core import (
     BACKENDS,
     ImplicitAdjoint,
@@ -240,11 +240,13 @@ class MoEHardConstraint(eqx.Module):
             basis, points, self.problem.features_at, self.problem.pointwise, aux, rows, targets,
             self.ridge)
 
-    def solve_expert(self, basis, data, points, row_mask, *, throw: bool | None = None):
+    def solve_expert(self, basis, data, points, row_mask, w0=None, *, throw: bool | None = None):
         """Solve one expert: ``(w (N,), stats)``. The same steps as :class:`HardConstraint`."""
         lsq = self.least_squares_problem(basis, data, points, row_mask)
+        if w0 is None:
+            w0 = linearised_start(self.problem, lsq, data, points, row_mask)
         sol = solve_least_squares(
-            lsq, rows_fit_start(lsq), solver=self.solver, adjoint=self.adjoint, backend=self.backend,
+            lsq, w0, solver=self.solver, adjoint=self.adjoint, backend=self.backend,
             throw=self.throw if throw is None else throw,
         )
         return sol.value, sol.stats
@@ -276,6 +278,7 @@ class MoEHardConstraint(eqx.Module):
         *,
         key=None,
         points: Int[Array, "k m ndim"] | None = None,
+        w0: Float[Array, "k n"] | None = None,
     ) -> tuple[Float[Array, "*grid"], MoEConstraintInfo]:
         """Solve every expert and return ``(u, info)``.
 
@@ -284,14 +287,19 @@ class MoEHardConstraint(eqx.Module):
             data: the problem instance (e.g. the initial condition).
             key: PRNG key for sampling the collocation points.
             points: explicit ``(K, m, ndim)`` points (overrides sampling).
+            w0: ``(K, N)`` initial weights of the experts (default: each expert's
+                :func:`~pdeml.constraints.start.linearised_start`).
         """
         self.check_inputs(basis, points)
         basis = error_if_nonfinite("basis", basis)
         if points is None:
             points = self.select_points(key)
         masks = self.row_masks(basis, data)
-        w, stats = jax.vmap(self.solve_expert, in_axes=(None, None, 0, 0))(
-            basis, data, points, masks
+        if w0 is not None and jnp.shape(w0) != (self.num_experts, jnp.shape(basis)[-1]):
+            raise ValueError(f"w0 must have shape (K, N) = ({self.num_experts}, "
+                             f"{jnp.shape(basis)[-1]}), got {jnp.shape(w0)}")
+        w, stats = jax.vmap(self.solve_expert, in_axes=(None, None, 0, 0, None if w0 is None else 0))(
+            basis, data, points, masks, w0
         )
         return self.blend(basis, w), MoEConstraintInfo(w=w, stats=stats, points=points,
                                                         row_mask=masks)

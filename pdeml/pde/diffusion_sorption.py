@@ -11,12 +11,16 @@ t in [0, T]::
 
 *Residual form.* R(u) is the derivative of the total (dissolved + sorbed, per unit pore
 volume) concentration ``M(u) = u + c u^n_f`` with ``c = (1 - phi) rho_s k / phi``, so the
-conservation law is ``M(u)_t = D u_xx`` and the residual imposed by this module is::
+conservation law is ``M(u)_t = D u_xx``. The residual imposed by this module is the equation as
+the paper states it::
 
-    Phi(u, u_t, u_xx) = s * ( R(u) * u_t - D * u_xx ),       s = residual_scale (default T)
+    Phi(u, u_t, u_xx) = s * ( u_t - D * u_xx / R(u) ),       s = residual_scale (default T)
 
-(multiplied through by R, so that it is polynomial in the derivative features; ``s = T`` makes
-it the residual in the non-dimensional time t / T, of order one for this problem).
+(``s = T`` makes it the residual in the non-dimensional time t / T, of order one). Dividing by
+R rather than multiplying through by it matters for the solver: the stiff factor then
+multiplies the tiny ``D u_xx`` instead of ``u_t``, and on the 1024 x 101 grid the
+least-squares minimiser is 4-40x closer to the reference solution (rel. L2 7e-5 to 2.5e-4
+against 1e-3 to 4e-3 with ``R(u) u_t - D u_xx``, m = 1e3 to 1e5, N = 16 and 64).
 
 *Safe sorption term.* ``u^(n_f - 1)`` is singular at 0 and undefined below, but a
 least-squares solver will try any u. PDEBench evaluates ``(u + 1e-6)^(n_f - 1)``; we use the
@@ -240,8 +244,8 @@ class DiffusionSorption(PDEProblem):
         return jnp.stack([u, u_t, u_xx])
 
     def pointwise(self, a: Float[Array, " 3"], aux) -> Float[Array, ""]:
-        """``s * (R(u) u_t - D u_xx)`` for ``a = (u, u_t, u_xx)``."""
-        return self.scale * (self.retardation(a[0]) * a[1] - self.D * a[2])
+        """``s * (u_t - D u_xx / R(u))`` for ``a = (u, u_t, u_xx)``."""
+        return self.scale * (a[1] - self.D * a[2] / self.retardation(a[0]))
 
     def aux_at(self, data, points):
         return None
