@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from pdeml.core import (
     MAX_STEPS_REACHED,
     NONFINITE,
+    STAGNATED,
     SUCCESS,
     ImplicitAdjoint,
     LevenbergMarquardt,
@@ -188,13 +189,20 @@ def test_backends_agree_with_native(backend):
     prob = StructuredLeastSquares(feats, phi, f)
     solver = LevenbergMarquardt(max_steps=200)
     native = solve_least_squares(prob, solver=solver)
-    other = solve_least_squares(prob, solver=solver, backend=backend)
-    assert bool(other.stats.converged)
-    # Both stop at their own tolerance on the same strictly convex-near-solution problem.
+    other = solve_least_squares(prob, solver=solver, backend=backend, throw=False)
+    assert bool(native.stats.converged)
+    # A back end's own stop counts as converged only where pdeml's stationarity test holds:
+    # optimistix gets there; jaxopt stops on a gradient norm it cannot push below
+    # ~sqrt(eps) ||J^T r(w0)|| (its step acceptance compares objectives), measured cosine
+    # 5e-8 > gtol, and is reported STAGNATED, not converged.
+    expected = SUCCESS if backend == "optimistix" else STAGNATED
+    assert int(other.stats.result) == expected
+    assert float(other.stats.stationarity) < 1e-6
     np.testing.assert_allclose(other.value, native.value, rtol=1e-7, atol=1e-8)
 
     def loss(fe, b):
-        sol = solve_least_squares(StructuredLeastSquares(fe, phi, f), solver=solver, backend=b)
+        sol = solve_least_squares(StructuredLeastSquares(fe, phi, f), solver=solver, backend=b,
+                                  throw=False)
         return jnp.sum(sol.value**2)
 
     np.testing.assert_allclose(
@@ -312,9 +320,11 @@ def test_basis_tangent_equals_generic_feature_derivative(hessian):
         pts2 = jnp.stack([pts, pts[::-1]])
         vm = jax.vmap(jax.grad(lambda b, p: jnp.sum(fn(b, p) * cot)), in_axes=(None, 0))(basis, pts2)
         out[fb] = (w, jv, vj, vm)
+    # Two formulations of the same derivative: they differ by rounding amplified by the
+    # conditioning of the Hessian (the minimum-norm solve goes through its SVD).
     for a, b in zip(out[False], out[True]):
         scale = float(jnp.max(jnp.abs(a)))
-        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-11 * scale)
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-10 * scale)
 
 
 def test_from_basis_checks_its_inputs():

@@ -3,9 +3,11 @@
 from pdeml.core.implicit import implicit_solution
 from pdeml.core.least_squares import (
     BACKENDS,
+    LINEAR_SOLVERS,
     MAX_STEPS_REACHED,
     NONFINITE,
     RESULT_MESSAGES,
+    STAGNATED,
     SUCCESS,
     ImplicitAdjoint,
     LeastSquaresSolution,
@@ -14,14 +16,17 @@ from pdeml.core.least_squares import (
     StructuredLeastSquares,
     UnrolledAdjoint,
     solve_least_squares,
+    stationarity_test,
     stop_gradient_arrays,
 )
 
 __all__ = [
     "BACKENDS",
+    "LINEAR_SOLVERS",
     "MAX_STEPS_REACHED",
     "NONFINITE",
     "RESULT_MESSAGES",
+    "STAGNATED",
     "SUCCESS",
     "ImplicitAdjoint",
     "LeastSquaresSolution",
@@ -31,5 +36,6 @@ __all__ = [
     "UnrolledAdjoint",
     "implicit_solution",
     "solve_least_squares",
+    "stationarity_test",
     "stop_gradient_arrays",
 ]

@@ -40,6 +40,8 @@ def implicit_solution(
     *,
     jacobian: Callable[[Float[Array, " n"], PyTree], Float[Array, "n n"]] | None = None,
     tangent: Callable[[Float[Array, " n"], PyTree, PyTree], Float[Array, " n"]] | None = None,
+    linear_solve: Callable[[Float[Array, "n n"], Float[Array, " n"]], Float[Array, " n"]]
+    | None = None,
 ) -> Float[Array, " n"]:
     """Attach implicit-function-theorem derivatives to a solver's output.
 
@@ -58,6 +60,9 @@ def implicit_solution(
             when a cheaper closed form is known. It must be linear in ``dtheta`` with
             coefficients computed from ``(x, theta)`` only, so that reverse mode can transpose
             it.
+        linear_solve: optional ``(A, b) -> x`` solving ``A x = b``, linear in ``b`` (default
+            ``jnp.linalg.solve``); the least-squares solver passes a minimum-norm solve so a
+            singular ``dg/dx`` gives a finite derivative.
 
     Returns:
         ``x_star`` (same value) whose derivatives w.r.t. ``theta`` follow from the implicit
@@ -100,7 +105,8 @@ def implicit_solution(
         else:
             dg_dx = jacobian(x, th)
         # jnp.linalg.solve is a custom_linear_solve: linear in dg and transposable.
-        dx = -jnp.linalg.solve(dg_dx, dg)
+        solve = jnp.linalg.solve if linear_solve is None else linear_solve
+        dx = -solve(dg_dx, dg)
         return x, dx
 
     return attach(lax.stop_gradient(x_star), diff, consts)

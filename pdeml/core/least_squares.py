@@ -9,17 +9,20 @@ The problems solved by the hard-constraint layer have a residual
 with features T of shape (K, m, N), N small (16-64) and m large (1e3-1e5). Because every
 feature is linear in w, the Jacobian of the PDE block is J = sum_k diag(dPhi/da_k) T_k: one
 ``vmap(grad(Phi))`` over the points and one contraction, never a Jacobian of a black-box
-function. Each Levenberg-Marquardt step forms J^T J (N x N, one GEMM) and solves the damped
-normal equations by Cholesky. For a linear Phi the first Gauss-Newton step is exact.
+function. Each Levenberg-Marquardt step solves the damped Gauss-Newton system, by Cholesky of
+J^T J (one GEMM, float64) or from a QR factorisation of J (float32: no squaring of the
+condition number). For a linear Phi the first Gauss-Newton step is exact.
 
 Gradients of the solution w.r.t. the features (and everything upstream: the basis network)
 come from :func:`pdeml.core.implicit.implicit_solution` (:class:`ImplicitAdjoint`, with the
 exact Hessian of 1/2 ||r||^2 or its Gauss-Newton approximation), or by differentiating the
 unrolled iterations (:class:`UnrolledAdjoint`, for checking).
 
-Precision: the normal equations square the condition number of J, so run with
-``jax_enable_x64`` for ill-conditioned bases (the diagnostics report cond(J)); the solve runs
-in the dtype of the features.
+Convergence means stationarity (a scaled first-order test with a stated rounding floor, see
+:class:`LevenbergMarquardt`); a solve that stops on a small step or round-off at a point that
+is not stationary reports ``STAGNATED``, and ``throw=True`` raises. The solve runs in the
+dtype of the features; cond(J) is reported from the triangular factor in float32, so it does
+not saturate at 1/sqrt(eps).
 
 Reference: Negiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024 (arXiv:2402.13412).
 """
@@ -37,18 +40,6 @@ from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from pdeml.core.implicit import implicit_solution
 from pdeml.core.validation import check_choice
-
-# Result codes reported in SolveStats.result.
-SUCCESS = 0
-MAX_STEPS_REACHED = 1
-NONFINITE = 2
-RESULT_MESSAGES = {
-    SUCCESS: "converged",
-    MAX_STEPS_REACHED: "did not converge within max_steps",
-    NONFINITE: "produced a non-finite value (NaN/inf in the residual or step)",
-}
-
-BACKENDS = ("native", "jaxopt", "optimistix")
 
 
 class StructuredLeastSquares(eqx.Module):
@@ -273,6 +264,48 @@ class StructuredLeastSquares(eqx.Module):
         (adj,) = jax.linear_transpose(scalar_map, template)((dphi * r[:, None]).T)
         return out + jnp.tensordot(adj, dbasis, axes=len(grid))
 
+    def row_factor(self):
+        """The rows' share of a QR factorisation, computed once per solve.
+
+        Returns ``(r_rows, qt_targets)`` with ``rows = Q r_rows`` (reduced QR; ``r_rows`` has
+        ``min(p, N)`` rows) and ``qt_targets = Q^T targets``, so that for any ``w`` the rows'
+        residual ``rows @ w - targets`` has the same norm as ``r_rows @ w - qt_targets`` up to
+        the constant part of ``targets`` outside the range of ``rows``, which no ``w`` changes.
+        """
+        q, r = jnp.linalg.qr(self.rows)
+        return r, q.T @ self.targets
+
+    def qr_linearisation(self, w, row_factor=None):
+        """Objective 1/2||r||^2, gradient J^T r, the triangular factor R of J and ||Phi||^2.
+
+        ``R`` is the ``(N, N)`` upper-triangular factor of the whole Jacobian (PDE rows,
+        IC/BC rows, ridge rows), ``J = Q R``, so ``J^T J = R^T R`` without forming ``J^T J``
+        and the condition number of the linear algebra is cond(J), not cond(J)^2. Two
+        factorisations: a QR of the ``(m, N + 1)`` matrix ``[J Phi]`` (one pass over J), then
+        a QR of the small stack of its triangle with the rows' triangle and the ridge rows.
+        Returns ``(obj, grad, R, z, pde_sq)`` with ``grad = R^T z``.
+        """
+        r, jac = self.pde_residual_and_jacobian(w)
+        n = self.num_basis
+        dtype = jac.dtype
+        pde_tri = jnp.linalg.qr(jnp.concatenate([jac, r[:, None]], axis=1), mode="r")
+        if row_factor is None:
+            row_factor = self.row_factor()
+        r_rows, qt_targets = row_factor
+        root_ridge = jnp.sqrt(self.ridge)
+        stack = jnp.concatenate([
+            pde_tri[: n + 1],
+            jnp.concatenate([r_rows, (r_rows @ w - qt_targets)[:, None]], axis=1),
+            jnp.concatenate([root_ridge * jnp.eye(n, dtype=dtype), (root_ridge * w)[:, None]],
+                            axis=1),
+        ])
+        tri = jnp.linalg.qr(stack, mode="r")
+        big_r, z = tri[:n, :n], tri[:n, n]
+        c = self.rows @ w - self.targets
+        pde_sq = r @ r
+        obj = 0.5 * (pde_sq + c @ c + self.ridge * (w @ w))
+        return obj, big_r.T @ z, big_r, z, pde_sq
+
     def gauss_newton_optimality(self, w, w_lin):
         """J(w_lin)^T r(w) with J frozen at ``w_lin`` (the Gauss-Newton linearisation)."""
         _, jac = self.pde_residual_and_jacobian(w_lin)
@@ -284,6 +317,34 @@ class StructuredLeastSquares(eqx.Module):
         )
 
 
+# Result codes reported in SolveStats.result.
+SUCCESS = 0
+MAX_STEPS_REACHED = 1
+NONFINITE = 2
+STAGNATED = 3
+RESULT_MESSAGES = {
+    SUCCESS: "converged (the stationarity test holds)",
+    MAX_STEPS_REACHED: "did not converge within max_steps (raise max_steps, or start closer: "
+                       "layers accept w0=)",
+    NONFINITE: "produced a non-finite value (NaN/inf in the residual or step; check the basis "
+               "and the data for NaN/inf)",
+    STAGNATED: "stopped at a point that is not stationary: no step reduces ||r|| any more "
+               "(round-off limited; the basis is too ill-conditioned for this precision -- use "
+               "float64, a better-conditioned basis, or loosen gtol)",
+}
+
+BACKENDS = ("native", "jaxopt", "optimistix")
+LINEAR_SOLVERS = ("auto", "qr", "cholesky")
+
+# The rounding floor of the stationarity test, in units of
+# eps * (||J w|| + ||targets||) / sqrt(rows): computing r in floating point perturbs each entry
+# by about eps times the size of its terms, and that perturbation, uncorrelated with the
+# columns of J, reaches (J^T r)_j with the size ||J_j|| times its root-mean-square entry. The
+# size is that of the fitted values J w, not ||J|| ||w||: a basis so ill-conditioned that w
+# cancels between columns earns no extra slack.
+_FLOOR = 16.0
+
+
 class SolveStats(eqx.Module):
     """Diagnostics returned by every solve.
 
@@ -292,8 +353,16 @@ class SolveStats(eqx.Module):
         residual_norm: ||Phi|| (2-norm) over the sampled PDE points at the solution.
         constraint_norm: ||rows @ w - targets|| (IC/BC rows) at the solution.
         gradient_norm: ||J^T r||_inf at the solution.
-        converged: whether a convergence test passed.
-        condition_number: cond(J) = sqrt(cond(J^T J)) at the solution.
+        stationarity: ``max_j |(J^T r)_j| / ||J_j||`` divided by ``||r||``: the largest cosine
+            between the residual and a column of J (0 at a stationary point).
+        converged: whether the stationarity test passed (see :class:`LevenbergMarquardt`).
+        condition_number: cond(J), from the singular values of the triangular factor R
+            (``linear_solver="qr"``) or sqrt(cond(J^T J)) (``"cholesky"``; saturates near
+            1/sqrt(eps)).
+        rank_deficient: J is numerically rank deficient in the working precision (its
+            smallest singular value is below ``N eps`` times its largest; with Cholesky,
+            below ``sqrt(N eps)``): the solution is not unique and the implicit derivative is
+            the minimum-norm one.
         result: a code, see ``RESULT_MESSAGES``.
     """
 
@@ -301,8 +370,10 @@ class SolveStats(eqx.Module):
     residual_norm: Float[Array, ""]
     constraint_norm: Float[Array, ""]
     gradient_norm: Float[Array, ""]
+    stationarity: Float[Array, ""]
     converged: Bool[Array, ""]
     condition_number: Float[Array, ""]
+    rank_deficient: Bool[Array, ""]
     result: Int[Array, ""]
 
 
@@ -314,109 +385,184 @@ class LeastSquaresSolution(eqx.Module):
 
 
 class LevenbergMarquardt(eqx.Module):
-    """Levenberg-Marquardt with Nielsen's damping update, dense normal equations + Cholesky.
+    """Levenberg-Marquardt with column scaling and Nielsen's damping update.
 
-    Convergence: an accepted relative step ``||dw|| <= xtol (||w|| + xtol)``, or the scaled gradient
-    ``||J^T r||_inf <= gtol * ||r|| * sqrt(max diag J^T J)`` (the cosine between r and the
-    columns of J), or an exactly zero residual. ``None`` tolerances default to
-    ``sqrt(eps)`` resp. ``eps**(2/3)`` of the features' dtype.
+    Each step solves the damped Gauss-Newton system ``(J^T J + mu D^2) dw = -J^T r`` with
+    ``D^2`` the running maximum of ``diag(J^T J)`` (Marquardt's scaling, so the iteration does
+    not depend on the scale of the basis functions), either from a QR factorisation of J
+    (``linear_solver="qr"``: works with cond(J)) or by Cholesky of the normal equations
+    (``"cholesky"``: one GEMM per step, works with cond(J)^2). ``"auto"`` takes QR in float32
+    and lower precisions and Cholesky in float64.
+
+    **Convergence means stationarity.** A solve is converged when
+
+        max_j |(J^T r)_j| / ||J_j||  <=  gtol ||r||  +  16 eps (||J w|| + ||targets||) / sqrt(M),
+
+    (M rows in r), the first term the scaled first-order test (the largest cosine between r
+    and a column of J at most ``gtol``), the second the rounding floor of J^T r in the working
+    precision (each entry of r is computed to about eps times the size of its terms), so that
+    a zero-residual problem converges once r reaches round-off. A solve that stops for
+    any other reason is not converged and says why in ``stats.result``: the iteration cap
+    (``MAX_STEPS_REACHED``), NaN/inf (``NONFINITE``) or ``STAGNATED`` (no step reduces ||r||
+    any more: the damping exceeded ``1/eps``). The solver never stops on a small step alone.
 
     Attributes:
-        max_steps: iteration cap (``converged`` is False when it is hit).
-        xtol, gtol: tolerances as above.
-        damping: initial damping relative to ``max diag(J^T J)``.
+        max_steps: iteration cap.
+        gtol: the cosine tolerance above; ``None``: ``sqrt(eps)`` of the dtype (1.5e-8 in
+            float64, close to scipy's ``least_squares`` default 1e-8; 3.5e-4 in float32).
+        xtol: the relative step tolerance handed to the external back ends' own stopping
+            tests (``None``: ``sqrt(eps)``); the native solver does not use it.
+        damping: initial damping ``mu`` (relative to the scaled diagonal).
+        linear_solver: ``"auto"``, ``"qr"`` or ``"cholesky"`` as above.
     """
 
     max_steps: int = eqx.field(static=True, default=100)
-    xtol: float | None = eqx.field(static=True, default=None)
     gtol: float | None = eqx.field(static=True, default=None)
+    xtol: float | None = eqx.field(static=True, default=None)
     damping: float = eqx.field(static=True, default=1e-6)
+    linear_solver: str = eqx.field(static=True, default="auto")
 
     def __check_init__(self):
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ValueError(f"max_steps must be >= 1 (an integer), got {self.max_steps!r}")
         for name in ("xtol", "gtol"):
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ValueError(f"{name} must be positive, got {v}")
         if not self.damping >= 0:
             raise ValueError(f"damping must be >= 0, got {self.damping}")
+        check_choice("linear_solver", self.linear_solver, LINEAR_SOLVERS)
 
     def tolerances(self, dtype):
+        """``(xtol, gtol)`` for ``dtype`` (the defaults filled in)."""
         eps = float(jnp.finfo(dtype).eps)
         xtol = self.xtol if self.xtol is not None else eps**0.5
-        gtol = self.gtol if self.gtol is not None else eps ** (2 / 3)
+        gtol = self.gtol if self.gtol is not None else eps**0.5
         return xtol, gtol
+
+    def uses_qr(self, dtype) -> bool:
+        """Whether the steps are solved by QR for features of ``dtype``."""
+        if self.linear_solver == "auto":
+            return jnp.finfo(dtype).bits < 64
+        return self.linear_solver == "qr"
+
+
+def stationarity_test(problem: StructuredLeastSquares, w, obj, grad, gtg, gtol):
+    """``(measure, passed)``: the scaled first-order test of :class:`LevenbergMarquardt`."""
+    eps = jnp.finfo(w.dtype).eps
+    colnorm = jnp.sqrt(jnp.maximum(jnp.diag(gtg), 0))
+    scaled = jnp.where(colnorm > 0, jnp.abs(grad) / jnp.where(colnorm > 0, colnorm, 1), 0)
+    worst = jnp.max(scaled)
+    rnorm = jnp.sqrt(2.0 * jnp.maximum(obj, 0))
+    size = jnp.sqrt(jnp.maximum(w @ gtg @ w, 0)) + jnp.linalg.norm(problem.targets)
+    rows = problem.num_points + problem.rows.shape[0] + w.shape[0]
+    passed = worst <= gtol * rnorm + _FLOOR * eps * size / rows**0.5
+    measure = worst / jnp.maximum(rnorm, jnp.finfo(w.dtype).tiny)
+    return measure, passed
 
 
 class _State(eqx.Module):
     w: Array
     obj: Array
     grad: Array
-    gtg: Array
+    gtg: Array  # J^T J (from R^T R with QR)
+    tri: Array  # R with QR (J = Q R); unused (zeros) with Cholesky
     pde_sq: Array  # ||Phi||^2 at w (the PDE rows only), for the diagnostics
-    row_gram: Array  # rows^T rows + ridge I, computed once
+    fixed: PyTree  # what does not depend on w: rows^T rows + ridge I, or the rows' QR
+    scale2: Array  # D^2, the running maximum of diag(J^T J)
     mu: Array
     nu: Array
     step: Array
     done: Array
     converged: Array
+    stagnated: Array
     nonfinite: Array
 
 
+def _linearise(problem: StructuredLeastSquares, w, fixed, qr: bool):
+    """``(obj, grad, gtg, tri, pde_sq)`` at ``w``."""
+    if qr:
+        obj, grad, tri, _, pde_sq = problem.qr_linearisation(w, fixed)
+        return obj, grad, tri.T @ tri, tri, pde_sq
+    obj, grad, gtg, pde_sq = problem.normal_equations(w, fixed)
+    return obj, grad, gtg, jnp.zeros_like(gtg), pde_sq
+
+
 def _init_state(problem: StructuredLeastSquares, w0, solver: LevenbergMarquardt):
-    row_gram = problem.row_gram()
-    obj, grad, gtg, pde_sq = problem.normal_equations(w0, row_gram)
-    mu = solver.damping * jnp.max(jnp.diag(gtg))
+    qr = solver.uses_qr(w0.dtype)
+    fixed = problem.row_factor() if qr else problem.row_gram()
+    obj, grad, gtg, tri, pde_sq = _linearise(problem, w0, fixed, qr)
+    _, gtol = solver.tolerances(w0.dtype)
+    finite = jnp.isfinite(obj) & jnp.all(jnp.isfinite(grad))
+    converged = finite & stationarity_test(problem, w0, obj, grad, gtg, gtol)[1]
     dt = w0.dtype
     return _State(
-        w=w0, obj=obj, grad=grad, gtg=gtg, pde_sq=pde_sq, row_gram=row_gram, mu=mu,
-        nu=jnp.asarray(2.0, dt),
-        step=jnp.asarray(0), done=jnp.asarray(False), converged=jnp.asarray(False),
-        nonfinite=~jnp.isfinite(obj),
+        w=w0, obj=obj, grad=grad, gtg=gtg, tri=tri, pde_sq=pde_sq, fixed=fixed,
+        scale2=jnp.diag(gtg), mu=jnp.asarray(solver.damping, dt), nu=jnp.asarray(2.0, dt),
+        step=jnp.asarray(0), done=converged | ~finite, converged=converged,
+        stagnated=jnp.asarray(False), nonfinite=~finite,
     )
 
 
+def _damped_step(s: _State, qr: bool):
+    """Solve ``(J^T J + mu D^2) dw = -J^T r``."""
+    dt = s.w.dtype
+    tiny = jnp.finfo(dt).tiny
+    d2 = jnp.maximum(s.scale2, tiny)
+    if qr:
+        # min ||R dw + z||^2 + mu ||D dw||^2 in the scaled variable v = D dw: a QR of the
+        # (2N, N) stack [R D^-1; sqrt(mu) I]; z = R^-T grad is recovered from R^T z = grad.
+        n = s.w.shape[0]
+        d_inv = 1.0 / jnp.sqrt(d2)
+        z = jax.scipy.linalg.solve_triangular(s.tri.T, s.grad, lower=True)
+        stack = jnp.concatenate([s.tri * d_inv[None, :], jnp.sqrt(s.mu) * jnp.eye(n, dtype=dt)])
+        q2, r2 = jnp.linalg.qr(stack)
+        v = -jax.scipy.linalg.solve_triangular(r2, q2[:n].T @ z, lower=False)
+        return d_inv * v
+    chol = jnp.linalg.cholesky(s.gtg + s.mu * jnp.diag(d2))
+    return -jax.scipy.linalg.cho_solve((chol, True), s.grad)
+
+
 def _lm_step(problem: StructuredLeastSquares, solver: LevenbergMarquardt, s: _State) -> _State:
-    xtol, gtol = solver.tolerances(s.w.dtype)
-    n = s.w.shape[0]
-    eye = jnp.eye(n, dtype=s.w.dtype)
-    chol = jnp.linalg.cholesky(s.gtg + s.mu * eye)
-    dw = -jax.scipy.linalg.cho_solve((chol, True), s.grad)
-    w_new = s.w + dw
-    obj_new, grad_new, gtg_new, pde_sq_new = problem.normal_equations(w_new, s.row_gram)
-    # Predicted decrease of the Gauss-Newton model (Nielsen): 1/2 dw^T (mu dw - grad).
-    predicted = 0.5 * dw @ (s.mu * dw - s.grad)
-    tiny = jnp.finfo(s.w.dtype).tiny
-    gain = (s.obj - obj_new) / jnp.maximum(predicted, tiny)
-    finite = jnp.isfinite(obj_new) & jnp.all(jnp.isfinite(dw))
-    # Near the solution the objective change drops below its round-off, and comparing
-    # objectives would reject good steps (inflating the damping until the step is "small"
-    # with w accurate only to ~sqrt(eps)). There, accept a step that reduces the gradient.
+    _, gtol = solver.tolerances(s.w.dtype)
+    qr = solver.uses_qr(s.w.dtype)
     eps = jnp.finfo(s.w.dtype).eps
+    tiny = jnp.finfo(s.w.dtype).tiny
+    dw = _damped_step(s, qr)
+    w_new = s.w + dw
+    obj_new, grad_new, gtg_new, tri_new, pde_sq_new = _linearise(problem, w_new, s.fixed, qr)
+    # Predicted decrease of the damped Gauss-Newton model (Nielsen): 1/2 dw^T (mu D^2 dw - g).
+    predicted = 0.5 * dw @ (s.mu * s.scale2 * dw - s.grad)
+    gain = (s.obj - obj_new) / jnp.maximum(predicted, tiny)
+    finite = (jnp.isfinite(obj_new) & jnp.all(jnp.isfinite(dw))
+              & jnp.all(jnp.isfinite(grad_new)))
+    # Near the solution the objective change drops below its round-off, and comparing
+    # objectives would reject good steps. There, accept a step that reduces the gradient.
     below_roundoff = predicted <= 16 * eps * jnp.abs(s.obj)
     grad_down = jnp.max(jnp.abs(grad_new)) < jnp.max(jnp.abs(s.grad))
     accept = finite & ((gain > 0) | (below_roundoff & grad_down))
-    mu_accept = s.mu * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3)
+    # Nielsen's update on the gain clipped to [0, 1]: a step accepted below round-off with a
+    # meaningless (possibly negative) gain must not inflate the damping.
+    gain_c = jnp.clip(gain, 0.0, 1.0)
+    mu_accept = s.mu * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * gain_c - 1.0) ** 3)
     keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
     w = keep(w_new, s.w)
     obj = keep(obj_new, s.obj)
     grad = keep(grad_new, s.grad)
     gtg = keep(gtg_new, s.gtg)
+    tri = keep(tri_new, s.tri)
     pde_sq = keep(pde_sq_new, s.pde_sq)
+    scale2 = jnp.maximum(s.scale2, jnp.diag(gtg))
     mu = jnp.where(accept, mu_accept, s.mu * s.nu)
     nu = jnp.where(accept, 2.0, 2.0 * s.nu).astype(s.nu.dtype)
 
-    small_step = jnp.linalg.norm(dw) <= xtol * (jnp.linalg.norm(w) + xtol)
-    rnorm = jnp.sqrt(2.0 * obj)
-    scale = jnp.sqrt(jnp.max(jnp.diag(gtg)))
-    small_grad = jnp.max(jnp.abs(grad)) <= gtol * rnorm * scale
-    zero_res = obj <= tiny
-    converged = finite & ((accept & small_step) | small_grad | zero_res)
+    converged = stationarity_test(problem, w, obj, grad, gtg, gtol)[1]
+    stagnated = ~converged & (mu >= 1.0 / eps)
     nonfinite = ~finite & ~jnp.isfinite(s.obj)  # could not recover from a bad start
     step = s.step + 1
-    done = converged | nonfinite | (step >= solver.max_steps)
-    return _State(w, obj, grad, gtg, pde_sq, s.row_gram, mu, nu, step, done, converged, nonfinite)
+    done = converged | stagnated | nonfinite | (step >= solver.max_steps)
+    return _State(w, obj, grad, gtg, tri, pde_sq, s.fixed, scale2, mu, nu, step, done, converged,
+                  stagnated, nonfinite)
 
 
 def _native_while(problem, w0, solver):
@@ -439,6 +585,11 @@ def _native_unrolled(problem, w0, solver):
 class ImplicitAdjoint(eqx.Module):
     """Differentiate the solution by the implicit function theorem.
 
+    The linear solve with the Hessian uses its pseudo-inverse (singular values below
+    ``N eps`` times the largest are dropped): for a full-rank basis this is the usual
+    derivative; for a rank-deficient one (say a duplicated basis function) the solution is not
+    unique, and the derivative is the minimum-norm one instead of NaN.
+
     Attributes:
         hessian: ``"exact"`` uses the Hessian of 1/2||r||^2 (J^T J + sum r_i Hess r_i) and the
             full derivative of J^T r; ``"gauss_newton"`` freezes J at the solution (drops the
@@ -459,6 +610,13 @@ def stop_gradient_arrays(tree):
     """``lax.stop_gradient`` on the floating arrays of a pytree, leaving other leaves alone."""
     dynamic, static = eqx.partition(tree, eqx.is_inexact_array)
     return eqx.combine(lax.stop_gradient(dynamic), static)
+
+
+def _min_norm_solve(matrix, rhs):
+    """``pinv(matrix) @ rhs`` with the cut-off ``N eps``: linear in ``rhs`` (transposable)."""
+    n = matrix.shape[0]
+    rtol = n * jnp.finfo(matrix.dtype).eps
+    return jnp.linalg.pinv(matrix, rtol=rtol) @ rhs
 
 
 def _attach_implicit(w_star, problem: StructuredLeastSquares, adjoint: ImplicitAdjoint):
@@ -491,37 +649,72 @@ def _attach_implicit(w_star, problem: StructuredLeastSquares, adjoint: ImplicitA
                                 (eqx.filter(dprob, spec),))
             return d_rest + prob.basis_tangent(w, dprob.basis, exact=exact)
 
-    return implicit_solution(w_star, problem, optimality, jacobian=jacobian, tangent=tangent)
+    return implicit_solution(w_star, problem, optimality, jacobian=jacobian, tangent=tangent,
+                             linear_solve=_min_norm_solve)
 
 
-def _stats_from(problem: StructuredLeastSquares, w, grad, gtg, pde_sq, iterations,
-                converged) -> SolveStats:
-    eig = jnp.linalg.eigvalsh(gtg)
-    cond = jnp.sqrt(jnp.abs(eig[-1]) / jnp.maximum(jnp.abs(eig[0]), jnp.finfo(w.dtype).tiny))
-    finite = jnp.all(jnp.isfinite(w)) & jnp.isfinite(pde_sq)
+def _singular_values(gtg, tri, qr: bool):
+    """Singular values of J, largest first: from R (QR) or sqrt of the eigenvalues of J^T J."""
+    if qr:
+        return jnp.linalg.svd(tri, compute_uv=False)
+    return jnp.sqrt(jnp.abs(jnp.linalg.eigvalsh(gtg)))[::-1]
+
+
+def _rank_deficient(gtg, tri, qr: bool):
+    """J numerically rank deficient: smallest singular value <= N eps (QR) or sqrt(N eps)
+    (from J^T J) times the largest."""
+    sv = _singular_values(gtg, tri, qr)
+    n = gtg.shape[0]
+    eps = jnp.finfo(gtg.dtype).eps
+    cutoff = n * eps if qr else (n * eps) ** 0.5
+    return sv[-1] <= cutoff * sv[0]
+
+
+def _stats_from(problem: StructuredLeastSquares, w, obj, grad, gtg, tri, pde_sq, iterations,
+                converged, stagnated, qr: bool, gtol) -> SolveStats:
+    dt = w.dtype
+    eps = jnp.finfo(dt).eps
+    sv = _singular_values(gtg, tri, qr)
+    cond = sv[0] / jnp.maximum(sv[-1], jnp.finfo(dt).tiny)
+    measure, _ = stationarity_test(problem, w, obj, grad, gtg, gtol)
+    finite = jnp.all(jnp.isfinite(w)) & jnp.isfinite(pde_sq) & jnp.all(jnp.isfinite(grad))
     converged = converged & finite
-    result = jnp.where(converged, SUCCESS, jnp.where(finite, MAX_STEPS_REACHED, NONFINITE))
+    result = jnp.where(converged, SUCCESS, jnp.where(
+        ~finite, NONFINITE, jnp.where(stagnated, STAGNATED, MAX_STEPS_REACHED)))
     return SolveStats(
         iterations=jnp.asarray(iterations, jnp.int32),
         residual_norm=jnp.sqrt(pde_sq),
         constraint_norm=jnp.linalg.norm(problem.rows @ w - problem.targets),
         gradient_norm=jnp.max(jnp.abs(grad)),
+        stationarity=measure,
         converged=converged,
         condition_number=cond,
+        rank_deficient=_rank_deficient(gtg, tri, qr),
         result=result.astype(jnp.int32),
     )
 
 
-def _stats(problem: StructuredLeastSquares, w, iterations, converged) -> SolveStats:
-    """Diagnostics at ``w``, evaluating the problem there (for the external back ends)."""
-    _, grad, gtg, pde_sq = problem.normal_equations(w)
-    return _stats_from(problem, w, grad, gtg, pde_sq, iterations, converged)
+def _stats(problem: StructuredLeastSquares, w, iterations, converged, solver) -> SolveStats:
+    """Diagnostics at ``w``, evaluating the problem there (for the external back ends).
+
+    ``converged`` is the back end's own verdict; it counts only if pdeml's stationarity test
+    holds at ``w`` too (otherwise the result is ``STAGNATED``).
+    """
+    qr = solver.uses_qr(w.dtype)
+    fixed = problem.row_factor() if qr else problem.row_gram()
+    obj, grad, gtg, tri, pde_sq = _linearise(problem, w, fixed, qr)
+    _, gtol = solver.tolerances(w.dtype)
+    stationary = stationarity_test(problem, w, obj, grad, gtg, gtol)[1]
+    return _stats_from(problem, w, obj, grad, gtg, tri, pde_sq, iterations,
+                       converged & stationary, converged & ~stationary, qr, gtol)
 
 
-def _state_stats(problem: StructuredLeastSquares, state: _State) -> SolveStats:
+def _state_stats(problem: StructuredLeastSquares, state: _State, solver) -> SolveStats:
     """Diagnostics from the solver's final state: no extra evaluation of the problem."""
-    return _stats_from(problem, state.w, state.grad, state.gtg, state.pde_sq, state.step,
-                       state.converged)
+    _, gtol = solver.tolerances(state.w.dtype)
+    return _stats_from(problem, state.w, state.obj, state.grad, state.gtg, state.tri,
+                       state.pde_sq, state.step, state.converged, state.stagnated,
+                       solver.uses_qr(state.w.dtype), gtol)
 
 
 def solve_least_squares(
@@ -572,27 +765,25 @@ def solve_least_squares(
             raise ValueError("UnrolledAdjoint is only available with backend='native'")
         state = _native_unrolled(problem, w0, solver)
         w = state.w
-        stats = _state_stats(frozen, stop_gradient_arrays(state))
+        stats = _state_stats(frozen, stop_gradient_arrays(state), solver)
     else:
         if backend == "native":
             state = _native_while(frozen, w0, solver)
             w_star = state.w
-            stats = _state_stats(frozen, state)
+            stats = _state_stats(frozen, state, solver)
         else:
             if backend == "jaxopt":
                 from pdeml.interop.jaxopt import levenberg_marquardt_jaxopt as external
             else:
                 from pdeml.interop.optimistix import levenberg_marquardt_optimistix as external
             w_star, iterations, converged = external(frozen, w0, solver)
-            stats = _stats(frozen, w_star, iterations, converged)
+            stats = _stats(frozen, w_star, iterations, converged, solver)
         w = _attach_implicit(w_star, problem, adjoint)
 
     if throw:
-        w = eqx.error_if(
-            w,
-            ~stats.converged,
-            "Levenberg-Marquardt failed: it did not converge within max_steps or produced "
-            "NaN/inf (check the basis for NaN, its conditioning, or raise max_steps; "
-            "pass throw=False to inspect stats)",
+        messages = tuple(
+            f"Levenberg-Marquardt failed: {RESULT_MESSAGES[code]} (pass throw=False to inspect "
+            "stats)" for code in sorted(RESULT_MESSAGES)
         )
+        w = eqx.branched_error_if(w, ~stats.converged, stats.result, messages)
     return LeastSquaresSolution(value=w, stats=stats)
