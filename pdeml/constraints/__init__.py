@@ -12,7 +12,7 @@ from pdeml.constraints.models import (
 )
 from pdeml.constraints.moe import MoEConstraintInfo, MoEHardConstraint
 from pdeml.constraints.partition import Partition
-from pdeml.constraints.sampling import sample_points
+from pdeml.constraints.sampling import sample_points, uniform_subset
 
 __all__ = [
     "ConstraintInfo",
@@ -27,4 +27,5 @@ __all__ = [
     "physics_loss",
     "relative_l2",
     "sample_points",
+    "uniform_subset",
 ]

@@ -31,7 +31,7 @@ from pdeml.core import (
     UnrolledAdjoint,
     solve_least_squares,
 )
-from pdeml.core.validation import check_choice, error_if_nonfinite
+from pdeml.core.validation import check_choice, check_grid_indices, error_if_nonfinite
 from pdeml.pde.base import PDEProblem
 
 
@@ -90,7 +90,11 @@ class HardConstraint(eqx.Module):
             )
 
     def select_points(self, key=None) -> Int[Array, "m ndim"]:
-        """The collocation points for one call: a random subset (needs ``key``) or all."""
+        """The collocation points for one call: a random subset (needs ``key``) or all.
+
+        The subset is :func:`~pdeml.constraints.sampling.uniform_subset` of the interior points
+        (in their order), the rule :class:`~pdeml.constraints.MoEHardConstraint` uses too.
+        """
         interior = self.problem.interior_points()
         if self.num_points is None or self.num_points == interior.shape[0]:
             return interior
@@ -125,7 +129,9 @@ class HardConstraint(eqx.Module):
             basis: ``(*grid, N)`` basis functions on the problem's grid.
             data: the problem instance (e.g. the initial condition).
             key: PRNG key for sampling the collocation points.
-            points: explicit ``(m, ndim)`` collocation points (overrides sampling).
+            points: explicit ``(m, ndim)`` integer collocation points, NumPy or JAX (overrides
+                sampling); each must lie on the grid (``ValueError``, or a runtime error
+                under ``jit``).
             w0: ``(N,)`` initial weights (e.g. the previous training step's solution);
                 default :func:`~pdeml.constraints.start.linearised_start`.
         """
@@ -138,8 +144,12 @@ class HardConstraint(eqx.Module):
         basis = error_if_nonfinite("basis", basis)
         if points is None:
             points = self.select_points(key)
-        elif jnp.ndim(points) != 2 or jnp.shape(points)[1] != len(grid):
-            raise ValueError(f"points must have shape (m, {len(grid)}), got {jnp.shape(points)}")
+        else:
+            if jnp.ndim(points) != 2 or jnp.shape(points)[1] != len(grid):
+                raise ValueError(f"points must have shape (m, {len(grid)}), got "
+                                 f"{jnp.shape(points)}")
+            # NumPy or JAX; out-of-grid indices would be clipped silently by the gathers.
+            points = check_grid_indices("points", points, grid)
         lsq = self.least_squares_problem(basis, data, points)
         if w0 is None:
             w0 = linearised_start(self.problem, lsq, data, points)

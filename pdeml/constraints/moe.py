@@ -31,6 +31,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from pdeml.constraints.partition import Partition
+from pdeml.constraints.sampling import uniform_subset
 from pdeml.constraints.start import linearised_start
 from pdeml.core import (
     BACKENDS,
@@ -41,7 +42,7 @@ from pdeml.core import (
     UnrolledAdjoint,
     solve_least_squares,
 )
-from pdeml.core.validation import check_choice, error_if_nonfinite
+from pdeml.core.validation import check_choice, check_grid_indices, error_if_nonfinite
 from pdeml.pde.base import PDEProblem
 
 __all__ = ["MoEConstraintInfo", "MoEHardConstraint", "POINTS_MODES"]
@@ -91,7 +92,9 @@ class MoEHardConstraint(eqx.Module):
         throw: raise if any expert's solve fails (``False``: report in ``info.stats``).
 
     With K = 1 (``Partition.uniform(grid, (1, ..., 1))``) this is exactly
-    :class:`HardConstraint` (same points give the same ``u``).
+    :class:`HardConstraint`: the same key samples the same points (one sampling rule,
+    :func:`~pdeml.constraints.sampling.uniform_subset`), and the same points give the same
+    ``u``.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -189,8 +192,10 @@ class MoEHardConstraint(eqx.Module):
     def select_points(self, key=None) -> Int[Array, "k m ndim"]:
         """``(K, m, ndim)`` collocation points: m uniform draws without replacement per expert.
 
-        Expert k draws from the interior points inside its subdomain (``partition.members``).
-        Without a key, every expert must use all its points (``num_points=None`` or equal).
+        Expert k draws from the interior points inside its subdomain (``partition.members``)
+        with :func:`~pdeml.constraints.sampling.uniform_subset` (the points come in grid
+        order). Without a key, every expert must use all its points (``num_points=None`` or
+        equal).
         """
         interior = self.problem.interior_points()
         mask = self.partition.member_mask_at(interior)  # (K, q)
@@ -203,10 +208,9 @@ class MoEHardConstraint(eqx.Module):
             # Every expert uses all its points, in grid order.
             order = jnp.argsort(~mask, axis=1, stable=True)[:, :m]
             return interior[order]
-        # Uniform subset without replacement among the members: the m largest of iid uniforms.
-        u = jax.random.uniform(key, mask.shape)
-        _, idx = jax.lax.top_k(jnp.where(mask, u, -1.0), m)
-        return interior[idx]
+        # The rule of HardConstraint.select_points, restricted to each expert's members: a
+        # one-expert mixture samples exactly HardConstraint's points for the same key.
+        return interior[uniform_subset(key, m, mask)]
 
     def row_masks(self, basis, data) -> Bool[Array, "k p"]:
         """``(K, p)``: which IC/BC rows each expert imposes.
@@ -242,6 +246,7 @@ class MoEHardConstraint(eqx.Module):
 
     def solve_expert(self, basis, data, points, row_mask, w0=None, *, throw: bool | None = None):
         """Solve one expert: ``(w (N,), stats)``. The same steps as :class:`HardConstraint`."""
+        points = jnp.asarray(points)
         lsq = self.least_squares_problem(basis, data, points, row_mask)
         if w0 is None:
             w0 = linearised_start(self.problem, lsq, data, points, row_mask)
@@ -286,7 +291,9 @@ class MoEHardConstraint(eqx.Module):
             basis: ``(*grid, N)`` basis functions (shared by all experts).
             data: the problem instance (e.g. the initial condition).
             key: PRNG key for sampling the collocation points.
-            points: explicit ``(K, m, ndim)`` points (overrides sampling).
+            points: explicit ``(K, m, ndim)`` integer points, NumPy or JAX (overrides
+                sampling); each must lie on the grid (``ValueError``, or a runtime error
+                under ``jit``).
             w0: ``(K, N)`` initial weights of the experts (default: each expert's
                 :func:`~pdeml.constraints.start.linearised_start`).
         """
@@ -294,6 +301,9 @@ class MoEHardConstraint(eqx.Module):
         basis = error_if_nonfinite("basis", basis)
         if points is None:
             points = self.select_points(key)
+        else:
+            # NumPy points would become non-canonical constants inside the vmapped solve.
+            points = check_grid_indices("points", points, self.problem.grid_shape)
         masks = self.row_masks(basis, data)
         if w0 is not None and jnp.shape(w0) != (self.num_experts, jnp.shape(basis)[-1]):
             raise ValueError(f"w0 must have shape (K, N) = ({self.num_experts}, "

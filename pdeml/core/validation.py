@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def check_ndim(name: str, x, ndim: int) -> None:
@@ -43,3 +45,39 @@ def error_if_nonfinite(name: str, x):
 def error_if_nonpositive(name: str, x):
     """Return ``x``, raising at run time if any entry is <= 0."""
     return eqx.error_if(x, jnp.any(x <= 0), f"{name} must be positive")
+
+
+def check_grid_indices(name: str, x, grid_shape: Sequence[int]):
+    """Return ``x`` as a JAX integer array of multi-indices into a grid of ``grid_shape``.
+
+    ``x`` has shape ``(..., ndim)`` with ``ndim = len(grid_shape)``; every index must satisfy
+    ``0 <= x[..., a] < grid_shape[a]`` (gathers would clip it silently). Non-integer ``x``
+    raises ``TypeError``. An out-of-range index raises ``ValueError`` when ``x`` is concrete
+    (NumPy, or a JAX array outside ``jit``), and an :class:`equinox.EquinoxRuntimeError` at run
+    time when it is traced.
+
+    Example:
+        >>> check_grid_indices("points", [[0, 1], [2, 3]], (3, 4)).shape
+        (2, 2)
+    """
+    grid_shape = tuple(int(n) for n in grid_shape)
+    traced = isinstance(x, jax.core.Tracer)
+    dtype = x.dtype if traced else np.asarray(x).dtype
+    if not np.issubdtype(dtype, np.integer):
+        raise TypeError(f"{name} must hold integer grid indices, got dtype {dtype}")
+    shape = jnp.shape(x)
+    if len(shape) < 1 or shape[-1] != len(grid_shape):
+        raise ValueError(f"{name} must have shape (..., {len(grid_shape)}) (one index per grid "
+                         f"axis of {grid_shape}), got {shape}")
+    message = f"{name} must be grid indices with 0 <= {name}[..., a] < {grid_shape}[a]"
+    if traced:
+        upper = jnp.asarray(grid_shape, x.dtype).reshape((1,) * (x.ndim - 1) + (-1,))
+        return eqx.error_if(x, jnp.any((x < 0) | (x >= upper)), message)
+    # Concrete (NumPy, or a JAX array outside jit): check now, in NumPy (jnp operations would
+    # be staged out under an enclosing jit).
+    values = np.asarray(x)
+    bad = ((values < 0) | (values >= np.asarray(grid_shape))).any(-1)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{message}; got {values[where].tolist()} at position {where}")
+    return jnp.asarray(x)

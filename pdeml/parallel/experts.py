@@ -35,6 +35,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jaxtyping import Array, Float
 
 from pdeml.constraints.moe import MoEConstraintInfo, MoEHardConstraint
+from pdeml.core.validation import check_grid_indices
 
 __all__ = ["ShardedMoE", "expert_mesh", "iteration_histogram", "lockstep_efficiency",
            "padded_num_experts"]
@@ -194,11 +195,12 @@ class ShardedMoE(eqx.Module):
                 f"devices of the batch axis {self.batch_axis!r}"
             )
         layer.check_inputs(basis[0], None if points is None else points[0])
-        if points is None:
-            if key is None:
-                points = jnp.stack([layer.select_points(None)] * nb)
-            else:
-                points = jax.vmap(layer.select_points)(jax.random.split(key, nb))
+        if points is not None:
+            points = check_grid_indices("points", points, layer.problem.grid_shape)
+        elif key is None:
+            points = jnp.stack([layer.select_points(None)] * nb)
+        else:
+            points = jax.vmap(layer.select_points)(jax.random.split(key, nb))
         masks = jax.vmap(layer.row_masks)(basis, data)
 
         k, kp = layer.num_experts, self.padded_experts
