@@ -102,11 +102,44 @@ def _axis_weights(n: int, pieces: int, overlap: float, periodic: bool = False) -
     return np.stack([steps[j] - steps[j + 1] for j in range(pieces)])
 
 
+def _check_weights(weights) -> None:
+    """``ValueError`` unless concrete ``weights (K, *grid)`` are a partition of unity.
+
+    Finite, non-negative, and summing to one over the experts at every grid point to
+    ``1e3 * eps`` of their dtype (the constructors' telescoping sums are exact to a few eps).
+    Traced weights (a partition built inside ``jit``) are not checked.
+    """
+    if isinstance(weights, jax.core.Tracer):
+        return
+    w = np.asarray(weights)
+    if not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)
+            or w.dtype == np.bool_):
+        raise TypeError(f"Partition.weights must be real numbers, got dtype {w.dtype}")
+    if np.issubdtype(w.dtype, np.floating) and not np.isfinite(w).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(w))[0])
+        raise ValueError(f"Partition.weights must be finite, got {w[where]} at {where}")
+    if (w < 0).any():
+        where = tuple(int(i) for i in np.argwhere(w < 0)[0])
+        raise ValueError(f"Partition.weights must be non-negative, got {w[where]} at {where}")
+    eps = np.finfo(w.dtype).eps if np.issubdtype(w.dtype, np.floating) else 0.0
+    total = w.sum(0, dtype=np.float64)
+    off = np.abs(total - 1.0)
+    if off.max(initial=0.0) > 1e3 * eps:
+        where = tuple(int(i) for i in np.argwhere(off == off.max())[0])
+        raise ValueError(
+            "Partition.weights must sum to one over the experts at every grid point (a "
+            f"partition of unity, to 1e3 * eps = {1e3 * eps:.1e}); the sum is {total[where]} "
+            f"at grid point {where}"
+        )
+
+
 class Partition(eqx.Module):
     """K experts on a grid: partition-of-unity ``weights`` and sampling ``members``.
 
     Build with :meth:`uniform` or :meth:`random` (or pass your own arrays: any non-negative
-    ``weights`` summing to one with ``members == (weights > 0)`` is a valid partition).
+    ``weights`` summing to one with ``members == (weights > 0)`` is a valid partition; weights
+    that are not finite, negative, or do not sum to one at some grid point (to ``1e3 * eps`` of
+    their dtype) raise ``ValueError`` at construction).
 
     Attributes:
         weights: ``(K, *grid)`` blending weights, summing to one over k at every point.
@@ -143,6 +176,7 @@ class Partition(eqx.Module):
                     f"Partition.{name} must have shape (K, *grid_shape) = {shape}, got "
                     f"{jnp.shape(getattr(self, name))}"
                 )
+        _check_weights(self.weights)
 
     # ---- constructors ---------------------------------------------------------------
 
