@@ -1,0 +1,229 @@
+"""Is the training loss of PI-HC continuous in the network parameters? Cold vs carried starts.
+
+Issue 14, item 4. The hard-constraint layer solves a nonlinear least-squares problem; if the
+solve can land in different local minima for nearby parameters, the training loss jumps. We
+walk along a straight line in parameter space, ``theta_i = theta_0 + i * delta * d`` (``d`` a
+random direction with the same norm as ``theta_0`` in every leaf, ``delta`` a small relative
+step), evaluate the batch physics loss at every point with the same collocation points, and
+count the steps whose loss changes by more than a factor of 2. Three ways to start each solve:
+
+* ``rows_fit``: the IC/BC rows fitted alone (the layer's earlier default start);
+* ``linearised``: :func:`pdeml.constraints.start.linearised_start` (the layer's default);
+* ``carried``: the previous point's solution (what carrying w through training would do).
+
+Problems: diffusion-sorption (the benchmark configuration of benchmarks/diffusion_sorption.py)
+and Navier-Stokes (that of benchmarks/navier_stokes.py), the model at initialisation or after
+``--trained-steps`` Adam steps of the experiment runner.
+
+Usage::
+
+    python benchmarks/loss_continuity.py [--points 100] [--delta 1e-4] [--quick]
+                                         [--out benchmarks/results/loss_continuity]
+
+Writes ``loss_continuity.json``, ``loss_continuity.md`` and ``loss_continuity.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import equinox as eqx  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pdeml.constraints import physics_loss  # noqa: E402
+from pdeml.constraints.start import linearised_start  # noqa: E402
+
+DEFAULT_OUT = os.path.join("benchmarks", "results", "loss_continuity")
+STARTS = ("rows_fit", "linearised", "carried")
+
+
+def rows_fit_start(lsq):
+    """The earlier default: the IC/BC rows fitted alone (min-norm, 1e-8 relative Tikhonov)."""
+    n = lsq.num_basis
+    gram = lsq.rows.T @ lsq.rows
+    tr = jnp.trace(gram)
+    tr = jnp.where(tr > 0, tr, 1.0)
+    reg = (lsq.ridge + 1e-8 * tr / n) * jnp.eye(n, dtype=gram.dtype)
+    return jnp.linalg.solve(gram + reg, lsq.rows.T @ lsq.targets)
+
+
+def _problem_models(quick: bool, trained_steps: int, out_dir: str):
+    """``{name: (model, data, config)}``: each model at initialisation, or trained for
+    ``trained_steps`` Adam steps by the experiment runner (run directory under ``out_dir``)."""
+    import dataclasses
+
+    from pdeml.experiments import diffusion_sorption as ds
+    from pdeml.experiments import navier_stokes as ns
+
+    cfg = ds.ExperimentConfig(method="hard", nx=64, nt=26, train_samples=32, test_samples=2,
+                              width=32, layers=4, num_basis=16, num_points=1000)
+    if quick:
+        cfg = ds.ExperimentConfig(method="hard", nx=32, nt=11, train_samples=4, test_samples=2,
+                                  width=8, layers=2, num_basis=8, num_points=100)
+    configs = {"diffusion_sorption": (ds, cfg)}
+    if not quick:
+        configs["navier_stokes"] = (ns, ns.NSConfig(method="hard", train_samples=16,
+                                                    test_samples=2))
+    out = {}
+    for name, (module, config) in configs.items():
+        train_set, _ = module.load_data(config)
+        data = jnp.asarray(train_set.dataset.u0[:4 if name == "diffusion_sorption" else 2])
+        model = module.build_model(config, jax.random.fold_in(jax.random.key(config.seed), 0))
+        if trained_steps > 0:
+            config = dataclasses.replace(config, steps=trained_steps)
+            run_dir = os.path.join(out_dir, f"run_{name}_{trained_steps}")
+            module.run_experiment(config, run_dir, progress=False)
+            _, model, _ = module.load_run(run_dir)
+        out[name] = (model, data, config)
+    return out
+
+
+def _direction(model, key):
+    """A random direction with the norm of the model's parameters, leaf by leaf."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    dirs = []
+    for leaf, k in zip(leaves, keys):
+        z = jax.random.normal(k, leaf.shape, leaf.dtype)
+        dirs.append(z * jnp.linalg.norm(leaf) / jnp.maximum(jnp.linalg.norm(z), 1e-30))
+    return params, static, jax.tree.unflatten(treedef, dirs)
+
+
+def walk(model, data, *, points: int, delta: float, key) -> dict:
+    """The loss along ``theta_0 + i delta d`` for every start; returns per-start series."""
+    params, static, direction = _direction(model, jax.random.fold_in(key, 1))
+    layer = model.layer
+    problem = layer.problem
+    k_points = jax.random.split(jax.random.fold_in(key, 2), data.shape[0])
+
+    def one(p, u0, k, w0, start):
+        m = eqx.combine(p, static)
+        basis = m.basis(u0)
+        pts = layer.select_points(k)
+        lsq = layer.least_squares_problem(basis, u0, pts)
+        if start == "rows_fit":
+            w0 = rows_fit_start(lsq)
+        elif start == "linearised":
+            w0 = linearised_start(problem, lsq, u0, pts)
+        u, info = layer(basis, u0, points=pts, w0=jax.lax.stop_gradient(w0))
+        loss, _ = physics_loss(problem, u, u0)
+        return loss, info.w, info.stats.iterations, info.stats.converged
+
+    fns = {s: eqx.filter_jit(lambda p, w0s, s=s: jax.vmap(
+        lambda u0, k, w0: one(p, u0, k, w0, s))(data, k_points, w0s)) for s in STARTS}
+    n = model.basis(data[0]).shape[-1]
+    series = {}
+    for start in STARTS:
+        w0s = jnp.zeros((data.shape[0], n), data.dtype)
+        losses, iters, conv = [], [], []
+        t0 = time.perf_counter()
+        for i in range(points):
+            p = jax.tree.map(lambda a, d: a + (i * delta) * d, params, direction)
+            if start == "carried" and i == 0:
+                loss, w, it, c = fns["linearised"](p, w0s)
+            else:
+                loss, w, it, c = fns[start](p, w0s)
+            w0s = w
+            losses.append(np.asarray(loss, np.float64))
+            iters.append(np.asarray(it))
+            conv.append(np.asarray(c))
+        losses = np.stack(losses)  # (points, batch)
+        ratio = np.abs(np.log(losses[1:] / losses[:-1]))
+        jumps = ratio > np.log(2.0)
+        series[start] = {
+            "loss": losses.mean(axis=1).tolist(),
+            "jump_fraction": float(jumps.mean()),
+            "jumps": int(jumps.sum()),
+            "steps_compared": int(jumps.size),
+            "max_abs_log_ratio": float(ratio.max()),
+            "mean_iterations": float(np.mean(iters)),
+            "converged_fraction": float(np.mean(conv)),
+            "seconds": time.perf_counter() - t0,
+        }
+    return series
+
+
+def plot(records: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(records), figsize=(5.5 * len(records), 4), squeeze=False)
+    for ax, (name, rec) in zip(axes[0], records.items()):
+        for start, s in rec["series"].items():
+            ax.semilogy(s["loss"], label=f"{start} ({s['jumps']} jumps)")
+        ax.set_title(f"{name}: batch loss along a line, step {rec['delta']:g}")
+        ax.set_xlabel("step i (theta_0 + i delta d)")
+        ax.set_ylabel("mean physics loss")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(records: dict) -> str:
+    lines = ["| problem | start | steps with a >2x loss jump | max abs log ratio | LM iterations "
+             "| converged |", "|---|---|---|---|---|---|"]
+    for name, rec in records.items():
+        for start, s in rec["series"].items():
+            lines.append(f"| {name} | {start} | {s['jumps']} / {s['steps_compared']} "
+                         f"({100 * s['jump_fraction']:.1f}%) | {s['max_abs_log_ratio']:.3g} | "
+                         f"{s['mean_iterations']:.1f} | {100 * s['converged_fraction']:.0f}% |")
+    rec = next(iter(records.values()))
+    lines.append("")
+    state = (f"trained for {rec['trained_steps']} Adam steps" if rec["trained_steps"]
+             else "at initialisation")
+    lines.append(f"Each problem: the model {state}, a batch of ICs, {rec['points']} "
+                 f"points theta_0 + i delta d with delta = {rec['delta']:g} (d: a random "
+                 "direction with the parameters' norm, leaf by leaf), the same collocation "
+                 "points at every step; a jump is |log(L_(i+1) / L_i)| > log 2 for one IC. "
+                 f"float64, {jax.default_backend()}, JAX {jax.__version__}.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=100, help="points along the line")
+    ap.add_argument("--delta", type=float, default=1e-4, help="relative step along the line")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run")
+    ap.add_argument("--trained-steps", type=int, default=0,
+                    help="train each model this many Adam steps first (0: at initialisation)")
+    ap.add_argument("--out", default=DEFAULT_OUT, help="output directory")
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.perf_counter()
+    records = {}
+    models = _problem_models(args.quick, args.trained_steps, args.out)
+    for name, (model, data, cfg) in models.items():
+        print(f"[loss_continuity] {name} ...", file=sys.stderr, flush=True)
+        records[name] = {"points": args.points, "delta": args.delta,
+                         "trained_steps": args.trained_steps,
+                         "config": {k: v for k, v in vars(cfg).items() if k != "cache_dir"},
+                         "series": walk(model, data, points=args.points, delta=args.delta,
+                                        key=jax.random.key(0))}
+    result = {"records": records, "seconds": time.perf_counter() - t0,
+              "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
+                              "python": platform.python_version()}}
+    with open(os.path.join(args.out, "loss_continuity.json"), "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    with open(os.path.join(args.out, "loss_continuity.md"), "w") as f:
+        f.write(markdown(records))
+    plot(records, os.path.join(args.out, "loss_continuity.png"))
+    print(markdown(records))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
