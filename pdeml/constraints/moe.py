@@ -98,13 +98,14 @@ class MoEHardConstraint(eqx.Module):
 
     Example:
         >>> import jax, jax.numpy as jnp
+        >>> from pdeml.core import LevenbergMarquardt
         >>> from pdeml.pde import DiffusionSorption
         >>> prob = DiffusionSorption(nx=16, nt=6)
         >>> part = Partition.uniform(prob.grid_shape, (2, 1), overlap=0.5)
-        >>> layer = MoEHardConstraint(prob, part, num_points=20)
+        >>> layer = MoEHardConstraint(prob, part, num_points=20, solver=LevenbergMarquardt(max_steps=300))
         >>> x, t = prob.grid.mesh()
         >>> basis = jnp.stack([x**k * (1 + t / 500) ** j for k in range(4) for j in range(2)], -1)
-        >>> u, info = layer(basis, jnp.zeros(16), key=jax.random.key(0))
+        >>> u, info = layer(basis, jnp.full(16, 0.1), key=jax.random.key(0))  # u0 = 0.1
         >>> u.shape, info.w.shape, info.points.shape, info.stats.converged.shape
         ((16, 6), (2, 8), (2, 20, 2), (2,))
     """

@@ -48,12 +48,13 @@ class HardConstraintNNX(nnx.Module):
 
     Example:
         >>> import jax, jax.numpy as jnp
+        >>> from pdeml.core import LevenbergMarquardt
         >>> from pdeml.pde import DiffusionSorption
         >>> prob = DiffusionSorption(nx=16, nt=6)
-        >>> hc = HardConstraintNNX(prob, num_points=40)
+        >>> hc = HardConstraintNNX(prob, num_points=40, solver=LevenbergMarquardt(max_steps=300))
         >>> x, t = prob.grid.mesh()
         >>> basis = jnp.stack([x**k * (1 + t / 500) ** j for k in range(4) for j in range(2)], -1)
-        >>> u, info = hc(basis, jnp.zeros(16), key=jax.random.key(0))
+        >>> u, info = hc(basis, jnp.full(16, 0.1), key=jax.random.key(0))  # u0 = 0.1
         >>> u.shape, info.w.shape
         ((16, 6), (8,))
     """
