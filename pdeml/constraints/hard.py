@@ -51,7 +51,8 @@ class HardConstraint(eqx.Module):
         num_points: collocation points m sampled per call (``None``: every interior point).
         solver: :class:`pdeml.core.LevenbergMarquardt` settings.
         adjoint: :class:`pdeml.core.ImplicitAdjoint` (default) or ``UnrolledAdjoint``.
-        backend: ``"native"``, ``"jaxopt"`` or ``"optimistix"``.
+        backend: one of ``pdeml.core.BACKENDS`` (``"native"``, ``"jaxopt"``, ``"optimistix"``,
+            ``"optimistix-cholesky"``).
         ridge: Tikhonov weight on w (>= 0).
         throw: raise if a solve fails; with ``False`` failures are only reported in
             ``info.stats`` (training loops log the converged fraction).

@@ -87,7 +87,8 @@ class MoEHardConstraint(eqx.Module):
         solver: :class:`pdeml.core.LevenbergMarquardt` settings, shared by the experts. A small
             ``max_steps`` with ``throw=False`` is the fixed-small-iteration-count mode.
         adjoint: :class:`pdeml.core.ImplicitAdjoint` (default) or ``UnrolledAdjoint``.
-        backend: ``"native"``, ``"jaxopt"`` or ``"optimistix"``.
+        backend: one of ``pdeml.core.BACKENDS`` (``"native"``, ``"jaxopt"``, ``"optimistix"``,
+            ``"optimistix-cholesky"``).
         ridge: Tikhonov weight on every ``w_k``.
         throw: raise if any expert's solve fails (``False``: report in ``info.stats``).
 

@@ -334,7 +334,7 @@ RESULT_MESSAGES = {
                "float64, a better-conditioned basis, or loosen gtol)",
 }
 
-BACKENDS = ("native", "jaxopt", "optimistix")
+BACKENDS = ("native", "jaxopt", "optimistix", "optimistix-cholesky")
 LINEAR_SOLVERS = ("auto", "qr", "cholesky")
 
 # The rounding floor of the stationarity test, in units of
@@ -734,9 +734,9 @@ def solve_least_squares(
         w0: initial weights (default zeros), shape ``(N,)``.
         solver: iteration settings (max_steps, tolerances, damping), shared by all back ends.
         adjoint: :class:`ImplicitAdjoint` (default) or :class:`UnrolledAdjoint`.
-        backend: ``"native"`` (structured LM above), ``"jaxopt"`` or ``"optimistix"``
-            (their Levenberg-Marquardt on the same residual; needs the extra of that name;
-            only with :class:`ImplicitAdjoint`).
+        backend: ``"native"`` (structured LM above), ``"jaxopt"``, ``"optimistix"`` (its LM
+            with its default QR steps) or ``"optimistix-cholesky"`` (normal equations) on the
+            same residual; needs the extra of that name; only with :class:`ImplicitAdjoint`.
         throw: raise ``equinox.EquinoxRuntimeError`` if the solve fails; with ``False`` the
             failure is only reported in ``stats.converged`` / ``stats.result``.
 
@@ -776,7 +776,9 @@ def solve_least_squares(
             if backend == "jaxopt":
                 from pdeml.interop.jaxopt import levenberg_marquardt_jaxopt as external
             else:
-                from pdeml.interop.optimistix import levenberg_marquardt_optimistix as external
+                from pdeml.interop.optimistix import backend_solver
+
+                external = backend_solver(backend)
             w_star, iterations, converged = external(frozen, w0, solver)
             stats = _stats(frozen, w_star, iterations, converged, solver)
         w = _attach_implicit(w_star, problem, adjoint)
