@@ -47,17 +47,22 @@ float32 runs inside ``jax.enable_x64(False)`` and float64 inside ``jax.enable_x6
 script never changes the global setting. Truths, bases, points and starts are built in float64
 and cast.
 
-**Speed comparison** (``--speed``, part of the full run): native vs optimistix QR vs
+**Speed comparison** (part of a full run; ``--no-speed`` skips it, ``--speed-only`` runs it alone): native vs optimistix QR vs
 optimistix Cholesky on diffusion-sorption 1024 x 101 at m = 2e4 and 1e5, N = 16, float64, from
 the same start (the layer's own), forward (features, start, solve, ``u``) and forward+backward
 (``jax.value_and_grad`` of ``mean(u**2)`` with respect to the basis; the implicit adjoint is
-pdeml's for every back end). Medians of compiled calls; ratios ``t_backend / t_native`` (how
+pdeml's for every back end), and the solve alone (problem and start prebuilt). Medians over
+rounds that call every compiled function once in turn; ratios ``t_backend / t_native`` (how
 many times slower than native); max |u_a - u_b| and the relative gradient difference show that
 the back ends reached the same point.
 
 Usage::
 
-    python benchmarks/solver_robustness.py [--quick] [--out DIR] [--no-speed] [--speed-only]
+    python benchmarks/solver_robustness.py [--quick] [--out DIR] [--problems P,...]
+        [--precisions float64,float32] [--no-speed | --speed-only] [--append] [--render]
+
+A full run takes ~13 minutes on a 2-core CPU; it can be run in parts (``--problems``,
+``--precisions``, ``--speed-only``) that ``--append`` merges into one JSON.
 
 Writes ``solver_robustness.json``, ``solver_robustness.md`` and ``solver_robustness.png`` to
 ``--out`` (default ``benchmarks/results/solver_robustness``).
