@@ -48,7 +48,8 @@ script never changes the global setting. Truths, bases, points and starts are bu
 and cast.
 
 **Speed comparison** (part of a full run; ``--no-speed`` skips it, ``--speed-only`` runs it
-alone): native vs optimistix QR vs optimistix Cholesky on diffusion-sorption 1024 x 101 at m = 2e4 and 1e5, N = 16, float64, from
+alone): native vs optimistix QR vs optimistix Cholesky on diffusion-sorption 1024 x 101 at
+m = 2e4 and 1e5, N = 16, float64, from
 the same start (the layer's own), forward (features, start, solve, ``u``) and forward+backward
 (``jax.value_and_grad`` of ``mean(u**2)`` with respect to the basis; the implicit adjoint is
 pdeml's for every back end), and the solve alone (problem and start prebuilt). Medians over
@@ -872,7 +873,8 @@ def markdown(result: dict) -> str:
                 lines.append(
                     f"| {r['m']} | {r['n']} | {b} | {x['solve']['median_s']:.4f} "
                     f"({x['solve']['iterations']}"
-                    f"{'' if x['solve']['converged'] else ', not conv.'}) | {rt['solve']:.1f} | {x['fwd']['median_s']:.4f} | {rt['fwd']:.1f} | "
+                    f"{'' if x['solve']['converged'] else ', not conv.'}) | {rt['solve']:.1f} | "
+                    f"{x['fwd']['median_s']:.4f} | {rt['fwd']:.1f} | "
                     f"{x['fwd_bwd']['median_s']:.4f} | {rt['fwd_bwd']:.1f} | "
                     f"{a['u_max_abs_diff_vs_native']:.1e} | "
                     f"{a['grad_max_abs_diff_rel_vs_native']:.1e} | {x['rel_l2_to_truth']:.1e} |")
