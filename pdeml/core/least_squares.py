@@ -176,6 +176,21 @@ class StructuredLeastSquares(eqx.Module):
         r, dphi, _ = self._pointwise_derivatives(w)
         return r, self._combine_features(dphi)
 
+    def _pde_block(self, w):
+        """``(r, J, terms_sq)``: the residual, its Jacobian and ``sum_i t_i^2`` with
+        ``t_i = sum_k |dPhi/da_k a_k| + |Phi - sum_k dPhi/da_k a_k|``, the size of the terms
+        that cancel in ``Phi`` at point i (what its rounding error is proportional to)."""
+        a = self._features_times(w)
+        r, dphi = jax.vmap(jax.value_and_grad(self.pointwise))(a, self.aux)
+        lin = dphi * a
+        terms = jnp.sum(jnp.abs(lin), axis=1) + jnp.abs(r - jnp.sum(lin, axis=1))
+        return r, self._combine_features(dphi), terms @ terms
+
+    def residual_size(self, w, terms_sq):
+        """The size of the residual's terms: ``sqrt(sum_i t_i^2) + ||rows w|| + ||targets||``."""
+        return (jnp.sqrt(terms_sq) + jnp.linalg.norm(self.rows @ w)
+                + jnp.linalg.norm(self.targets))
+
     def _pointwise_derivatives(self, w, *, second: bool = False):
         """Phi (m,), its gradient (m, K) and, with ``second``, its Hessian (m, K, K) (else None)
         at every point, evaluated at the feature values ``a = T w``."""
@@ -189,14 +204,14 @@ class StructuredLeastSquares(eqx.Module):
         eye = jnp.eye(self.num_basis, dtype=self.rows.dtype)
         return self.rows.T @ self.rows + self.ridge * eye
 
-    def normal_equations(self, w, row_gram=None):
+    def normal_equations(self, w, row_gram=None, *, with_size: bool = False):
         """Objective 1/2||r||^2, gradient J^T r, Gauss-Newton matrix J^T J and ||Phi||^2.
 
         ``row_gram``: :meth:`row_gram`, if the caller has it (the solver computes it once).
         The PDE block is one matrix product ``[J r]^T [J r]``, which gives J^T J, J^T r and
-        ||Phi||^2 in one pass over J.
+        ||Phi||^2 in one pass over J. ``with_size``: also :meth:`residual_size` at ``w``.
         """
-        r, jac = self.pde_residual_and_jacobian(w)
+        r, jac, terms_sq = self._pde_block(w)
         n = self.num_basis
         jr = jnp.concatenate([jac, r[:, None]], axis=1)
         prod = jr.T @ jr
@@ -207,6 +222,8 @@ class StructuredLeastSquares(eqx.Module):
         grad = prod[:n, n] + self.rows.T @ c + self.ridge * w
         pde_sq = prod[n, n]
         obj = 0.5 * (pde_sq + c @ c + self.ridge * (w @ w))
+        if with_size:
+            return obj, grad, gtg, pde_sq, self.residual_size(w, terms_sq)
         return obj, grad, gtg, pde_sq
 
     def hessian(self, w, *, exact: bool = True) -> Float[Array, "n n"]:
@@ -276,7 +293,7 @@ class StructuredLeastSquares(eqx.Module):
         q, r = jnp.linalg.qr(self.rows)
         return r, q.T @ self.targets
 
-    def qr_linearisation(self, w, row_factor=None):
+    def qr_linearisation(self, w, row_factor=None, *, with_size: bool = False):
         """Objective 1/2||r||^2, gradient J^T r, the triangular factor R of J and ||Phi||^2.
 
         ``R`` is the ``(N, N)`` upper-triangular factor of the whole Jacobian (PDE rows,
@@ -284,9 +301,10 @@ class StructuredLeastSquares(eqx.Module):
         and the condition number of the linear algebra is cond(J), not cond(J)^2. Two
         factorisations: a QR of the ``(m, N + 1)`` matrix ``[J Phi]`` (one pass over J), then
         a QR of the small stack of its triangle with the rows' triangle and the ridge rows.
-        Returns ``(obj, grad, R, z, pde_sq)`` with ``grad = R^T z``.
+        Returns ``(obj, grad, R, z, pde_sq)`` with ``grad = R^T z`` (and
+        :meth:`residual_size` with ``with_size``).
         """
-        r, jac = self.pde_residual_and_jacobian(w)
+        r, jac, terms_sq = self._pde_block(w)
         n = self.num_basis
         dtype = jac.dtype
         pde_tri = jnp.linalg.qr(jnp.concatenate([jac, r[:, None]], axis=1), mode="r")
@@ -305,6 +323,8 @@ class StructuredLeastSquares(eqx.Module):
         c = self.rows @ w - self.targets
         pde_sq = r @ r
         obj = 0.5 * (pde_sq + c @ c + self.ridge * (w @ w))
+        if with_size:
+            return obj, big_r.T @ z, big_r, z, pde_sq, self.residual_size(w, terms_sq)
         return obj, big_r.T @ z, big_r, z, pde_sq
 
     def gauss_newton_optimality(self, w, w_lin):
@@ -337,12 +357,13 @@ RESULT_MESSAGES = {
 BACKENDS = ("native", "jaxopt", "optimistix", "optimistix-cholesky")
 LINEAR_SOLVERS = ("auto", "qr", "cholesky")
 
-# The rounding floor of the stationarity test, in units of
-# eps * (||J w|| + ||targets||) / sqrt(rows): computing r in floating point perturbs each entry
-# by about eps times the size of its terms, and that perturbation, uncorrelated with the
-# columns of J, reaches (J^T r)_j with the size ||J_j|| times its root-mean-square entry. The
-# size is that of the fitted values J w, not ||J|| ||w||: a basis so ill-conditioned that w
-# cancels between columns earns no extra slack.
+# The rounding floor of the stationarity test, in units of eps * size / sqrt(rows), size =
+# StructuredLeastSquares.residual_size: computing r in floating point perturbs each entry by
+# about eps times the size of the terms that cancel in it (sum_k |dPhi/da_k a_k| plus the
+# constant part, per point), and that perturbation, uncorrelated with the columns of J,
+# reaches (J^T r)_j with the size ||J_j|| times its root-mean-square entry. The terms are the
+# feature values a_k = T_k w, not |T_k| |w|: a basis so ill-conditioned that w cancels between
+# columns earns no extra slack.
 _FLOOR = 16.0
 
 
@@ -397,9 +418,12 @@ class LevenbergMarquardt(eqx.Module):
 
     **Convergence means stationarity.** A solve is converged when
 
-        max_j |(J^T r)_j| / ||J_j||  <=  gtol ||r||  +  16 eps (||J w|| + ||targets||) / sqrt(M),
+        max_j |(J^T r)_j| / ||J_j||  <=  gtol ||r||  +  16 eps size / sqrt(M),
 
-    (M rows in r), the first term the scaled first-order test (the largest cosine between r
+    (M rows in r; ``size = sqrt(sum_i t_i^2) + ||rows w|| + ||targets||`` with
+    ``t_i = sum_k |dPhi/da_k a_k| + |Phi - sum_k dPhi/da_k a_k|`` at point i, the size of the
+    terms that cancel in the residual, :meth:`StructuredLeastSquares.residual_size`), the first
+    term the scaled first-order test (the largest cosine between r
     and a column of J at most ``gtol``), the second the rounding floor of J^T r in the working
     precision (each entry of r is computed to about eps times the size of its terms), so that
     a zero-residual problem converges once r reaches round-off. A solve that stops for
@@ -448,14 +472,19 @@ class LevenbergMarquardt(eqx.Module):
         return self.linear_solver == "qr"
 
 
-def stationarity_test(problem: StructuredLeastSquares, w, obj, grad, gtg, gtol):
-    """``(measure, passed)``: the scaled first-order test of :class:`LevenbergMarquardt`."""
+def stationarity_test(problem: StructuredLeastSquares, w, obj, grad, gtg, gtol, size=None):
+    """``(measure, passed)``: the scaled first-order test of :class:`LevenbergMarquardt`.
+
+    ``size``: :meth:`StructuredLeastSquares.residual_size` at ``w`` (the solver has it from its
+    linearisation); ``None`` evaluates it.
+    """
     eps = jnp.finfo(w.dtype).eps
     colnorm = jnp.sqrt(jnp.maximum(jnp.diag(gtg), 0))
     scaled = jnp.where(colnorm > 0, jnp.abs(grad) / jnp.where(colnorm > 0, colnorm, 1), 0)
     worst = jnp.max(scaled)
     rnorm = jnp.sqrt(2.0 * jnp.maximum(obj, 0))
-    size = jnp.sqrt(jnp.maximum(w @ gtg @ w, 0)) + jnp.linalg.norm(problem.targets)
+    if size is None:
+        size = problem.normal_equations(w, with_size=True)[4]
     rows = problem.num_points + problem.rows.shape[0] + w.shape[0]
     passed = worst <= gtol * rnorm + _FLOOR * eps * size / rows**0.5
     measure = worst / jnp.maximum(rnorm, jnp.finfo(w.dtype).tiny)
@@ -469,6 +498,7 @@ class _State(eqx.Module):
     gtg: Array  # J^T J (from R^T R with QR)
     tri: Array  # R with QR (J = Q R); unused (zeros) with Cholesky
     pde_sq: Array  # ||Phi||^2 at w (the PDE rows only), for the diagnostics
+    size: Array  # the size of the residual's terms at w (the stationarity test's floor)
     fixed: PyTree  # what does not depend on w: rows^T rows + ridge I, or the rows' QR
     scale2: Array  # D^2, the running maximum of diag(J^T J)
     mu: Array
@@ -481,24 +511,24 @@ class _State(eqx.Module):
 
 
 def _linearise(problem: StructuredLeastSquares, w, fixed, qr: bool):
-    """``(obj, grad, gtg, tri, pde_sq)`` at ``w``."""
+    """``(obj, grad, gtg, tri, pde_sq, size)`` at ``w``."""
     if qr:
-        obj, grad, tri, _, pde_sq = problem.qr_linearisation(w, fixed)
-        return obj, grad, tri.T @ tri, tri, pde_sq
-    obj, grad, gtg, pde_sq = problem.normal_equations(w, fixed)
-    return obj, grad, gtg, jnp.zeros_like(gtg), pde_sq
+        obj, grad, tri, _, pde_sq, size = problem.qr_linearisation(w, fixed, with_size=True)
+        return obj, grad, tri.T @ tri, tri, pde_sq, size
+    obj, grad, gtg, pde_sq, size = problem.normal_equations(w, fixed, with_size=True)
+    return obj, grad, gtg, jnp.zeros_like(gtg), pde_sq, size
 
 
 def _init_state(problem: StructuredLeastSquares, w0, solver: LevenbergMarquardt):
     qr = solver.uses_qr(w0.dtype)
     fixed = problem.row_factor() if qr else problem.row_gram()
-    obj, grad, gtg, tri, pde_sq = _linearise(problem, w0, fixed, qr)
+    obj, grad, gtg, tri, pde_sq, size = _linearise(problem, w0, fixed, qr)
     _, gtol = solver.tolerances(w0.dtype)
     finite = jnp.isfinite(obj) & jnp.all(jnp.isfinite(grad))
-    converged = finite & stationarity_test(problem, w0, obj, grad, gtg, gtol)[1]
+    converged = finite & stationarity_test(problem, w0, obj, grad, gtg, gtol, size)[1]
     dt = w0.dtype
     return _State(
-        w=w0, obj=obj, grad=grad, gtg=gtg, tri=tri, pde_sq=pde_sq, fixed=fixed,
+        w=w0, obj=obj, grad=grad, gtg=gtg, tri=tri, pde_sq=pde_sq, size=size, fixed=fixed,
         scale2=jnp.diag(gtg), mu=jnp.asarray(solver.damping, dt), nu=jnp.asarray(2.0, dt),
         step=jnp.asarray(0), done=converged | ~finite, converged=converged,
         stagnated=jnp.asarray(False), nonfinite=~finite,
@@ -531,7 +561,8 @@ def _lm_step(problem: StructuredLeastSquares, solver: LevenbergMarquardt, s: _St
     tiny = jnp.finfo(s.w.dtype).tiny
     dw = _damped_step(s, qr)
     w_new = s.w + dw
-    obj_new, grad_new, gtg_new, tri_new, pde_sq_new = _linearise(problem, w_new, s.fixed, qr)
+    obj_new, grad_new, gtg_new, tri_new, pde_sq_new, size_new = _linearise(problem, w_new, s.fixed,
+                                                                           qr)
     # Predicted decrease of the damped Gauss-Newton model (Nielsen): 1/2 dw^T (mu D^2 dw - g).
     predicted = 0.5 * dw @ (s.mu * s.scale2 * dw - s.grad)
     gain = (s.obj - obj_new) / jnp.maximum(predicted, tiny)
@@ -553,17 +584,18 @@ def _lm_step(problem: StructuredLeastSquares, solver: LevenbergMarquardt, s: _St
     gtg = keep(gtg_new, s.gtg)
     tri = keep(tri_new, s.tri)
     pde_sq = keep(pde_sq_new, s.pde_sq)
+    size = keep(size_new, s.size)
     scale2 = jnp.maximum(s.scale2, jnp.diag(gtg))
     mu = jnp.where(accept, mu_accept, s.mu * s.nu)
     nu = jnp.where(accept, 2.0, 2.0 * s.nu).astype(s.nu.dtype)
 
-    converged = stationarity_test(problem, w, obj, grad, gtg, gtol)[1]
+    converged = stationarity_test(problem, w, obj, grad, gtg, gtol, size)[1]
     stagnated = ~converged & (mu >= 1.0 / eps)
     nonfinite = ~finite & ~jnp.isfinite(s.obj)  # could not recover from a bad start
     step = s.step + 1
     done = converged | stagnated | nonfinite | (step >= solver.max_steps)
-    return _State(w, obj, grad, gtg, tri, pde_sq, s.fixed, scale2, mu, nu, step, done, converged,
-                  stagnated, nonfinite)
+    return _State(w, obj, grad, gtg, tri, pde_sq, size, s.fixed, scale2, mu, nu, step, done,
+                  converged, stagnated, nonfinite)
 
 
 def _native_while(problem, w0, solver):
@@ -671,13 +703,13 @@ def _rank_deficient(gtg, tri, qr: bool):
     return sv[-1] <= cutoff * sv[0]
 
 
-def _stats_from(problem: StructuredLeastSquares, w, obj, grad, gtg, tri, pde_sq, iterations,
-                converged, stagnated, qr: bool, gtol) -> SolveStats:
+def _stats_from(problem: StructuredLeastSquares, w, obj, grad, gtg, tri, pde_sq, size,
+                iterations, converged, stagnated, qr: bool, gtol) -> SolveStats:
     dt = w.dtype
     eps = jnp.finfo(dt).eps
     sv = _singular_values(gtg, tri, qr)
     cond = sv[0] / jnp.maximum(sv[-1], jnp.finfo(dt).tiny)
-    measure, _ = stationarity_test(problem, w, obj, grad, gtg, gtol)
+    measure, _ = stationarity_test(problem, w, obj, grad, gtg, gtol, size)
     finite = jnp.all(jnp.isfinite(w)) & jnp.isfinite(pde_sq) & jnp.all(jnp.isfinite(grad))
     converged = converged & finite
     result = jnp.where(converged, SUCCESS, jnp.where(
@@ -703,10 +735,10 @@ def _stats(problem: StructuredLeastSquares, w, iterations, converged, solver) ->
     """
     qr = solver.uses_qr(w.dtype)
     fixed = problem.row_factor() if qr else problem.row_gram()
-    obj, grad, gtg, tri, pde_sq = _linearise(problem, w, fixed, qr)
+    obj, grad, gtg, tri, pde_sq, size = _linearise(problem, w, fixed, qr)
     _, gtol = solver.tolerances(w.dtype)
-    stationary = stationarity_test(problem, w, obj, grad, gtg, gtol)[1]
-    return _stats_from(problem, w, obj, grad, gtg, tri, pde_sq, iterations,
+    stationary = stationarity_test(problem, w, obj, grad, gtg, gtol, size)[1]
+    return _stats_from(problem, w, obj, grad, gtg, tri, pde_sq, size, iterations,
                        converged & stationary, converged & ~stationary, qr, gtol)
 
 
@@ -714,7 +746,7 @@ def _state_stats(problem: StructuredLeastSquares, state: _State, solver) -> Solv
     """Diagnostics from the solver's final state: no extra evaluation of the problem."""
     _, gtol = solver.tolerances(state.w.dtype)
     return _stats_from(problem, state.w, state.obj, state.grad, state.gtg, state.tri,
-                       state.pde_sq, state.step, state.converged, state.stagnated,
+                       state.pde_sq, state.size, state.step, state.converged, state.stagnated,
                        solver.uses_qr(state.w.dtype), gtol)
 
 
