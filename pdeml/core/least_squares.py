@@ -706,7 +706,6 @@ def _rank_deficient(gtg, tri, qr: bool):
 def _stats_from(problem: StructuredLeastSquares, w, obj, grad, gtg, tri, pde_sq, size,
                 iterations, converged, stagnated, qr: bool, gtol) -> SolveStats:
     dt = w.dtype
-    eps = jnp.finfo(dt).eps
     sv = _singular_values(gtg, tri, qr)
     cond = sv[0] / jnp.maximum(sv[-1], jnp.finfo(dt).tiny)
     measure, _ = stationarity_test(problem, w, obj, grad, gtg, gtol, size)
