@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Float
 
-from pdeml.core import StructuredLeastSquares
+from pdeml.core import StructuredLeastSquares, stop_gradient_arrays
 from pdeml.pde.base import PDEProblem
 
 
@@ -60,7 +60,7 @@ def linearised_start(problem: PDEProblem, lsq: StructuredLeastSquares, data, poi
     QR factorisation (no squaring of its condition number); ``delta = sqrt(eps) * max column
     norm`` keeps it defined when the linearised PDE and the rows do not determine every weight.
     """
-    lsq = jax.tree.map(lambda x: lax.stop_gradient(x) if isinstance(x, jax.Array) else x, lsq)
+    lsq = stop_gradient_arrays(lsq)
     dtype = lsq.features.dtype
     n = lsq.num_basis
     c = lax.stop_gradient(uniform_state(problem, lsq, data, row_mask))
@@ -82,7 +82,8 @@ def linearised_start(problem: PDEProblem, lsq: StructuredLeastSquares, data, poi
     delta = jnp.sqrt(jnp.finfo(dtype).eps)
     stacked = jnp.concatenate([stacked / scale[None, :], delta * jnp.eye(n, dtype=dtype)])
     rhs = jnp.concatenate([rhs, jnp.zeros((n,), dtype)])
-    q, r = jnp.linalg.qr(stacked)
-    v = jax.scipy.linalg.solve_triangular(r, q.T @ rhs, lower=False)
+    # One triangular factor of [A | b] (no explicit Q): its last column holds Q^T b.
+    tri = jnp.linalg.qr(jnp.concatenate([stacked, rhs[:, None]], axis=1), mode="r")
+    v = jax.scipy.linalg.solve_triangular(tri[:n, :n], tri[:n, n], lower=False)
     w0 = v / scale
     return jnp.where(jnp.all(jnp.isfinite(w0)), w0, jnp.zeros_like(w0))

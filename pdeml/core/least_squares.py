@@ -173,8 +173,8 @@ class StructuredLeastSquares(eqx.Module):
 
     def pde_residual_and_jacobian(self, w):
         """PDE residual (m,) and its Jacobian (m, N) from the pointwise structure."""
-        r, dphi, _ = self._pointwise_derivatives(w)
-        return r, self._combine_features(dphi)
+        r, jac, _ = self._pde_block(w)
+        return r, jac
 
     def _pde_block(self, w):
         """``(r, J, terms_sq)``: the residual, its Jacobian and ``sum_i t_i^2`` with
@@ -693,13 +693,11 @@ def _singular_values(gtg, tri, qr: bool):
     return jnp.sqrt(jnp.abs(jnp.linalg.eigvalsh(gtg)))[::-1]
 
 
-def _rank_deficient(gtg, tri, qr: bool):
-    """J numerically rank deficient: smallest singular value <= N eps (QR) or sqrt(N eps)
-    (from J^T J) times the largest."""
-    sv = _singular_values(gtg, tri, qr)
-    n = gtg.shape[0]
-    eps = jnp.finfo(gtg.dtype).eps
-    cutoff = n * eps if qr else (n * eps) ** 0.5
+def _rank_deficient(sv, qr: bool):
+    """J numerically rank deficient, from its singular values ``sv`` (largest first): the
+    smallest <= N eps (QR) or sqrt(N eps) (from J^T J) times the largest."""
+    eps = jnp.finfo(sv.dtype).eps
+    cutoff = sv.shape[0] * eps if qr else (sv.shape[0] * eps) ** 0.5
     return sv[-1] <= cutoff * sv[0]
 
 
@@ -721,7 +719,7 @@ def _stats_from(problem: StructuredLeastSquares, w, obj, grad, gtg, tri, pde_sq,
         stationarity=measure,
         converged=converged,
         condition_number=cond,
-        rank_deficient=_rank_deficient(gtg, tri, qr),
+        rank_deficient=_rank_deficient(sv, qr),
         result=result.astype(jnp.int32),
     )
 
