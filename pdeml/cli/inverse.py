@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 
+from pdeml.cli import CLIError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("inverse", help="inverse problems with learned priors (PnP)")
