@@ -284,3 +284,64 @@ def test_bad_options_raise_clear_errors():
     with pytest.raises(TypeError, match=r"tuple \(loss, metrics\)"):
         train(m, lambda mo, b, kk: loss_fn(mo, b, kk)[0], OPT, batch_fn, steps=1, key=k,
               progress=False)
+
+
+# ---- carried state (e.g. per-sample warm starts of an inner solver) ---------------------------
+
+
+def stateful_loss_fn(model, batch, key, state):
+    """The loss of :func:`loss_fn`; the state counts the updates and tracks the running mean of
+    the predictions (a stand-in for per-sample solver warm starts)."""
+    x, _ = batch
+    loss, metrics = loss_fn(model, batch, key)
+    pred = jax.vmap(model)(x)[:, 0]
+    new = {"count": state["count"] + 1, "mean": 0.9 * state["mean"] + 0.1 * jnp.mean(pred)}
+    return loss, {**metrics, "carried": state["mean"]}, new
+
+
+def initial_state():
+    return {"count": jnp.asarray(0, jnp.int32), "mean": jnp.asarray(0.0)}
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_carried_state_is_threaded_and_resumed_bitwise(tmp_path, scan):
+    key = jax.random.key(3)
+    full = train(make_model(), stateful_loss_fn, OPT, batch_fn, steps=30, key=key,
+                 progress=False, state=initial_state(), scan=scan, steps_per_call=5)
+    assert int(full.state["count"]) == 30
+    # the state is the exact recurrence of the logged metric
+    steps, carried = full.series("carried")
+    np.testing.assert_array_equal(steps, np.arange(30))
+    assert carried[0] == 0.0 and carried[1] != 0.0
+    run = tmp_path / "run"
+    with pytest.raises(Crash):
+        train(make_model(), stateful_loss_fn, OPT, batch_fn, steps=30, key=key, run_dir=run,
+              checkpoint_every=10, progress=False, callback=crash_at(15), state=initial_state(),
+              scan=scan, steps_per_call=5)
+    resumed = train(make_model(), stateful_loss_fn, OPT, batch_fn, steps=30, key=key,
+                    run_dir=run, checkpoint_every=10, progress=False, state=initial_state(),
+                    scan=scan, steps_per_call=5)
+    assert_bitwise_equal(full.model, resumed.model)
+    assert int(resumed.state["count"]) == 30
+    np.testing.assert_array_equal(np.asarray(resumed.state["mean"]), np.asarray(full.state["mean"]))
+    np.testing.assert_array_equal(resumed.series("carried")[1], carried)
+
+
+def test_carried_state_is_kept_on_a_non_finite_update():
+    def bad_loss(model, batch, key, state):
+        loss, metrics, new = stateful_loss_fn(model, batch, key, state)
+        return jnp.where(state["count"] >= 3, jnp.nan, loss), metrics, new
+
+    with pytest.raises(NonFiniteLossError) as err:
+        train(make_model(), bad_loss, OPT, batch_fn, steps=10, key=jax.random.key(0),
+              progress=False, state=initial_state())
+    assert err.value.step == 3
+
+
+def test_carried_state_contract_errors():
+    with pytest.raises(TypeError, match=r"\(loss, metrics, new_state\)"):
+        train(make_model(), lambda m, b, k, s: loss_fn(m, b, k), OPT, batch_fn, steps=1,
+              key=jax.random.key(0), progress=False, state=initial_state())
+    with pytest.raises(TypeError, match="structure of `state`"):
+        train(make_model(), lambda m, b, k, s: (*loss_fn(m, b, k), {"count": s["count"]}), OPT,
+              batch_fn, steps=1, key=jax.random.key(0), progress=False, state=initial_state())

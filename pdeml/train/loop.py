@@ -56,6 +56,7 @@ class TrainResult:
         history: metric records (dicts, see :mod:`pdeml.train.metrics`); with a ``run_dir`` all
             records of the run, including those written before a resume.
         run_dir: the run directory or ``None``.
+        state: the final carried state (see ``state=`` of :func:`train`), or ``None``.
     """
 
     model: Any
@@ -63,6 +64,7 @@ class TrainResult:
     step: int
     history: list[dict]
     run_dir: Path | None
+    state: Any = None
 
     def series(self, name: str = "loss", *, kind: str = "train") -> tuple[np.ndarray, np.ndarray]:
         """``(steps, values)`` of one logged scalar, e.g. ``result.series("loss")``."""
@@ -76,13 +78,17 @@ class TrainResult:
 _RESERVED = frozenset({"step", "kind", "loss", "wall_time"})
 
 
-def _check_loss_output(out):
-    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+def _check_loss_output(out, with_state: bool = False):
+    n = 3 if with_state else 2
+    if not (isinstance(out, tuple) and len(out) == n and isinstance(out[1], dict)):
+        expected = ("loss_fn(model, batch, key, state) must return a tuple (loss, metrics, "
+                    "new_state)" if with_state else
+                    "loss_fn(model, batch, key) must return a tuple (loss, metrics)")
         raise TypeError(
-            "loss_fn(model, batch, key) must return a tuple (loss, metrics) with metrics a dict "
-            f"of scalars (possibly empty), got {type(out).__name__}"
+            f"{expected} with metrics a dict of scalars (possibly empty), got "
+            f"{type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, tuple) else "")
         )
-    loss, metrics = out
+    loss, metrics = out[:2]
     if jnp.shape(loss) != ():
         raise ValueError(f"loss_fn must return a scalar loss, got shape {jnp.shape(loss)}")
     for name, v in metrics.items():
@@ -92,7 +98,7 @@ def _check_loss_output(out):
             raise ValueError(f"metric name {name!r} is reserved by the metrics log ({sorted(_RESERVED)})")
         if jnp.shape(v) != ():
             raise ValueError(f"metric {name!r} must be a scalar, got shape {jnp.shape(v)}")
-    return loss, metrics
+    return out
 
 
 def _tree_all_finite(tree):
@@ -107,14 +113,21 @@ def _select(pred, a, b):
 def _update(carry, step, static, stop, key, loss_fn, optimizer, batch_fn):
     """One optimiser update ``step`` (traced); skipped (masked) at ``step >= stop`` and after a
     non-finite one, so a chunk returns the last good state."""
-    params, opt_state, healthy = carry
+    params, opt_state, healthy, state = carry
     k_batch, k_loss = jax.random.split(jax.random.fold_in(key, step))
     batch = batch_fn(step, k_batch)
 
     def objective(p):
-        return _check_loss_output(loss_fn(eqx.combine(p, static), batch, k_loss))
+        m = eqx.combine(p, static)
+        if state is None:
+            loss, metrics = _check_loss_output(loss_fn(m, batch, k_loss))
+            return loss, (metrics, None)
+        loss, metrics, new = _check_loss_output(loss_fn(m, batch, k_loss, state), True)
+        if jax.tree_util.tree_structure(new) != jax.tree_util.tree_structure(state):
+            raise TypeError("loss_fn must return a new_state with the structure of `state`")
+        return loss, (metrics, jax.lax.stop_gradient(new))
 
-    (loss, metrics), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
+    (loss, (metrics, new_state)), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     new_params = eqx.apply_updates(params, updates)
     active = step < stop
@@ -122,36 +135,39 @@ def _update(carry, step, static, stop, key, loss_fn, optimizer, batch_fn):
     apply = active & healthy & finite
     params = _select(apply, new_params, params)
     opt_state = _select(apply, new_opt_state, opt_state)
+    state = _select(apply, new_state, state)
     healthy = healthy & (finite | ~active)
-    return (params, opt_state, healthy), (loss, metrics, finite)
+    return (params, opt_state, healthy, state), (loss, metrics, finite)
 
 
 @eqx.filter_jit
-def _scan_chunk(params, static, opt_state, start, stop, key, loss_fn, optimizer, batch_fn, n_steps):
+def _scan_chunk(params, static, opt_state, state, start, stop, key, loss_fn, optimizer, batch_fn,
+                n_steps):
     """``n_steps`` updates from ``start`` in one compiled ``lax.scan``."""
 
     def one(carry, i):
         return _update(carry, start + i, static, stop, key, loss_fn, optimizer, batch_fn)
 
-    (params, opt_state, _), out = jax.lax.scan(
-        one, (params, opt_state, jnp.array(True)), jnp.arange(n_steps, dtype=jnp.int32)
+    (params, opt_state, _, state), out = jax.lax.scan(
+        one, (params, opt_state, jnp.array(True), state), jnp.arange(n_steps, dtype=jnp.int32)
     )
-    return params, opt_state, *out
+    return params, opt_state, state, *out
 
 
 _update_jit = eqx.filter_jit(_update)
 
 
-def _stepped_chunk(params, static, opt_state, start, stop, key, loss_fn, optimizer, batch_fn, n_steps):
+def _stepped_chunk(params, static, opt_state, state, start, stop, key, loss_fn, optimizer,
+                   batch_fn, n_steps):
     """The same ``n_steps`` updates as :func:`_scan_chunk`, one compiled update per call
     (dispatched asynchronously, no host sync inside the chunk)."""
-    carry = (params, opt_state, jnp.array(True))
+    carry = (params, opt_state, jnp.array(True), state)
     outs = []
     for i in range(n_steps):
         carry, out = _update_jit(carry, start + i, static, stop, key, loss_fn, optimizer, batch_fn)
         outs.append(out)
     losses, metrics, finite = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
-    return carry[0], carry[1], losses, metrics, finite
+    return carry[0], carry[1], carry[3], losses, metrics, finite
 
 
 def _use_scan(scan):
@@ -163,6 +179,14 @@ def _use_scan(scan):
     if not isinstance(scan, bool):
         raise TypeError(f"scan must be True, False or None, got {scan!r}")
     return scan
+
+
+def _payload(model, opt_state, key, state) -> dict:
+    """The checkpointed tree (``state`` only when one is carried: older checkpoints load)."""
+    tree = {"model": model, "opt_state": opt_state, "key": _key_data(key)}
+    if state is not None:
+        tree["state"] = state
+    return tree
 
 
 def _key_data(key) -> np.ndarray:
@@ -204,6 +228,7 @@ def train(
     callback: Callable | None = None,
     metadata: dict | None = None,
     scan: bool | None = None,
+    state=None,
 ) -> TrainResult:
     """Train ``model`` with an optax optimiser; checkpoint, log and resume in ``run_dir``.
 
@@ -245,6 +270,12 @@ def train(
         scan: how a chunk of ``steps_per_call`` updates runs; ``None`` (default): ``lax.scan``
             on accelerators, one compiled call per update on CPU, where XLA runs a scan body
             several times slower (``benchmarks/train_loop.py``). Same updates either way.
+        state: an optional pytree of arrays carried from one update to the next outside the
+            gradient, e.g. each training sample's last solver solution used as the next warm
+            start. With it, ``loss_fn(model, batch, key, state) -> (loss, metrics, new_state)``
+            (``new_state`` with the structure of ``state``; it is not differentiated, and it
+            is kept unchanged by a skipped or non-finite update). It is part of every
+            checkpoint, so a resumed run continues with the same state.
 
     Returns:
         :class:`TrainResult` with the trained model, optimiser state and history.
@@ -284,6 +315,8 @@ def train(
 
     params, static = eqx.partition(model, filter_spec)
     opt_state = optimizer.init(params)
+    if state is not None:
+        state = jax.tree_util.tree_map(jnp.asarray, state)
     start, elapsed0 = 0, 0.0
     manager = metrics_log = None
     if run_dir is not None:
@@ -292,7 +325,7 @@ def train(
         metrics_log = MetricsWriter(run_dir / "metrics.jsonl")
         manager.remove_stale_temporaries()
         if manager.steps():
-            start, tree, meta = manager.restore({"model": model, "opt_state": opt_state, "key": _key_data(key)})
+            start, tree, meta = manager.restore(_payload(model, opt_state, key, state))
             if not np.array_equal(np.asarray(tree["key"]), _key_data(key)):
                 raise ValueError(
                     f"run_dir {str(run_dir)!r} was trained with a different `key`; resuming with "
@@ -302,7 +335,7 @@ def train(
                 raise ValueError(
                     f"run_dir {str(run_dir)!r} holds a checkpoint at step {start} > steps={steps}"
                 )
-            model, opt_state = tree["model"], tree["opt_state"]
+            model, opt_state, state = tree["model"], tree["opt_state"], tree.get("state")
             params, static = eqx.partition(model, filter_spec)
             elapsed0 = float(meta.get("elapsed_s", 0.0))
         metrics_log.truncate(start)
@@ -328,14 +361,14 @@ def train(
         if metrics_log is not None:
             metrics_log.write(rec)
 
-    def save(step, model, opt_state):
+    def save(step, model, opt_state, state):
         if manager is None:
             return
         metrics_log.sync()
         user = dict(metadata or {})
         manager.save(
             step,
-            {"model": model, "opt_state": opt_state, "key": _key_data(key)},
+            _payload(model, opt_state, key, state),
             metadata={"elapsed_s": elapsed(), "steps": steps, "steps_per_call": steps_per_call, "user": user},
         )
 
@@ -345,8 +378,8 @@ def train(
     with ProgressBar(steps, initial=start, desc="train", enabled=progress) as bar:
         while step < steps:
             n = min(steps_per_call, steps - step)
-            new_params, new_opt_state, losses, metrics, finite = run_chunk(
-                params, static, opt_state, jnp.asarray(step, dtype=jnp.int32), stop, key,
+            new_params, new_opt_state, new_state, losses, metrics, finite = run_chunk(
+                params, static, opt_state, state, jnp.asarray(step, dtype=jnp.int32), stop, key,
                 loss_fn, optimizer, batch_fn, steps_per_call if scanning else n,
             )
             losses = np.asarray(losses)[:n]
@@ -375,21 +408,22 @@ def train(
                     model=eqx.combine(new_params, static),
                     checkpoint=newest,
                 )
-            params, opt_state = new_params, new_opt_state
+            params, opt_state, state = new_params, new_opt_state, new_state
             step += n
             bar.update(n, loss=float(losses[-1]))
             if step % checkpoint_every == 0 or step == steps:
                 model = eqx.combine(params, static)
-                save(step, model, opt_state)
+                save(step, model, opt_state, state)
             if eval_fn is not None or callback is not None:
                 model = eqx.combine(params, static)
                 evaluate(step, model)
                 if callback is not None:
                     callback(step, model)
     if manager is not None and step == start and manager.latest_step() != step:
-        save(step, eqx.combine(params, static), opt_state)
+        save(step, eqx.combine(params, static), opt_state, state)
     if run_dir is not None:
         history = read_metrics(run_dir / "metrics.jsonl")
     return TrainResult(
-        model=eqx.combine(params, static), opt_state=opt_state, step=step, history=history, run_dir=run_dir
+        model=eqx.combine(params, static), opt_state=opt_state, step=step, history=history,
+        run_dir=run_dir, state=state,
     )
