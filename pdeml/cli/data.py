@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
-from pdeml.cli import CLIError
+from pdeml.cli import CLIError, add_json, add_precision
 
 
 def register(subparsers) -> None:
@@ -41,10 +42,11 @@ def register(subparsers) -> None:
                     help="BDF2 steps per output time interval (default 10)")
     ds.add_argument("--batch-size", type=int, default=32,
                     help="initial conditions solved per vmapped call (default 32)")
-    ds.add_argument("--float32", action="store_true",
-                    help="compute and store in float32 instead of float64")
+    add_precision(ds, "float64", "the reference solvers are validated to round-off in float64")
+    add_json(ds, "a summary (shape, range, file, checksum)")
     where = ds.add_mutually_exclusive_group()
-    where.add_argument("--out", type=Path, help="write to this .npz file")
+    where.add_argument("--out", type=Path,
+                       help="write to this .npz file, or into this existing directory")
     where.add_argument("--cache-dir", type=Path,
                        help="cache directory (default $PDEML_CACHE_DIR or ~/.cache/pdeml)")
     ds.set_defaults(func=run_diffusion_sorption)
@@ -78,10 +80,11 @@ def register(subparsers) -> None:
                     help="solver grid refinement in x and y relative to nx, ny (default 1)")
     ns.add_argument("--batch-size", type=int, default=8,
                     help="initial conditions solved per vmapped call (default 8)")
-    ns.add_argument("--float32", action="store_true",
-                    help="compute and store in float32 instead of float64")
+    add_precision(ns, "float64", "the reference solvers are validated to round-off in float64")
+    add_json(ns, "a summary (shape, range, file, checksum)")
     where = ns.add_mutually_exclusive_group()
-    where.add_argument("--out", type=Path, help="write to this .npz file")
+    where.add_argument("--out", type=Path,
+                       help="write to this .npz file, or into this existing directory")
     where.add_argument("--cache-dir", type=Path,
                        help="cache directory (default $PDEML_CACHE_DIR or ~/.cache/pdeml)")
     ns.set_defaults(func=run_navier_stokes)
@@ -102,12 +105,24 @@ def _check(args: argparse.Namespace, checks=None) -> None:
         if value < least:
             raise CLIError(f"{flag} must be an integer >= {least}, got {value}")
     if args.out is not None:
-        if args.out.suffix != ".npz":
-            raise CLIError(f"--out must name a .npz file, got {str(args.out)!r}")
         if args.out.is_dir():
-            raise CLIError(f"--out {str(args.out)!r} is a directory")
+            name = f"{args.problem.replace('-', '_')}_{args.samples}samples_seed{args.seed}.npz"
+            args.out = args.out / name
+        elif args.out.suffix != ".npz":
+            raise CLIError(f"--out must name a .npz file or an existing directory, got {str(args.out)!r}")
     if args.cache_dir is not None and args.cache_dir.exists() and not args.cache_dir.is_dir():
         raise CLIError(f"--cache-dir {str(args.cache_dir)!r} exists and is not a directory")
+
+
+def _print_json(result, elapsed: float) -> int:
+    import json
+
+    ds = result.dataset
+    print(json.dumps({"from_cache": bool(result.from_cache), "seconds": elapsed,
+                      "u0_shape": list(ds.u0.shape), "u_shape": list(ds.u.shape),
+                      "u_min": float(ds.u.min()), "u_max": float(ds.u.max()),
+                      "file": str(result.path), "sha256": result.checksum}, indent=2))
+    return 0
 
 
 def run_diffusion_sorption(args: argparse.Namespace) -> int:
@@ -128,7 +143,7 @@ def run_diffusion_sorption(args: argparse.Namespace) -> int:
         f"diffusion-sorption: {args.samples} samples, grid {args.nx} x {args.nt} "
         f"(solver: {(args.nx - 1) * args.x_refine + 1} nodes, {args.substeps} BDF2 steps per "
         f"output step), {jnp.dtype(dtype).name}, ic={args.ic}, seed={args.seed}",
-        flush=True,
+        flush=True, file=sys.stderr if args.json else sys.stdout,
     )
     start = time.perf_counter()
     try:
@@ -140,6 +155,8 @@ def run_diffusion_sorption(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from e
     elapsed = time.perf_counter() - start
     ds = result.dataset
+    if args.json:
+        return _print_json(result, elapsed)
     print(f"  {'loaded from cache' if result.from_cache else 'generated'} in {elapsed:.2f} s")
     if not result.from_cache:
         print(f"  solver wall time {ds.metadata['result']['wall_time_s']:.2f} s "
@@ -195,7 +212,7 @@ def run_navier_stokes(args: argparse.Namespace) -> int:
         f"T = {args.t_max}, nu = {args.viscosity}, forcing {args.forcing} (solver: "
         f"{args.nx * args.refine} x {args.ny * args.refine} modes, ~{steps} CN/Heun steps), "
         f"{jnp.dtype(dtype).name}, ic={args.ic}, seed={args.seed}",
-        flush=True,
+        flush=True, file=sys.stderr if args.json else sys.stdout,
     )
     start = time.perf_counter()
     try:
@@ -207,6 +224,8 @@ def run_navier_stokes(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from e
     elapsed = time.perf_counter() - start
     ds = result.dataset
+    if args.json:
+        return _print_json(result, elapsed)
     print(f"  {'loaded from cache' if result.from_cache else 'generated'} in {elapsed:.2f} s")
     if not result.from_cache:
         res = ds.metadata["result"]

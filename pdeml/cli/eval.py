@@ -1,40 +1,71 @@
 """``pdeml eval``: evaluate trained runs and plot their predictions.
 
-    pdeml eval runs/hc runs/sc --plot compare.png
+    pdeml eval runs/hc runs/sc --out compare/
 
 Loads the newest good checkpoint of each run directory, recomputes the test relative L2
-error against the reference data (from the cache), prints a table and optionally plots one
-test sample for every run.
+error against the reference data (from the cache), writes ``eval.json`` and
+``predictions.npz`` into each run directory, prints a table (or ``--json``) and, with
+``--out``, writes ``eval.json`` (all runs) and ``predictions.png`` (one test sample per run).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
-from pdeml.cli import CLIError
+from pdeml.cli import (
+    CLIError,
+    add_json,
+    add_precision,
+    add_seed,
+    nonnegative_int,
+    writable_dir,
+    write_text_atomic,
+)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate trained runs (test relative L2, plots)")
     p.add_argument("run_dirs", nargs="+", type=Path, help="run directories from `pdeml train`")
-    p.add_argument("--plot", type=Path, help="write a PNG comparing one test sample")
-    p.add_argument("--sample", type=int, default=0, help="test sample to plot (default 0)")
-    p.add_argument("--float32", action="store_true", help="evaluate in float32")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write eval.json (every run) and predictions.png (one test sample per "
+                   "run) into this directory")
+    p.add_argument("--plot", type=Path, help=argparse.SUPPRESS)  # deprecated: --out
+    p.add_argument("--sample", type=nonnegative_int, default=0, help="test sample to plot (default 0)")
+    add_seed(p, default=12345, what="the collocation points the hard-constraint layers sample")
+    add_json(p)
+    add_precision(p, "float64", "the dense Gauss-Newton solves square the condition number")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    if not args.float32:
-        import jax
+def _savez_atomic(path: Path, **arrays) -> None:
+    import os
+    import tempfile
 
-        jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
     import jax.numpy as jnp
     import numpy as np
 
     from pdeml.experiments import evaluate, load_data, load_run, plot_predictions
 
+    out = writable_dir(args.out) if args.out is not None else None
     rows = []
     for d in args.run_dirs:
         if not (d / "config.json").exists():
@@ -46,13 +77,24 @@ def run(args: argparse.Namespace) -> int:
         _, test_set = load_data(config)
         split = None if getattr(config, "t_train", None) is None else config.train_levels
         metrics, preds = evaluate(model, jnp.asarray(test_set.dataset.u0),
-                                  jnp.asarray(test_set.dataset.u), split_level=split)
+                                  jnp.asarray(test_set.dataset.u), split_level=split,
+                                  key=jax.random.key(args.seed))
         if not 0 <= args.sample < preds.shape[0]:
             raise CLIError(f"--sample must be in [0, {preds.shape[0] - 1}], got {args.sample}")
-        np.savez(d / "predictions.npz", pred=preds, ref=np.asarray(test_set.dataset.u),
-                 u0=np.asarray(test_set.dataset.u0))
-        (d / "eval.json").write_text(json.dumps({"step": step, "test": metrics}, indent=2))
+        _savez_atomic(d / "predictions.npz", pred=np.asarray(preds), ref=np.asarray(test_set.dataset.u),
+                      u0=np.asarray(test_set.dataset.u0))
+        write_text_atomic(d / "eval.json", json.dumps({"step": step, "test": metrics}, indent=2))
         rows.append((str(d), config.method, step, metrics))
+    summary = {str(n): {"method": m, "step": st, "test": met} for n, m, st, met in rows}
+    if out is not None:
+        write_text_atomic(out / "eval.json", json.dumps(summary, indent=2))
+    plots = [p for p in (args.plot, out / "predictions.png" if out is not None else None) if p]
+    for target in plots:
+        plot_predictions({f"{m} ({Path(n).name})": Path(n) for n, m, _, _ in rows}, target,
+                         sample=args.sample)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
     print(f"{'run':40s} {'method':6s} {'step':>6s} {'rel L2 mean':>12s} {'std':>8s}")
     for name, method, step, m in rows:
         extra = "".join(
@@ -61,8 +103,6 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"{name:40s} {method:6s} {step:6d} {100 * m['rel_l2_mean']:11.2f}% "
               f"{100 * m['rel_l2_std']:7.2f}%{extra}")
-    if args.plot:
-        out = plot_predictions({f"{m} ({Path(n).name})": Path(n) for n, m, _, _ in rows},
-                               args.plot, sample=args.sample)
-        print(f"plot: {out}")
+    for target in plots:
+        print(f"plot: {target}")
     return 0

@@ -16,9 +16,36 @@ the TV prox), ``lpn`` (PnP-ADMM with an LPN saved by ``pdeml prox train`` or
 
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
 
-from pdeml.cli import CLIError
+from pdeml.cli import (
+    CLIError,
+    add_json,
+    add_precision,
+    add_seed,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    save_figure_atomic,
+    writable_dir,
+    write_text_atomic,
+)
+
+
+# Defaults chosen by benchmarks/inverse.py on a validation image (benchmarks/results/inverse/
+# inverse.json): rho as a factor of ||A^T A|| per (task, method), and the TV weight per task.
+RHO_FACTOR = {
+    "deblur": {"tv": 1.0, "lpn": 1.02, "lpn-map": 0.5, "bm3d": 1.0},
+    "ct": {"tv": 0.2, "lpn": 1.02, "lpn-map": 0.05, "bm3d": 1.0},
+    "cs": {"tv": 0.2, "lpn": 1.02, "lpn-map": 0.05, "bm3d": 1.0},
+    "pde": {"tv": 1.0, "lpn": 1.02, "lpn-map": 0.5, "bm3d": 1.0},
+}
+TV_LAM = {"deblur": 0.003, "ct": 0.001, "cs": 0.03, "pde": 0.001}
+TIKHONOV_LAM = 1e-3
+ITERS = {"lpn-map": 300}  # L-BFGS iterations; PnP-ADMM: 150
+DEFAULT_ITERS = 150
 
 
 def register(subparsers) -> None:
@@ -27,43 +54,64 @@ def register(subparsers) -> None:
     sub.required = True
 
     def common(q):
-        q.add_argument("--method", choices=["tv", "lpn", "lpn-map", "bm3d", "tikhonov"], default="tv")
-        q.add_argument("--model-dir", default=None, help="saved LPN (for --method lpn / lpn-map)")
-        q.add_argument("--lam", type=float, default=0.01,
-                       help="TV weight x rho (tv) or Tikhonov weight (tikhonov)")
+        q.add_argument("--method", choices=["tv", "lpn", "lpn-map", "bm3d", "tikhonov"], default="tv",
+                       help="tv: PnP-ADMM with the TV prox; lpn: PnP-ADMM with a saved LPN; lpn-map: "
+                       "the LPN's MAP problem (any rho); bm3d (extra 'bm3d'); tikhonov (CG) "
+                       "(default tv)")
+        q.add_argument("--model-dir", default=None,
+                       help="saved LPN for --method lpn / lpn-map (from `pdeml prox train` or "
+                       "benchmarks/inverse.py)")
+        q.add_argument("--lam", type=positive_float, default=None,
+                       help="TV weight (tv; default: the benchmark's choice for the task) or "
+                       f"Tikhonov weight (tikhonov; default {TIKHONOV_LAM:g})")
         q.add_argument("--regularizer", choices=["identity", "gradient"], default="gradient",
-                       help="Tikhonov regulariser")
-        q.add_argument("--bm3d-sigma", type=float, default=0.02)
-        q.add_argument("--rho-factor", type=float, default=1.5, help="rho / ||A^T A||")
+                       help="Tikhonov regulariser (default gradient)")
+        q.add_argument("--bm3d-sigma", type=positive_float, default=0.02,
+                       help="BM3D noise level (default 0.02)")
+        q.add_argument("--rho-factor", type=positive_float, default=None,
+                       help="rho / ||A^T A|| (default: the benchmark's choice for the task and "
+                       "method, e.g. ct: tv 0.2, lpn 1.02, lpn-map 0.05)")
         q.add_argument("--no-guarantee", action="store_true",
                        help="allow an LPN with rho <= ||A^T A|| (no convergence guarantee)")
-        q.add_argument("--iters", type=int, default=100)
-        q.add_argument("--size", type=int, default=64, help="image side (pixels)")
-        q.add_argument("--noise", type=float, default=None)
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--json", action="store_true")
-        q.add_argument("--png", default=None, help="save truth | measurement | estimate here")
+        q.add_argument("--iters", type=positive_int, default=None,
+                       help=f"iteration cap (default {DEFAULT_ITERS}; 300 for lpn-map)")
+        q.add_argument("--size", type=positive_int, default=64, help="image side in pixels, >= 16 (default 64)")
+        q.add_argument("--noise", type=nonnegative_float, default=None,
+                       help="measurement noise std (default 0.02 deblur, 0.01 otherwise)")
+        add_seed(q, what="the measurement noise (and the cs operator)")
+        add_json(q)
+        q.add_argument("--out", type=Path, default=None,
+                       help="write result.json and reconstruction.png (truth | A^T y | "
+                       "estimate) into this directory")
+        q.add_argument("--png", default=None, help=argparse.SUPPRESS)  # deprecated: --out
+        add_precision(q, "float32", "the shipped priors are float32")
         q.set_defaults(func=run)
 
     d = sub.add_parser("deblur", help="Gaussian deblurring (periodic boundary)")
-    d.add_argument("--sigma-blur", type=float, default=1.0)
+    d.add_argument("--sigma-blur", type=positive_float, default=1.0, help="blur width in pixels (default 1)")
     common(d)
     c = sub.add_parser("ct", help="sparse-view parallel-beam CT of a Shepp-Logan phantom")
-    c.add_argument("--angles", type=int, default=24)
+    c.add_argument("--angles", type=positive_int, default=24, help="projection angles (default 24)")
     common(c)
     s = sub.add_parser("cs", help="compressed sensing (random-sign circulant)")
-    s.add_argument("--ratio", type=float, default=0.25)
+    s.add_argument("--ratio", type=_ratio, default=0.25, help="measurements / pixels in (0, 1] (default 0.25)")
     common(s)
     h = sub.add_parser("pde", help="heat-equation initial condition from later observations")
-    h.add_argument("--time", type=float, default=None, help="T (default: kernel width 1.5 px)")
-    h.add_argument("--stride", type=int, default=2)
+    h.add_argument("--time", type=positive_float, default=None, help="T (default: kernel width 1.5 px)")
+    h.add_argument("--stride", type=positive_int, default=2, help="observe every STRIDE-th pixel (default 2)")
     common(h)
+
+
+def _ratio(text):
+    v = positive_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
+    return v
 
 
 def _image(task, size):
     import numpy as np
 
-    from pdeml.cli import CLIError
     from pdeml.inverse import shepp_logan
 
     if task == "ct":
@@ -90,7 +138,6 @@ def run(args) -> int:
     import jax
     import jax.numpy as jnp
 
-    from pdeml.cli import CLIError
     from pdeml.inverse import (
         CompressedSensing,
         GaussianBlur,
@@ -109,10 +156,11 @@ def run(args) -> int:
     task = args.inverse_command
     if args.size < 16:
         raise CLIError("--size must be >= 16")
-    if args.iters < 1:
-        raise CLIError("--iters must be >= 1")
-    if not args.rho_factor > 0:
-        raise CLIError("--rho-factor must be > 0")
+    if args.method in ("lpn", "lpn-map") and args.model_dir is None:
+        raise CLIError(f"--method {args.method} needs --model-dir (a saved LPN)")
+    out = writable_dir(args.out) if args.out is not None else None
+    iters = args.iters or ITERS.get(args.method, DEFAULT_ITERS)
+    rho_factor = args.rho_factor or RHO_FACTOR[task].get(args.method, 1.0)
     dtype = jnp.zeros(()).dtype
     x = jnp.asarray(_image(task, args.size), dtype)[None]
     shape = x.shape[1:]
@@ -129,27 +177,26 @@ def run(args) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from err
     noise = noise if args.noise is None else args.noise
-    if noise < 0:
-        raise CLIError("--noise must be >= 0")
     y = measure(op, x, noise, key=jax.random.key(args.seed + 1))
     norm = float(op.normest())
-    rho = args.rho_factor * norm
-    info = {"task": task, "method": args.method, "noise": noise, "norm_AtA": norm}
+    rho = rho_factor * norm
+    info = {"task": task, "method": args.method, "noise": noise, "norm_AtA": norm,
+            "rho_factor": rho_factor, "iters": iters}
     if args.method == "tikhonov":
-        if not args.lam > 0:
-            raise CLIError("--lam must be > 0")
-        est = tikhonov(op, y, args.lam, regularizer=args.regularizer)
+        lam = TIKHONOV_LAM if args.lam is None else args.lam
+        est = tikhonov(op, y, lam, regularizer=args.regularizer)
+        info.update(lam=lam)
     elif args.method == "lpn-map":
         prox = _lpn_from(args, dtype)
-        res = lpn_map(op, prox, y, rho, max_iter=args.iters, tol=1e-5)
+        res = lpn_map(op, prox, y, rho, max_iter=iters, tol=1e-5)
         est = res.x
         info.update(rho=rho, iterations=int(res.iterations), converged=bool(res.converged),
                     convergence_conditions="any rho > 0 (line search on the objective)")
     else:
         if args.method == "tv":
-            if not args.lam > 0:
-                raise CLIError("--lam must be > 0")
-            prox = TotalVariationProx(args.lam / rho, ndim=2, gap_tol=1e-7, max_iter=200)
+            lam = TV_LAM[task] if args.lam is None else args.lam
+            prox = TotalVariationProx(lam / rho, ndim=2, gap_tol=1e-7, max_iter=200)
+            info.update(lam=lam)
         elif args.method == "bm3d":
             from pdeml.inverse import BM3DDenoiser
 
@@ -164,14 +211,17 @@ def run(args) -> int:
             if not cond.holds and not args.no_guarantee:
                 raise CLIError(f"convergence conditions violated: {cond.explain()} "
                                "(use --rho-factor > 1 or --no-guarantee)")
-        res = pnp_admm(op, prox, y, rho, max_iter=args.iters, tol=1e-5)
+        res = pnp_admm(op, prox, y, rho, max_iter=iters, tol=1e-5)
         est = res.x
         info.update(rho=rho, iterations=int(res.iterations), converged=bool(res.converged))
     info["psnr"] = float(psnr(est, x)[0, 0])
     info["ssim"] = float(ssim(est, x)[0, 0])
-    if args.png:
-        _save_png(args.png, x, op.adjoint(y), est)
-        info["png"] = args.png
+    if args.png:  # deprecated spelling of --out: one PNG at this path
+        info["png"] = str(_save_png(Path(args.png), x, op.adjoint(y), est))
+    if out is not None:
+        info["png"] = str(_save_png(out / "reconstruction.png", x, op.adjoint(y), est))
+        info["json"] = str(out / "result.json")
+        write_text_atomic(out / "result.json", json.dumps(info, indent=2))
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -202,7 +252,9 @@ def _save_png(path, x, aty, est):
         a.set_title(t)
         a.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure_atomic(fig, path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def _load_prior(model_dir):

@@ -1,14 +1,15 @@
 """``pdeml train``: train a model on a PDE problem (soft, hard or mixture-of-experts constraint).
 
-    pdeml train diffusion-sorption --method hard --steps 300 --run-dir runs/hc
-    pdeml train diffusion-sorption --method soft --steps 300 --run-dir runs/sc
+    pdeml train diffusion-sorption --method hard --steps 300 --out runs/hc
+    pdeml train diffusion-sorption --method soft --steps 300 --out runs/sc
     pdeml train diffusion-sorption --method moe --experts 1x2 --overlap 0.9 \
-        --boundary-rows touching --run-dir runs/moe      # the measured best (docs/constraints.md)
+        --boundary-rows touching --out runs/moe      # the measured best (docs/constraints.md)
     pdeml train navier-stokes --method hard --steps 200 --run-dir runs/ns_hc
 
 Runs are resumable: start the same command again after an interruption and it continues from
-the newest checkpoint in ``--run-dir``. Training runs in float64 unless ``--float32`` is given
-(the dense Gauss-Newton solves square the condition number of the basis).
+the newest checkpoint in ``--out`` (``--run-dir`` is the older spelling). Training runs in
+float64 unless ``--float32`` is given (the dense Gauss-Newton solves square the condition
+number of the basis).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from pdeml.cli import CLIError
+from pdeml.cli import CLIError, add_json, add_precision, writable_dir
 
 
 def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,13 +97,6 @@ def config_from_args(args: argparse.Namespace):
         raise CLIError(str(e)) from None
 
 
-def enable_precision(args: argparse.Namespace) -> None:
-    if not getattr(args, "float32", False):
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model")
     problems = p.add_subparsers(dest="problem", metavar="PROBLEM")
@@ -116,10 +110,12 @@ def register(subparsers) -> None:
         "relative L2 error against our reference solver and writes results.json.",
     )
     add_experiment_arguments(ds)
-    ds.add_argument("--run-dir", type=Path, required=True,
-                    help="directory for checkpoints, metrics.jsonl and results.json")
-    ds.add_argument("--float32", action="store_true", help="train in float32 (default float64)")
+    ds.add_argument("--out", "--run-dir", dest="run_dir", type=Path, required=True,
+                    help="run directory for checkpoints, metrics.jsonl and results.json "
+                    "(--run-dir is the older spelling)")
     ds.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json(ds, "results.json")
+    add_precision(ds, "float64", "the dense Gauss-Newton solves square the condition number")
     ds.set_defaults(func=run)
 
     from pdeml.experiments.navier_stokes import add_train_parser as add_navier_stokes
@@ -129,13 +125,16 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    enable_precision(args)
+    writable_dir(args.run_dir, "--out")
     from pdeml.experiments import run_experiment
 
     try:
         results = run_experiment(config, args.run_dir, progress=not args.no_progress)
     except ValueError as e:
         raise CLIError(str(e)) from None
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
     t = results["test"]
     line = (f"{config.method}: test relative L2 = {100 * t['rel_l2_mean']:.2f}% "
             f"+/- {100 * t['rel_l2_std']:.2f}% over {len(t['rel_l2_per_sample'])} test ICs")

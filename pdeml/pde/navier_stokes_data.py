@@ -137,10 +137,10 @@ def generate_navier_stokes_dataset(
     outs, cfls, finite = [], [], []
     steps = 0
     batches = range(n_batches)
-    if progress:
-        from tqdm.auto import tqdm
+    if progress:  # the shared progress bar: tqdm on a terminal, plain log lines otherwise
+        from pdeml.train.progress import progress_iter
 
-        batches = tqdm(batches, desc="solving", unit="batch")
+        batches = progress_iter(batches, n_batches, desc="solving")
     for b in batches:
         sol = _solve_batch(solver, problem, padded[b * batch:(b + 1) * batch])
         outs.append(np.asarray(sol.w))

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-__all__ = ["ProgressBar", "format_scalars"]
+__all__ = ["ProgressBar", "format_scalars", "progress_iter"]
 
 
 def format_scalars(scalars: Mapping[str, float]) -> str:
@@ -153,3 +153,21 @@ class ProgressBar:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def progress_iter(iterable, total: int, *, desc: str = "", **bar_options):
+    """Yield from ``iterable`` while a :class:`ProgressBar` over ``total`` items advances (a bar
+    on a terminal, plain lines otherwise); the bar closes when the loop ends or breaks.
+
+    Example:
+        >>> import io
+        >>> s = io.StringIO()
+        >>> list(progress_iter(range(3), 3, desc="solve", stream=s, tty=False, log_interval_s=0.0))
+        [0, 1, 2]
+        >>> "step 3/3 (100%)" in s.getvalue()
+        True
+    """
+    with ProgressBar(total, desc=desc, **bar_options) as bar:
+        for item in iterable:
+            yield item
+            bar.update(1)
