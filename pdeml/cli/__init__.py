@@ -237,7 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(message: str) -> str:
-    return "; ".join(line.strip() for line in str(message).strip().splitlines() if line.strip())
+    out = ""
+    for line in (v.strip() for v in str(message).strip().splitlines()):
+        if line:
+            out += ("" if not out else " " if out.endswith(":") else "; ") + line
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
