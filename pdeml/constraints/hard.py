@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from pdeml.constraints.sampling import sample_points
-from pdeml.constraints.start import linearised_start
+from pdeml.constraints.start import choose_start, linearised_start
 from pdeml.core import (
     BACKENDS,
     ImplicitAdjoint,
@@ -124,6 +124,7 @@ class HardConstraint(eqx.Module):
         key=None,
         points: Int[Array, "m ndim"] | None = None,
         w0: Float[Array, " n"] | None = None,
+        use_w0=None,
     ) -> tuple[Float[Array, "*grid"], ConstraintInfo]:
         """Solve for w and return ``(u = basis @ w, info)``.
 
@@ -136,6 +137,9 @@ class HardConstraint(eqx.Module):
                 under ``jit``).
             w0: ``(N,)`` initial weights (e.g. the previous training step's solution);
                 default :func:`~pdeml.constraints.start.linearised_start`.
+            use_w0: optional boolean scalar (traceable) that selects ``w0`` where true and the
+                default start where false, e.g. a training sample whose carried solution does
+                not exist yet; needs ``w0``.
         """
         grid = tuple(self.problem.grid_shape)
         if jnp.ndim(basis) != len(grid) + 1 or tuple(jnp.shape(basis)[:-1]) != grid:
@@ -153,11 +157,10 @@ class HardConstraint(eqx.Module):
             # NumPy or JAX; out-of-grid indices would be clipped silently by the gathers.
             points = check_grid_indices("points", points, grid)
         lsq = self.least_squares_problem(basis, data, points)
-        if w0 is None:
-            w0 = linearised_start(self.problem, lsq, data, points)
-        elif jnp.shape(w0) != (jnp.shape(basis)[-1],):
+        if w0 is not None and jnp.shape(w0) != (jnp.shape(basis)[-1],):
             raise ValueError(f"w0 must have shape (N,) = ({jnp.shape(basis)[-1]},), got "
                              f"{jnp.shape(w0)}")
+        w0 = choose_start(w0, use_w0, lambda: linearised_start(self.problem, lsq, data, points))
         sol = solve_least_squares(
             lsq, w0, solver=self.solver, adjoint=self.adjoint, backend=self.backend,
             throw=self.throw,

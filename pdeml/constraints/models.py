@@ -74,8 +74,47 @@ class HardConstrainedModel(eqx.Module):
     def basis(self, data) -> Float[Array, "*grid n"]:
         return self.net(network_input(self.problem, data))
 
-    def __call__(self, data, *, key=None) -> tuple[Float[Array, "*grid"], ConstraintInfo]:
-        return self.layer(self.basis(data), data, key=key)
+    def __call__(self, data, *, key=None, w0=None, use_w0=None
+                 ) -> tuple[Float[Array, "*grid"], ConstraintInfo]:
+        if w0 is None and use_w0 is None:
+            return self.layer(self.basis(data), data, key=key)
+        return self.layer(self.basis(data), data, key=key, w0=w0, use_w0=use_w0)
+
+
+def carried_starts(model, data, num_samples: int) -> dict:
+    """The initial training state for carried starts: ``{"w": zeros, "seen": False}`` for
+    ``num_samples`` training samples, ``w`` shaped like one solve's ``info.w`` (``(N,)``, or
+    ``(K, N)`` for a mixture of experts); ``data`` is one problem instance."""
+    out = jax.eval_shape(lambda d: model(d, key=jax.random.key(0))[1].w, data)
+    return {"w": jnp.zeros((num_samples, *out.shape), out.dtype),
+            "seen": jnp.zeros((num_samples,), bool)}
+
+
+def carried_physics_loss(model, batch, key, state, *, constraint_weight: float = 1.0):
+    """:func:`batch_physics_loss` with carried starts, for ``pdeml.train.train(state=...)``.
+
+    ``batch = (idx, data_batch)`` (``idx`` the training-set indices of the batch); each solve
+    starts from that sample's solution the last time it was in a batch (``state["w"][idx]``),
+    or from the layer's own start on its first visit. Returns ``(loss, metrics, new_state)``;
+    the metrics add ``carried`` (the fraction of the batch that started from a carried w).
+    """
+    idx, data_batch = batch
+    w0, seen = state["w"][idx], state["seen"][idx]
+    keys = jax.random.split(key, idx.shape[0])
+
+    def one(data, k, w, use):
+        u, info = model(data, key=k, w0=w, use_w0=use)
+        loss, parts = physics_loss(model.problem, u, data, constraint_weight=constraint_weight)
+        parts["converged"] = jnp.mean(info.stats.converged.astype(u.dtype))
+        parts["lm_iterations"] = jnp.mean(info.stats.iterations.astype(u.dtype))
+        return loss, parts, info.w
+
+    losses, parts, w = jax.vmap(one)(data_batch, keys, w0, seen)
+    parts = jax.tree.map(jnp.mean, parts)
+    parts["carried"] = jnp.mean(seen.astype(losses.dtype))
+    new = {"w": state["w"].at[idx].set(w.astype(state["w"].dtype)),
+           "seen": state["seen"].at[idx].set(True)}
+    return jnp.mean(losses), parts, new
 
 
 def batch_physics_loss(model, data_batch, key, *, constraint_weight: float = 1.0):

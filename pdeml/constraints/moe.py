@@ -32,7 +32,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from pdeml.constraints.partition import Partition
 from pdeml.constraints.sampling import uniform_subset
-from pdeml.constraints.start import linearised_start
+from pdeml.constraints.start import choose_start, linearised_start
 from pdeml.core import (
     BACKENDS,
     ImplicitAdjoint,
@@ -246,12 +246,13 @@ class MoEHardConstraint(eqx.Module):
             basis, points, self.problem.features_at, self.problem.pointwise, aux, rows, targets,
             self.ridge)
 
-    def solve_expert(self, basis, data, points, row_mask, w0=None, *, throw: bool | None = None):
+    def solve_expert(self, basis, data, points, row_mask, w0=None, use_w0=None, *,
+                     throw: bool | None = None):
         """Solve one expert: ``(w (N,), stats)``. The same steps as :class:`HardConstraint`."""
         points = jnp.asarray(points)
         lsq = self.least_squares_problem(basis, data, points, row_mask)
-        if w0 is None:
-            w0 = linearised_start(self.problem, lsq, data, points, row_mask)
+        w0 = choose_start(w0, use_w0,
+                          lambda: linearised_start(self.problem, lsq, data, points, row_mask))
         sol = solve_least_squares(
             lsq, w0, solver=self.solver, adjoint=self.adjoint, backend=self.backend,
             throw=self.throw if throw is None else throw,
@@ -286,6 +287,7 @@ class MoEHardConstraint(eqx.Module):
         key=None,
         points: Int[Array, "k m ndim"] | None = None,
         w0: Float[Array, "k n"] | None = None,
+        use_w0=None,
     ) -> tuple[Float[Array, "*grid"], MoEConstraintInfo]:
         """Solve every expert and return ``(u, info)``.
 
@@ -298,6 +300,8 @@ class MoEHardConstraint(eqx.Module):
                 under ``jit``).
             w0: ``(K, N)`` initial weights of the experts (default: each expert's
                 :func:`~pdeml.constraints.start.linearised_start`).
+            use_w0: optional boolean scalar: ``w0`` where true, the default starts where false
+                (as in :class:`HardConstraint`).
         """
         self.check_inputs(basis, points)
         basis = error_if_nonfinite("basis", basis)
@@ -310,8 +314,11 @@ class MoEHardConstraint(eqx.Module):
         if w0 is not None and jnp.shape(w0) != (self.num_experts, jnp.shape(basis)[-1]):
             raise ValueError(f"w0 must have shape (K, N) = ({self.num_experts}, "
                              f"{jnp.shape(basis)[-1]}), got {jnp.shape(w0)}")
-        w, stats = jax.vmap(self.solve_expert, in_axes=(None, None, 0, 0, None if w0 is None else 0))(
-            basis, data, points, masks, w0
+        if use_w0 is not None and w0 is None:
+            raise ValueError("use_w0 needs w0")
+        w, stats = jax.vmap(self.solve_expert,
+                            in_axes=(None, None, 0, 0, None if w0 is None else 0, None))(
+            basis, data, points, masks, w0, use_w0
         )
         return self.blend(basis, w), MoEConstraintInfo(w=w, stats=stats, points=points,
                                                         row_mask=masks)

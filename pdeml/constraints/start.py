@@ -87,3 +87,17 @@ def linearised_start(problem: PDEProblem, lsq: StructuredLeastSquares, data, poi
     v = jax.scipy.linalg.solve_triangular(tri[:n, :n], tri[:n, n], lower=False)
     w0 = v / scale
     return jnp.where(jnp.all(jnp.isfinite(w0)), w0, jnp.zeros_like(w0))
+
+
+def choose_start(w0, use_w0, own_start):
+    """The start of a solve: ``own_start()`` without ``w0``; ``w0`` without ``use_w0``; else
+    ``where(use_w0, w0, own_start())`` (both computed, no branch under ``vmap``)."""
+    if w0 is None:
+        if use_w0 is not None:
+            raise ValueError("use_w0 needs w0")
+        return own_start()
+    if use_w0 is None:
+        return w0
+    if jnp.shape(use_w0) != ():
+        raise ValueError(f"use_w0 must be a boolean scalar, got shape {jnp.shape(use_w0)}")
+    return jnp.where(use_w0, w0, jax.lax.stop_gradient(own_start()).astype(w0.dtype))

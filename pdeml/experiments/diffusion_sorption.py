@@ -22,14 +22,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pdeml.experiments.common import make_optimizer, restore_run
+from pdeml.experiments.common import (
+    check_carry_start,
+    initial_state,
+    make_optimizer,
+    restore_run,
+    training_functions,
+)
 from pdeml.constraints import (
     HardConstrainedModel,
     HardConstraint,
     MoEHardConstraint,
     Partition,
     SoftConstrainedModel,
-    batch_physics_loss,
     relative_l2,
 )
 from pdeml.core import LevenbergMarquardt
@@ -142,10 +147,12 @@ class ExperimentConfig:
     boundary_rows: str = "all"
     points_mode: str = "total"
     t_train: float | None = None
+    carry_start: bool = False  # see NSConfig.carry_start
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHODS)}")
+        check_carry_start(self.carry_start, self.method)
         # JSON gives a list back: store the normalised tuple so configs compare equal.
         object.__setattr__(self, "experts", parse_experts(self.experts))
         for name, choices in (("assignment", ASSIGNMENTS), ("boundary_rows", BOUNDARY_ROWS),
@@ -271,7 +278,8 @@ def config_dict(config: ExperimentConfig) -> dict:
 
 def load_run(run_dir):
     """``(config, model, step)`` of the newest good checkpoint in ``run_dir``."""
-    return restore_run(run_dir, ExperimentConfig, build_model)
+    return restore_run(run_dir, ExperimentConfig, build_model,
+                       lambda c: jnp.zeros((c.nx,)))
 
 
 def evaluate(model, u0s, us, *, key=None, batch: int = 4, split_level: int | None = None) -> dict:
@@ -353,18 +361,14 @@ def run_experiment(config: ExperimentConfig, run_dir, *, progress: bool = True) 
     model = build_model(config, jax.random.fold_in(key, 0))
     optimizer = make_optimizer(config)
 
-    def batch_fn(step, k):
-        idx = jax.random.choice(k, u0_train.shape[0], (config.batch_size,), replace=False)
-        return u0_train[idx]
-
-    def loss_fn(m, batch, k):
-        return batch_physics_loss(m, batch, k, constraint_weight=config.constraint_weight)
+    batch_fn, loss_fn = training_functions(u0_train, config)
+    state = initial_state(config, model, u0_train[0], u0_train.shape[0])
 
     t1 = time.perf_counter()
     result = train(model, loss_fn, optimizer, batch_fn, steps=config.steps,
                    key=jax.random.fold_in(key, 1), run_dir=run_dir,
                    checkpoint_every=max(1, min(100, config.steps)), log_every=10,
-                   progress=progress, metadata={"config": cfg})
+                   progress=progress, metadata={"config": cfg}, state=state)
     t_train = time.perf_counter() - t1
     t2 = time.perf_counter()
     metrics, preds = evaluate(result.model, jnp.asarray(test_set.dataset.u0),

@@ -49,14 +49,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pdeml.experiments.common import make_optimizer, restore_run
+from pdeml.experiments.common import (
+    check_carry_start,
+    initial_state,
+    make_optimizer,
+    restore_run,
+    training_functions,
+)
 from pdeml.constraints import (
     HardConstrainedModel,
     HardConstraint,
     MoEHardConstraint,
     Partition,
     SoftConstrainedModel,
-    batch_physics_loss,
     relative_l2,
 )
 from pdeml.core import LevenbergMarquardt
@@ -207,6 +212,9 @@ class NSConfig:
         output: ``"direct"`` (the FNO's channels are w, or the N basis functions) or
             ``"increment"`` (:class:`IncrementOutput`: soft ``w = w0 + (t / T) g``; hard and
             moe the basis ``(w0, (t / T) g_1, ..., (t / T) g_{N-1})``), for every method alike.
+        carry_start: start each training sample's solve from its solution the last time it
+            was in a batch (a carried state, checkpointed) instead of the layer's linearised
+            start (``hard`` and ``moe`` only).
 
     Example:
         >>> cfg = NSConfig(method="moe", experts="1x2x2", steps=10)
@@ -247,10 +255,12 @@ class NSConfig:
     points_mode: str = "per_expert"
     tendency_input: bool = False
     output: str = "direct"
+    carry_start: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHODS)}")
+        check_carry_start(self.carry_start, self.method)
         # config.json gives lists back: store the normalised tuple so configs compare equal.
         object.__setattr__(self, "experts", parse_experts(self.experts))
         for name, choices in (("assignment", ASSIGNMENTS), ("boundary_rows", BOUNDARY_ROWS),
@@ -485,7 +495,8 @@ def model_at_resolution(model, config: NSConfig, refine: int):
 
 def load_run(run_dir):
     """``(config, model, step)`` of the newest good checkpoint in ``run_dir``."""
-    return restore_run(run_dir, NSConfig, build_model)
+    return restore_run(run_dir, NSConfig, build_model,
+                       lambda c: jnp.zeros((c.nx, c.ny)))
 
 
 # ---- evaluation ------------------------------------------------------------------------------
@@ -603,14 +614,8 @@ def _training_functions(config: NSConfig, checksum: str, u0_train):
         if len(_TRAINING_FUNCTIONS) >= 4:  # bounded: each entry holds a training set
             _TRAINING_FUNCTIONS.pop(next(iter(_TRAINING_FUNCTIONS)))
 
-        def batch_fn(step, k):
-            idx = jax.random.choice(k, u0_train.shape[0], (config.batch_size,), replace=False)
-            return u0_train[idx]
-
-        def loss_fn(m, batch, k):
-            return batch_physics_loss(m, batch, k, constraint_weight=config.constraint_weight)
-
-        _TRAINING_FUNCTIONS[cache_key] = (make_optimizer(config), batch_fn, loss_fn)
+        _TRAINING_FUNCTIONS[cache_key] = (make_optimizer(config),
+                                          *training_functions(u0_train, config))
     return _TRAINING_FUNCTIONS[cache_key]
 
 
@@ -633,7 +638,8 @@ def run_experiment(config: NSConfig, run_dir, *, progress: bool = True) -> dict:
     cfg_path = run_dir / "config.json"
     cfg = config_dict(config)
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+        # Runs written before a field existed hold its default.
+        old = {**config_dict(NSConfig(method=config.method)), **json.loads(cfg_path.read_text())}
         if old != cfg:
             diff = {k: (old.get(k), v) for k, v in cfg.items() if old.get(k) != v}
             raise ValueError(
@@ -657,7 +663,8 @@ def run_experiment(config: NSConfig, run_dir, *, progress: bool = True) -> dict:
     result = train(model, loss_fn, optimizer, batch_fn, steps=config.steps,
                    key=jax.random.fold_in(key, 1), run_dir=run_dir,
                    checkpoint_every=max(1, min(config.checkpoint_every, config.steps)),
-                   log_every=10, progress=progress, metadata={"config": cfg})
+                   log_every=10, progress=progress, metadata={"config": cfg},
+                   state=initial_state(config, model, u0_train[0], u0_train.shape[0]))
     t_train = time.perf_counter() - t1
 
     t2 = time.perf_counter()
