@@ -73,6 +73,23 @@ def _tiny_prox(tmp_path, *extra):
             "--no-progress", *extra]
 
 
+@pytest.mark.parametrize("command", [["prox", "eval"], ["inverse", "ct", "--method", "lpn-map"]])
+def test_damaged_saved_model(command, tmp_path, capsys):
+    """A config.json that is not JSON, and a model.eqx that does not hold the parameters its
+    config.json describes, are reported in one line naming --model-dir."""
+    cfg = {"model": {"kind": "dense", "in_size": 1, "hidden": [4], "alpha": 0.1}, "data": "laplace"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "model.eqx").write_bytes(b"junk")
+    assert main([*command, "--model-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--model-dir {str(tmp_path)!r}: model.eqx is damaged" in err[0], err
+    if command[0] == "prox":
+        (tmp_path / "config.json").write_text("{")
+        assert main([*command, "--model-dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "config.json is not valid JSON" in err[0], err
+
+
 def test_all_corrupt_checkpoints(tmp_path, capsys):
     """A run directory whose every checkpoint is corrupt is reported, not a traceback."""
     ckpts = tmp_path / "lpn" / "run" / "checkpoints"

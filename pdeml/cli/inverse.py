@@ -279,6 +279,8 @@ def _load_prior(model_dir):
             from pdeml.prox.analysis import load_lpn
 
             prox, _ = load_lpn(model_dir)
-    except (FileNotFoundError, ValueError) as err:
-        raise CLIError(f"cannot load the LPN in {model_dir}: {err}") from None
+    except (ValueError, KeyError, TypeError, RuntimeError, OSError, EOFError) as err:
+        # a damaged model.eqx, or parameters of another architecture
+        raise CLIError(f"--model-dir {str(model_dir)!r}: model.eqx is damaged or does not match "
+                       f"config.json ({type(err).__name__}: {err})") from None
     return prox
