@@ -73,6 +73,7 @@ def register(subparsers) -> None:
     t.add_argument("--out", required=True, type=Path,
                    help="output directory (config.json, model.eqx, run/)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json(t, "a summary (steps, final loss, files)")
     add_precision(t, "float32", "the priors are trained in float32")
     t.set_defaults(func=run_train)
 
@@ -163,7 +164,11 @@ def run_train(args) -> int:
               "gammas": gammas, "steps": total, "event_ndim": event}
     save_lpn(out, res.model, config)
     last = [r for r in res.history if r.get("kind") == "train"][-1]
-    print(f"trained {total} steps; final loss {last['loss']:.4g}; saved to {args.out}")
+    if args.json:
+        print(json.dumps({"steps": total, "final_loss": float(last["loss"]), "out": str(out),
+                          "model": str(out / "model.eqx"), "config": str(out / "config.json")}, indent=2))
+        return 0
+    print(f"trained {total} steps; final loss {last['loss']:.4g}; saved to {out}")
     return 0
 
 

@@ -883,11 +883,15 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "error against our pseudo-spectral reference on the training grid and on a finer "
         "grid, and writes results.json.",
     )
+    from pdeml.cli import add_json, add_precision
+
     add_arguments(p)
-    p.add_argument("--run-dir", type=Path, required=True,
-                   help="directory for checkpoints, metrics.jsonl and results.json")
-    p.add_argument("--float32", action="store_true", help="train in float32 (default float64)")
+    p.add_argument("--out", "--run-dir", dest="run_dir", type=Path, required=True,
+                   help="run directory for checkpoints, metrics.jsonl and results.json "
+                   "(--run-dir is the older spelling)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json(p, "results.json")
+    add_precision(p, "float64", "the dense Gauss-Newton solves square the condition number")
     p.set_defaults(func=run_cli)
     return p
 
@@ -906,6 +910,9 @@ def run_cli(args: argparse.Namespace) -> int:
         results = run_experiment(config, args.run_dir, progress=not args.no_progress)
     except ValueError as e:
         raise CLIError(str(e)) from None
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
     for name in ("test", "test_fine"):
         t = results[name]
         if t is None:
