@@ -15,12 +15,22 @@ Problems: diffusion-sorption (the benchmark configuration of benchmarks/diffusio
 and Navier-Stokes (that of benchmarks/navier_stokes.py), the model at initialisation or after
 ``--trained-steps`` Adam steps of the experiment runner.
 
+In training (``--training``): each problem is trained at its benchmark settings twice, with
+the layer's own (linearised) start and with carried starts (``carry_start=True``: each
+sample's solve starts from its solution at its previous visit, part of the checkpointed
+training state). After every update the physics loss of a fixed monitoring batch (4 training
+ICs, fixed collocation points) is evaluated, from the own start or from the monitoring
+batch's solutions one update earlier, matching the run; a jump is a change by more than 2x
+between consecutive updates. Also recorded: test rel. L2, LM iterations and time per step.
+
 Usage::
 
     python benchmarks/loss_continuity.py [--points 100] [--delta 1e-4] [--quick]
                                          [--out benchmarks/results/loss_continuity]
+    python benchmarks/loss_continuity.py --training [--quick]
 
-Writes ``loss_continuity.json``, ``loss_continuity.md`` and ``loss_continuity.png``.
+Writes ``loss_continuity.json``, ``loss_continuity.md`` and ``loss_continuity.png``
+(``training.json``, ``training.md``, ``training.png`` with ``--training``).
 """
 
 from __future__ import annotations
@@ -193,6 +203,159 @@ def markdown(records: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _training_configs(quick: bool):
+    """``{name: (module, config)}`` at the benchmark settings (tiny with ``quick``)."""
+    from pdeml.experiments import diffusion_sorption as ds
+    from pdeml.experiments import navier_stokes as ns
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from navier_stokes import BENCH_DEFAULTS as NS_BENCH  # noqa: E402
+
+    if quick:
+        return {"diffusion_sorption": (ds, ds.ExperimentConfig(
+            method="hard", nx=16, nt=6, train_samples=4, test_samples=2, steps=6, batch_size=2,
+            num_basis=4, num_points=20, width=8, modes=3, layers=1, padding=2,
+            max_lm_steps=30))}
+    return {"diffusion_sorption": (ds, ds.ExperimentConfig(method="hard")),
+            "navier_stokes": (ns, ns.NSConfig(method="hard", **NS_BENCH))}
+
+
+def train_monitored(module, config, *, monitor: int = 4) -> dict:
+    """Train ``config`` (carried starts or not) and record the monitoring batch's loss after
+    every update, started as the run starts its solves."""
+    from pdeml.experiments.common import initial_state, make_optimizer, training_functions
+    from pdeml.train import train
+
+    train_set, test_set = module.load_data(config)
+    u0 = jnp.asarray(train_set.dataset.u0)
+    key = jax.random.key(config.seed)
+    model = module.build_model(config, jax.random.fold_in(key, 0))
+    batch_fn, loss_fn = training_functions(u0, config)
+    state = initial_state(config, model, u0[0], u0.shape[0])
+    mon = u0[:monitor]
+    mon_keys = jax.random.split(jax.random.key(777), monitor)
+
+    @eqx.filter_jit
+    def monitor_loss(m, w0, use):
+        def one(d, k, w):
+            u, info = m(d, key=k, w0=w, use_w0=use)
+            return physics_loss(m.problem, u, d)[0], info.w, info.stats.iterations
+
+        return jax.vmap(one)(mon, mon_keys, w0)
+
+    w_shape = jax.eval_shape(lambda d: model(d, key=mon_keys[0])[1].w, mon[0]).shape
+    carry = {"w": jnp.zeros((monitor, *w_shape), u0.dtype), "use": jnp.asarray(False)}
+    losses, iters = [], []
+
+    def callback(step, m):
+        loss, w, it = monitor_loss(m, carry["w"], carry["use"])
+        if config.carry_start:
+            carry.update(w=w, use=jnp.asarray(True))
+        losses.append(np.asarray(loss, np.float64))
+        iters.append(float(np.mean(it)))
+
+    t0 = time.perf_counter()
+    result = train(model, loss_fn, make_optimizer(config), batch_fn, steps=config.steps,
+                   key=jax.random.fold_in(key, 1), progress=False, state=state,
+                   callback=callback, log_every=1)
+    seconds = time.perf_counter() - t0
+    metrics, _ = module.evaluate(result.model, jnp.asarray(test_set.dataset.u0),
+                                 jnp.asarray(test_set.dataset.u))
+    losses = np.stack(losses)
+    ratio = np.abs(np.log(losses[1:] / losses[:-1]))
+    jumps = ratio > np.log(2.0)
+    _, train_iters = result.series("lm_iterations")
+    _, train_conv = result.series("converged")
+    return {
+        "carry_start": config.carry_start,
+        "steps": config.steps,
+        "monitor_loss": losses.mean(axis=1).tolist(),
+        "jumps": int(jumps.sum()),
+        "steps_compared": int(jumps.size),
+        "jump_fraction": float(jumps.mean()),
+        "max_abs_log_ratio": float(ratio.max()),
+        "monitor_lm_iterations": float(np.mean(iters)),
+        "train_lm_iterations": float(np.mean(train_iters)),
+        "train_converged": float(np.mean(train_conv)),
+        "test_rel_l2": float(metrics["rel_l2_mean"]),
+        "test_lm_converged": float(metrics.get("lm_converged_fraction", float("nan"))),
+        "seconds": seconds,
+        "seconds_per_step_incl_monitor": seconds / max(config.steps, 1),
+    }
+
+
+def training_markdown(records: dict) -> str:
+    lines = ["| problem | start | monitor steps with a >2x loss jump | max abs log ratio | "
+             "LM iterations (training) | converged (training) | test rel. L2 | s/step |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, runs in records.items():
+        for start, r in runs.items():
+            lines.append(f"| {name} | {start} | {r['jumps']} / {r['steps_compared']} "
+                         f"({100 * r['jump_fraction']:.1f}%) | {r['max_abs_log_ratio']:.3g} | "
+                         f"{r['train_lm_iterations']:.1f} | {100 * r['train_converged']:.0f}% | "
+                         f"{100 * r['test_rel_l2']:.2f}% | "
+                         f"{r['seconds_per_step_incl_monitor']:.3f} |")
+    lines.append("")
+    lines.append("Each problem trained at its benchmark settings (same seed, data and steps) "
+                 "with the layer's own (linearised) start and with carried starts; after every "
+                 "update the physics loss of 4 fixed training ICs (fixed collocation points) is "
+                 "evaluated, started as the run starts its solves; a jump is |log(L_(s+1) / "
+                 "L_s)| > log 2 for one IC. s/step includes that monitoring solve. "
+                 f"float64, {jax.default_backend()}, JAX {jax.__version__}.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_training(records: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(records), figsize=(5.5 * len(records), 4), squeeze=False)
+    for ax, (name, runs) in zip(axes[0], records.items()):
+        for start, r in runs.items():
+            ax.semilogy(r["monitor_loss"], label=f"{start} ({r['jumps']} jumps)")
+        ax.set_title(f"{name}: monitoring-batch loss during training")
+        ax.set_xlabel("update")
+        ax.set_ylabel("mean physics loss")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def training_main(args) -> int:
+    import dataclasses
+
+    t0 = time.perf_counter()
+    records = {}
+    for name, (module, config) in _training_configs(args.quick).items():
+        records[name] = {}
+        for start, carry in (("own", False), ("carried", True)):
+            print(f"[loss_continuity] training {name}, {start} starts ...", file=sys.stderr,
+                  flush=True)
+            records[name][start] = train_monitored(
+                module, dataclasses.replace(config, carry_start=carry))
+    result = {"records": records, "seconds": time.perf_counter() - t0,
+              "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
+                              "python": platform.python_version()}}
+    atomic_write_text(os.path.join(args.out, "training.json"),
+                      json.dumps(result, indent=1, default=str))
+    atomic_write_text(os.path.join(args.out, "training.md"), training_markdown(records))
+    plot_training(records, os.path.join(args.out, "training.png"))
+    print(training_markdown(records))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=100, help="points along the line")
@@ -200,9 +363,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
     ap.add_argument("--trained-steps", type=int, default=0,
                     help="train each model this many Adam steps first (0: at initialisation)")
+    ap.add_argument("--training", action="store_true",
+                    help="compare own and carried starts in training (see the module doc)")
     ap.add_argument("--out", default=DEFAULT_OUT, help="output directory")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.training:
+        return training_main(args)
     t0 = time.perf_counter()
     records = {}
     models = _problem_models(args.quick, args.trained_steps, args.out)
