@@ -3,7 +3,10 @@
 - :class:`PDEProblem`: the interface used by the hard-constraint layer and the soft baseline.
 - :class:`DiffusionSorption`: PDEBench's 1D diffusion-sorption problem ([HC-MoE] benchmark).
 - :func:`fd_derivative`, :func:`fd_derivative_at`, :func:`spectral_derivative`: operators.
-- :class:`SpaceTimeGrid`: regular vertex-centred space-time grid.
+- :class:`SpaceTimeGrid`, :class:`PeriodicSpaceTimeGrid`, :func:`grid_points`: regular grids,
+  their interior points and Dirichlet/initial rows.
+- :class:`DirichletData`, :func:`manufactured_data`: data for which a chosen field is an exact
+  discrete solution (defining and testing a new PDE).
 - :class:`DiffusionSorptionSolver`, :func:`solve_diffusion_sorption`: stiff reference solver.
 - :func:`random_initial_conditions`, :func:`generate_dataset`, :func:`load_or_generate`:
   PDEBench-style data with an on-disk cache.
@@ -39,8 +42,9 @@ from pdeml.pde.diffusion_sorption_solver import (
     discrete_mass,
     solve_diffusion_sorption,
 )
-from pdeml.pde.grids import SpaceTimeGrid
+from pdeml.pde.grids import PeriodicSpaceTimeGrid, SpaceTimeGrid, grid_points
 from pdeml.pde.grf import GRF_KINDS, GaussianRandomField
+from pdeml.pde.manufactured import DirichletData, manufactured_data
 from pdeml.pde.navier_stokes import FORCINGS, NavierStokes2D, NavierStokesData
 from pdeml.pde.navier_stokes_data import (
     generate_navier_stokes_dataset,
@@ -69,6 +73,7 @@ __all__ = [
     "CachedDataset",
     "DiffusionSorption",
     "DiffusionSorptionSolver",
+    "DirichletData",
     "FORCINGS",
     "GRF_KINDS",
     "GaussianRandomField",
@@ -85,6 +90,7 @@ __all__ = [
     "vorticity_features",
     "PDEDataset",
     "PDEProblem",
+    "PeriodicSpaceTimeGrid",
     "ReferenceSolution",
     "SpaceTimeGrid",
     "array_checksum",
@@ -96,8 +102,10 @@ __all__ = [
     "fd_derivative",
     "fd_derivative_at",
     "generate_dataset",
+    "grid_points",
     "load_dataset",
     "load_or_generate",
+    "manufactured_data",
     "problem_metadata",
     "random_initial_conditions",
     "save_dataset",

@@ -15,11 +15,11 @@ Grids are regular tensor-product grids; a point is a multi-index into the grid, 
 ``m`` points is an integer array of shape ``(m, ndim)``.
 """
 
-from __future__ import annotations
-
 import abc
+from typing import Any
 
 import equinox as eqx
+from equinox import AbstractVar
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
@@ -31,12 +31,47 @@ class PDEProblem(eqx.Module):
     Subclasses hold physical constants and the grid as fields (never literals in code) and
     implement the abstract methods. ``data`` is the per-instance problem data (for example
     the initial condition); its structure is defined by the subclass.
+
+    ``grid`` is part of the interface: a field or property holding the problem's grid (a
+    :class:`~pdeml.pde.SpaceTimeGrid` for 1D space x time, a
+    :class:`~pdeml.pde.PeriodicSpaceTimeGrid` for a periodic square x time, or any object
+    with ``shape``, ``spacing(axis)`` and ``interior_points()``). From it come the defaults
+    of :attr:`grid_shape` and :meth:`interior_points`, and helpers such as
+    :func:`pdeml.pde.manufactured_data` and :func:`pdeml.testing.smooth_fields` use it.
+
+    Example (viscous Burgers ``u_t + u u_x - nu u_xx = f`` with Dirichlet data):
+        >>> import equinox as eqx, jax.numpy as jnp
+        >>> from pdeml.pde import SpaceTimeGrid, fd_derivative_at, manufactured_data
+        >>> class Burgers(PDEProblem):
+        ...     grid: SpaceTimeGrid = SpaceTimeGrid(nx=32, nt=11)
+        ...     nu: float = eqx.field(static=True, default=0.05)
+        ...     num_features = 4  # u, u_x, u_t, u_xx
+        ...     def features_at(self, basis, points):
+        ...         d = lambda axis, order: fd_derivative_at(
+        ...             basis, points, axis=axis, order=order, spacing=self.grid.spacing(axis))
+        ...         return jnp.stack([d(0, 0), d(0, 1), d(1, 1), d(0, 2)])
+        ...     def pointwise(self, a, f):
+        ...         return a[2] + a[0] * a[1] - self.nu * a[3] - f
+        ...     def aux_at(self, data, points):
+        ...         return data.f[points[:, 0], points[:, 1]]
+        ...     def constraint_rows(self, basis, data):
+        ...         return self.grid.dirichlet_rows(basis, data.u0, data.left, data.right)
+        >>> prob = Burgers()
+        >>> x, t = prob.grid.mesh()
+        >>> u = jnp.sin(jnp.pi * x) * jnp.exp(-t)
+        >>> data = manufactured_data(prob, u)  # u solves the discrete equations exactly
+        >>> prob.grid_shape, prob.interior_points().shape
+        ((32, 11), (300, 2))
+        >>> bool(jnp.abs(prob.residual_field(u, data)).max() < 1e-4)
+        True
     """
 
+    grid: AbstractVar[Any]
+
     @property
-    @abc.abstractmethod
     def grid_shape(self) -> tuple[int, ...]:
-        """Shape of the space-time grid, e.g. ``(nx, nt)``."""
+        """Shape of the grid, e.g. ``(nx, nt)`` (default: ``grid.shape``)."""
+        return tuple(self.grid.shape)
 
     @property
     @abc.abstractmethod
@@ -71,9 +106,13 @@ class PDEProblem(eqx.Module):
     ) -> tuple[Float[Array, "p n"], Float[Array, " p"]]:
         """Linear initial/boundary-condition rows: ``rows @ w = targets``."""
 
-    @abc.abstractmethod
     def interior_points(self) -> Int[Array, "q ndim"]:
-        """All grid points where the PDE residual is imposed (candidates for sampling)."""
+        """All grid points where the PDE residual is imposed (candidates for sampling).
+
+        Default: ``grid.interior_points()`` (for a :class:`~pdeml.pde.SpaceTimeGrid`, every
+        point not on the initial time level or the two spatial ends).
+        """
+        return self.grid.interior_points()
 
     # ---- derived, shared by every problem -------------------------------------------
 
@@ -95,3 +134,9 @@ class PDEProblem(eqx.Module):
         """IC/BC row residuals of a field ``u`` (rows @ 1 - targets with basis u)."""
         rows, targets = self.constraint_rows(u[..., None], data)
         return rows[:, 0] - targets
+
+    def residual_grid(self, u: Float[Array, "*grid"], data) -> Float[Array, "*grid"]:
+        """:meth:`residual_field` scattered onto the grid (zero where no residual is imposed)."""
+        pts = self.interior_points()
+        res = self.residual_field(u, data)
+        return jnp.zeros(self.grid_shape, res.dtype).at[tuple(pts.T)].set(res)

@@ -55,6 +55,7 @@ from jaxtyping import Array, Float, Int
 
 from pdeml.core.validation import check_choice
 from pdeml.pde.base import PDEProblem
+from pdeml.pde.grids import PeriodicSpaceTimeGrid
 from pdeml.pde.navier_stokes_solver import vorticity_features
 from pdeml.pde.operators import fd_derivative_at
 
@@ -172,6 +173,12 @@ class NavierStokes2D(PDEProblem):
         return w0
 
     # ---- PDEProblem interface ----------------------------------------------------------
+
+    @property
+    def grid(self) -> PeriodicSpaceTimeGrid:
+        """The periodic square x time grid (``x_i = i L / nx``, ``t_k = k T / (nt - 1)``)."""
+        return PeriodicSpaceTimeGrid(nx=self.nx, ny=self.ny, nt=self.nt, length=self.length,
+                                     t_max=self.t_max)
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
