@@ -10,6 +10,9 @@
   :func:`convergence_conditions`, :func:`conjugate_gradient`.
 - Baselines (:mod:`pdeml.inverse.denoisers`): :class:`CNNDenoiser` (MSE-trained),
   :class:`BM3DDenoiser` (optional extra ``bm3d``); TV is :class:`pdeml.prox.TotalVariationProx`.
+- Pretrained priors (:mod:`pdeml.inverse.pretrained_priors`): :func:`pretrained` loads a shipped LPN
+  prior by name (checksummed), :func:`available_priors`, :func:`pretrained_info` (how it was
+  trained, the PSNR measured with it).
 - Metrics and phantoms: :func:`psnr`, :func:`ssim`, :func:`shepp_logan`, :func:`disc`,
   :func:`random_ellipses`.
 
@@ -36,6 +39,7 @@ from pdeml.inverse.operators import (
     measure,
 )
 from pdeml.inverse.phantoms import disc, random_ellipses, render_ellipses, shepp_logan
+from pdeml.inverse.pretrained_priors import available_priors, pretrained, pretrained_info
 from pdeml.inverse.priors import (
     QuadraticICNN,
     center_icnn_biases,
@@ -66,6 +70,7 @@ __all__ = [
     "PnPResult",
     "QuadraticICNN",
     "Radon",
+    "available_priors",
     "conjugate_gradient",
     "convergence_conditions",
     "count_parameters",
@@ -79,6 +84,8 @@ __all__ = [
     "near_identity_lpn",
     "pnp_admm",
     "pnp_pgd",
+    "pretrained",
+    "pretrained_info",
     "psnr",
     "random_ellipses",
     "render_ellipses",
