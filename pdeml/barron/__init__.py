@@ -40,6 +40,15 @@ from .problems import (
     manufactured_problem,
     pointwise_residual,
 )
+from .ritz import (
+    RitzResult,
+    deep_ritz,
+    energy_certificate,
+    lattice_points,
+    network_energy,
+    pinn,
+    quadrature_points,
+)
 from .solvers import Trajectory, newton_krylov, sobolev_gradient_descent, worst_case_barron_bound
 from .spectral import (
     l2_norm,

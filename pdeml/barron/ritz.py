@@ -224,7 +224,22 @@ def _train_chunk(problem, params, static, opt_state, key, *, optimizer, steps, q
 _train_chunk_jit = eqx.filter_jit(_train_chunk)
 
 
-def _run(problem, model, *, key, optimizer, steps, quadrature, num_points, learning_rate, gram, damping, initial_damping, resample, num_eval_points, progress, chunk, loss_kind):
+def _partition(model, trainable):
+    """``(params, static)``: the inexact-array leaves selected by ``trainable`` are trained."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    if trainable is None:
+        return params, static
+    try:
+        params, frozen = eqx.partition(params, trainable)
+    except ValueError as err:
+        raise ValueError("trainable must be a callable on leaves or a pytree of bools with the "
+                         f"model's structure (e.g. built with eqx.tree_at): {err}") from None
+    if not jax.tree.leaves(params):
+        raise ValueError("trainable selects no parameter of the model: nothing to train")
+    return params, eqx.combine(static, frozen)
+
+
+def _run(problem, model, *, key, optimizer, steps, quadrature, num_points, learning_rate, gram, damping, initial_damping, resample, num_eval_points, progress, chunk, loss_kind, trainable=None):
     if not isinstance(problem, VariationalProblem):
         raise TypeError(f"problem must be a VariationalProblem, got {type(problem).__name__}")
     if optimizer not in _OPTIMIZERS:
@@ -237,7 +252,7 @@ def _run(problem, model, *, key, optimizer, steps, quadrature, num_points, learn
         raise ValueError(f"model has dim={model.dim} but the problem has dim={problem.dim}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    params, static = eqx.partition(model, eqx.is_inexact_array)
+    params, static = _partition(model, trainable)
     if optimizer == "adam":
         opt_state = optax.adam(learning_rate).init(params)
     elif optimizer == "lbfgs":
@@ -285,6 +300,7 @@ def deep_ritz(
     num_eval_points: int = 8192,
     progress: bool = False,
     chunk: int = 50,
+    trainable=None,
 ) -> RitzResult:
     """Train ``model`` (a function of one point) by minimising the energy (Deep Ritz).
 
@@ -309,11 +325,28 @@ def deep_ritz(
             lattice points: the discrete energy fell from -26 to -44 while the true energy gap
             rose to 58; with a fresh shift per step the relative L2 error reached 2.6e-4).
         num_eval_points: lattice points for the final errors and certificate.
+        trainable: which parameters to train (default: every floating-point array of
+            ``model``); the others stay fixed. An Equinox filter: a callable on leaves, or a
+            pytree of bools with the model's structure (``eqx.tree_at`` on
+            ``jax.tree.map(lambda _: True, model)``), e.g. to keep a network's frequencies.
 
     Returns:
         :class:`RitzResult` with the energy history, errors and the certificate.
+
+    Example (train only the coefficients and phases of a cosine network, frequencies fixed):
+        >>> import jax, jax.numpy as jnp, equinox as eqx
+        >>> from pdeml.barron import CosineNetwork, RidgeSum, SemilinearLagrangian, manufactured_problem
+        >>> sol = RidgeSum(jnp.array([[0.5]]), jnp.array([[1.0, 1.0]]), jnp.array([[0.3]]))
+        >>> problem = manufactured_problem(SemilinearLagrangian(nu=1.0), sol, 2)
+        >>> k = jnp.array([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+        >>> net = CosineNetwork(jnp.zeros(4), k, jnp.zeros(4))
+        >>> keep_k = eqx.tree_at(lambda m: m.frequencies, jax.tree.map(lambda _: True, net), False)
+        >>> r = deep_ritz(problem, net, key=jax.random.key(0), steps=10, num_points=256,
+        ...               num_eval_points=512, trainable=keep_k)
+        >>> bool(jnp.all(r.model.frequencies == k)), bool(r.relative_l2 < 1e-6)
+        (True, True)
     """
-    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram=gram, damping=damping, initial_damping=initial_damping, resample=resample, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="ritz")
+    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram=gram, damping=damping, initial_damping=initial_damping, resample=resample, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="ritz", trainable=trainable)
 
 
 def pinn(
@@ -329,12 +362,13 @@ def pinn(
     num_eval_points: int = 8192,
     progress: bool = False,
     chunk: int = 100,
+    trainable=None,
 ) -> RitzResult:
     """The residual-loss (PINN) baseline: minimise ``mean (-div d_p L + d_z L - f)^2``.
 
-    Same arguments and result as :func:`deep_ritz` (``loss`` is the mean squared residual);
-    ``optimizer`` is ``"adam"`` or ``"lbfgs"``.
+    Same arguments (``trainable`` included) and result as :func:`deep_ritz` (``loss`` is the
+    mean squared residual); ``optimizer`` is ``"adam"`` or ``"lbfgs"``.
     """
     if optimizer == "natural_gradient":
         raise ValueError("pinn supports optimizer 'adam' or 'lbfgs'")
-    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram="energy", damping=0.0, initial_damping=0.0, resample=True, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="pinn")
+    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram="energy", damping=0.0, initial_damping=0.0, resample=True, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="pinn", trainable=trainable)
