@@ -37,6 +37,9 @@ def quick_run(tmp_path_factory):
         return out, json.load(f)
 
 
+# The quick run takes ~80 s on 2 cores (a subprocess over 4 problems x 2 precisions x
+# 3 starts x 3 back ends): slow lane; test_solver_trust covers the native solver by default.
+@pytest.mark.slow
 def test_quick_run_writes_every_case_with_its_fields(quick_run):
     out, result = quick_run
     assert (out / "solver_robustness.md").stat().st_size > 0
@@ -72,6 +75,7 @@ def test_quick_run_writes_every_case_with_its_fields(quick_run):
                 assert s["solved"] <= s["cases"]
 
 
+@pytest.mark.slow
 def test_quick_run_native_has_no_false_converged(quick_run):
     _, result = quick_run
     native = [c for c in result["cases"] if c["backend"] == "native"]
