@@ -81,3 +81,50 @@ def check_grid_indices(name: str, x, grid_shape: Sequence[int]):
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"{message}; got {values[where].tolist()} at position {where}")
     return jnp.asarray(x)
+
+
+def error_if_failed(x, failed, result, messages: dict[int, str], what: str):
+    """Return ``x``, raising at run time (also under jit) if any entry of ``failed`` holds.
+
+    The shared ``throw=True`` behaviour of every solver-running function: ``result`` holds the
+    result codes (same shape as ``failed``, the codes of :mod:`pdeml.core.least_squares`) and
+    the error message is ``"{what}: {messages[code]}"`` for the largest code among the failed
+    entries (``NONFINITE`` outranks ``MAX_STEPS_REACHED``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = error_if_failed(jnp.ones(2), jnp.array([False, False]), jnp.array([0, 0]),
+        ...                     {1: "did not converge"}, "demo")
+        >>> x.tolist()
+        [1.0, 1.0]
+    """
+    failed = jnp.asarray(failed)
+    codes = jnp.where(failed, jnp.asarray(result, jnp.int32), 0)
+    worst = jnp.max(codes, initial=0)
+    table = tuple(f"{what}: {messages.get(code, f'failed (result code {code})')} (pass "
+                  "throw=False to inspect the result)" for code in range(max(messages) + 1))
+    return eqx.branched_error_if(x, jnp.any(failed), jnp.minimum(worst, len(table) - 1), table)
+
+
+def check_real_number(name: str, value, *, minimum: float | None = None,
+                      positive: bool = False) -> None:
+    """Raise ``ValueError`` unless the concrete number ``value`` is finite (and ``> 0`` with
+    ``positive``, ``>= minimum`` with ``minimum``); traced values are left to run-time checks.
+
+    Example:
+        >>> check_real_number("nu", 0.5, minimum=0.0)
+        >>> check_real_number("step", float("nan"), positive=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: step must be a finite number > 0, got nan
+    """
+    if isinstance(value, jax.core.Tracer):
+        return
+    want = "a finite number" + (" > 0" if positive else "") + (
+        f" >= {minimum}" if minimum is not None else "")
+    try:
+        v = float(np.asarray(value))
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {want}, got {value!r}") from None
+    if not np.isfinite(v) or (positive and not v > 0) or (minimum is not None and v < minimum):
+        raise ValueError(f"{name} must be {want}, got {value!r}")

@@ -61,10 +61,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from pdeml.core.least_squares import MAX_STEPS_REACHED, NONFINITE, STAGNATED, SUCCESS
+from pdeml.core.validation import error_if_failed
 from pdeml.inverse.operators import LinearOperator
 
 __all__ = [
     "PnPResult",
+    "PNP_MESSAGES",
     "ConvergenceConditions",
     "conjugate_gradient",
     "convergence_conditions",
@@ -86,6 +89,10 @@ class PnPResult(eqx.Module):
             ``(max_iter, *batch)``, NaN after the last iteration (and wherever not defined).
         cg_iterations: CG iterations of each x-update (ADMM; zeros for PGD), ``(max_iter,
             *batch)``.
+        result: a result code of :mod:`pdeml.core.least_squares` (scalar): ``SUCCESS``,
+            ``MAX_STEPS_REACHED``, ``NONFINITE`` (the prox or the data step returned NaN/inf;
+            the iteration stops at once) or ``STAGNATED`` (:func:`lpn_map`: no step decreases
+            F); messages in ``PNP_MESSAGES``.
     """
 
     x: Array
@@ -96,6 +103,29 @@ class PnPResult(eqx.Module):
     objective: Array
     lagrangian: Array
     cg_iterations: Array
+    result: Array
+
+
+PNP_MESSAGES = {
+    SUCCESS: "converged (the stopping test passed)",
+    MAX_STEPS_REACHED: "did not pass the stopping test within max_iter (raise max_iter or "
+                       "loosen tol)",
+    NONFINITE: "an iterate became NaN/inf (the prox returned a non-finite value, or the data "
+               "step diverged): check the prox on inputs of this size",
+    STAGNATED: "stopped: no step decreases the objective any more (round-off limited)",
+}
+
+
+def _result_code(converged, nonfinite, stagnated=False):
+    return jnp.where(converged, SUCCESS, jnp.where(
+        nonfinite, NONFINITE, jnp.where(stagnated, STAGNATED, MAX_STEPS_REACHED))).astype(jnp.int32)
+
+
+def _finish(res: PnPResult, throw: bool, what: str) -> PnPResult:
+    if not throw:
+        return res
+    x = error_if_failed(res.x, ~res.converged, res.result, PNP_MESSAGES, what)
+    return eqx.tree_at(lambda r: r.x, res, x)
 
 
 class ConvergenceConditions(eqx.Module):
@@ -258,17 +288,29 @@ def _prox_and_reg(prox, v, n_event, track):
     batch = v.shape[: v.ndim - n_event]
     nan = jnp.full(batch, jnp.nan, v.dtype)
     if _is_lpn(prox):
-        z = prox.prox(v)
+        z = _checked_prox(prox, v)
         if not track:
             return z, nan
         e = prox.event_ndim
         R = _sum_event(z * v, e) - prox.psi(v) - 0.5 * _sum_event(z * z, e)
         return z, _sum_event(R, R.ndim - len(batch)).astype(v.dtype)
-    z = prox.prox(v)
+    z = _checked_prox(prox, v)
     if not track or not callable(getattr(prox, "regularizer", None)):
         return z, nan
     R = prox.regularizer(z)  # a prox may treat channels as samples: sum them
     return z, _sum_event(R, R.ndim - len(batch)).astype(v.dtype)
+
+
+def _checked_prox(prox, v):
+    """``prox.prox(v)``, refusing (at trace time) an output of another shape or dtype."""
+    z = prox.prox(v)
+    if jnp.shape(z) != v.shape or jnp.result_type(z) != v.dtype:
+        raise TypeError(
+            f"prox.prox must return an array of its input's shape and dtype, {v.shape} "
+            f"{v.dtype}; {type(prox).__name__}.prox returned {jnp.shape(z)} "
+            f"{jnp.result_type(z)}"
+        )
+    return z
 
 
 def _history(max_iter, batch, dtype):
@@ -279,7 +321,7 @@ def _history(max_iter, batch, dtype):
 
 
 def pnp_pgd(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
-            tol: float = 1e-5, track_objective: bool = True) -> PnPResult:
+            tol: float = 1e-5, track_objective: bool = True, throw: bool = False) -> PnPResult:
     """Plug-and-play proximal gradient descent: ``x <- prox(x - A^T (A x - y) / rho)``.
 
     Args:
@@ -293,6 +335,10 @@ def pnp_pgd(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
         x0: start (default ``A^T y``).
         max_iter: iteration cap; tol: stop when ``max ||x_{k+1} - x_k|| / ||x_{k+1}|| <= tol``.
         track_objective: record ``F = h + R`` (needs R, see the module docstring).
+        throw: raise ``equinox.EquinoxRuntimeError`` (at run time) if the result is not
+            ``SUCCESS``; with ``False`` (default: a fixed iteration budget is a normal use)
+            the outcome is reported in ``converged`` / ``result``. A prox that returns NaN/inf
+            stops the iteration with ``result = NONFINITE`` either way.
 
     Returns:
         :class:`PnPResult`.
@@ -307,7 +353,8 @@ def pnp_pgd(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
         [1.5, 0.0]
     """
     y, x0, rho, batch = _check_inputs(op, prox, y, x0, rho, max_iter, tol)
-    return _pgd(op, prox, y, rho, x0, max_iter, float(tol), bool(track_objective))
+    res = _pgd(op, prox, y, rho, x0, max_iter, float(tol), bool(track_objective))
+    return _finish(res, throw, "pnp_pgd")
 
 
 @eqx.filter_jit
@@ -322,7 +369,7 @@ def _pgd(op, prox, y, rho, x0, max_iter, tol, track):
         return _sum_event(r * r, len(op.out_shape)) / (2 * rho)
 
     def cond(s):
-        return (s["k"] < max_iter) & ~s["done"]
+        return (s["k"] < max_iter) & ~s["done"] & ~s["nonfinite"]
 
     def body(s):
         x, k = s["x"], s["k"]
@@ -336,18 +383,21 @@ def _pgd(op, prox, y, rho, x0, max_iter, tol, track):
         rel = step / jnp.maximum(_norm(x_new, n_event), jnp.finfo(dt).tiny)
         return {
             "x": x_new, "k": k + 1, "done": jnp.all(rel <= tol),
+            "nonfinite": ~jnp.all(jnp.isfinite(x_new)),
             "pr": s["pr"].at[k].set(step), "dr": s["dr"].at[k].set(opt),
             "obj": s["obj"].at[k].set(F),
         }
 
     init = {"x": x, "k": jnp.asarray(0, jnp.int32), "done": jnp.asarray(False),
+            "nonfinite": jnp.asarray(False),
             "pr": _history(max_iter, batch, dt), "dr": _history(max_iter, batch, dt),
             "obj": _history(max_iter, batch, dt)}
     s = jax.lax.while_loop(cond, body, init)
     return PnPResult(x=s["x"], iterations=s["k"], converged=s["done"], primal_residual=s["pr"],
                      dual_residual=s["dr"], objective=s["obj"],
                      lagrangian=_history(max_iter, batch, dt),
-                     cg_iterations=jnp.zeros((max_iter, *batch), jnp.int32))
+                     cg_iterations=jnp.zeros((max_iter, *batch), jnp.int32),
+                     result=_result_code(s["done"], s["nonfinite"]))
 
 
 # ----------------------------------------------------------------------------- ADMM
@@ -355,7 +405,7 @@ def _pgd(op, prox, y, rho, x0, max_iter, tol, track):
 
 def pnp_admm(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
              tol: float = 1e-5, cg_tol: float | None = None, cg_maxiter: int = 100,
-             track_objective: bool = True) -> PnPResult:
+             track_objective: bool = True, throw: bool = False) -> PnPResult:
     """Plug-and-play ADMM with a CG data step (see the module docstring for the iteration).
 
     Args:
@@ -364,6 +414,10 @@ def pnp_admm(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
         tol: stop when ``max(||z - x||, ||x_{k+1} - x_k||) <= tol ||z||`` for every sample.
         cg_tol: relative residual of each CG solve (default 1e-10 in float64, 1e-5 in float32);
             cg_maxiter: CG iteration cap. CG is warm-started from the previous x.
+        throw: raise ``equinox.EquinoxRuntimeError`` (at run time) if the result is not
+            ``SUCCESS``; with ``False`` (default: a fixed iteration budget is a normal use)
+            the outcome is reported in ``converged`` / ``result``. A prox that returns NaN/inf
+            stops the iteration with ``result = NONFINITE`` either way.
 
     The dual starts at ``u_0 = grad h(x_0) = A^T (A x_0 - y) / rho`` (the value every later
     iterate satisfies), which makes the Lagrangian decrease from the first iteration.
@@ -386,8 +440,9 @@ def pnp_admm(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
     if not cg_tol > 0 or not isinstance(cg_maxiter, int) or cg_maxiter < 1:
         raise ValueError(f"cg_tol must be > 0 and cg_maxiter a positive int, got {cg_tol!r}, "
                          f"{cg_maxiter!r}")
-    return _admm(op, prox, y, rho, x0, max_iter, float(tol), float(cg_tol), cg_maxiter,
-                 bool(track_objective))
+    res = _admm(op, prox, y, rho, x0, max_iter, float(tol), float(cg_tol), cg_maxiter,
+                bool(track_objective))
+    return _finish(res, throw, "pnp_admm")
 
 
 @eqx.filter_jit
@@ -415,7 +470,7 @@ def _admm(op, prox, y, rho, x0, max_iter, tol, cg_tol, cg_maxiter, track):
         return xs.reshape(rhs.shape), ks.reshape(batch)
 
     def cond(s):
-        return (s["k"] < max_iter) & ~s["done"]
+        return (s["k"] < max_iter) & ~s["done"] & ~s["nonfinite"]
 
     def body(s):
         x, u, k = s["x"], s["u"], s["k"]
@@ -430,26 +485,28 @@ def _admm(op, prox, y, rho, x0, max_iter, tol, cg_tol, cg_maxiter, track):
         done = jnp.all(jnp.maximum(r, d) <= tol * scale)
         return {
             "x": x_new, "u": u_new, "z": z, "k": k + 1, "done": done,
+            "nonfinite": ~(jnp.all(jnp.isfinite(z)) & jnp.all(jnp.isfinite(x_new))),
             "pr": s["pr"].at[k].set(r), "dr": s["dr"].at[k].set(d),
             "obj": s["obj"].at[k].set(h(z) + R), "lag": s["lag"].at[k].set(lag),
             "cg": s["cg"].at[k].set(kcg),
         }
 
     init = {"x": x, "u": u, "z": x, "k": jnp.asarray(0, jnp.int32), "done": jnp.asarray(False),
+            "nonfinite": jnp.asarray(False),
             "pr": _history(max_iter, batch, dt), "dr": _history(max_iter, batch, dt),
             "obj": _history(max_iter, batch, dt), "lag": _history(max_iter, batch, dt),
             "cg": jnp.zeros((max_iter, *batch), jnp.int32)}
     s = jax.lax.while_loop(cond, body, init)
     return PnPResult(x=s["z"], iterations=s["k"], converged=s["done"], primal_residual=s["pr"],
                      dual_residual=s["dr"], objective=s["obj"], lagrangian=s["lag"],
-                     cg_iterations=s["cg"])
+                     cg_iterations=s["cg"], result=_result_code(s["done"], s["nonfinite"]))
 
 
 # ----------------------------------------------------------------------------- LPN MAP
 
 
 def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_iter: int = 300, tol: float = 1e-4,
-            memory: int = 10, max_backtrack: int = 30) -> PnPResult:
+            memory: int = 10, max_backtrack: int = 30, throw: bool = False) -> PnPResult:
     """MAP with an LPN's explicit regulariser, guaranteed for ANY data weight ``rho > 0``.
 
     Minimises the same ``F(x) = ||A x - y||^2 / (2 rho) + R(x)`` as :func:`pnp_pgd` /
@@ -477,7 +534,11 @@ def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_iter: int = 300, to
         max_iter: L-BFGS iterations per sample; tol: stop a sample when
             ``||grad F(x_k)|| <= tol ||x_k||``.
         memory: L-BFGS pairs; max_backtrack: halvings of the step before giving up (then the
-            sample stops with ``converged`` reporting the stationarity test).
+            sample stops with ``converged`` reporting the stationarity test and ``result =
+            STAGNATED``).
+        throw: raise ``equinox.EquinoxRuntimeError`` (at run time) if the result is not
+            ``SUCCESS``; with ``False`` (default: a fixed iteration budget is a normal use)
+            the outcome is reported in ``converged`` / ``result``.
 
     Returns:
         :class:`PnPResult`: ``x``; ``iterations`` (the largest over the batch); ``converged``
@@ -495,7 +556,8 @@ def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_iter: int = 300, to
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     y, x0, rho, batch = _check_inputs(op, lpn, y, x0, rho, max_iter, tol)
-    return _lpn_map(op, lpn, y, rho, x0, max_iter, float(tol), memory, max_backtrack)
+    res = _lpn_map(op, lpn, y, rho, x0, max_iter, float(tol), memory, max_backtrack)
+    return _finish(res, throw, "lpn_map")
 
 
 _CAUTIOUS = 1e-6  # an L-BFGS pair (s, y) is kept only if <s, y> > _CAUTIOUS ||s||^2
@@ -620,14 +682,17 @@ def _lpn_map(op, lpn, y, rho, x0, max_iter, tol, memory, max_backtrack):
             return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
         s = jax.lax.while_loop(cond, body, st)
-        return s["z"], s["k"], stationary(s), s["obj"], s["gn"], s["step"], s["bt"]
+        conv = stationary(s)
+        code = _result_code(conv, ~(jnp.all(jnp.isfinite(s["z"])) & jnp.isfinite(s["G"])),
+                            s["stop"])
+        return s["z"], s["k"], conv, s["obj"], s["gn"], s["step"], s["bt"], code
 
-    z, k, conv, obj, gn, step, bt = jax.vmap(single)(yf, wf)
+    z, k, conv, obj, gn, step, bt, code = jax.vmap(single)(yf, wf)
     hist = lambda a: jnp.moveaxis(a, 0, 1).reshape((max_iter, *batch))  # noqa: E731
     return PnPResult(x=z.reshape((*batch, *op.in_shape)), iterations=jnp.max(k),
                      converged=jnp.all(conv), primal_residual=hist(gn), dual_residual=hist(step),
                      objective=hist(obj), lagrangian=_history(max_iter, batch, dt),
-                     cg_iterations=hist(bt))
+                     cg_iterations=hist(bt), result=jnp.max(code))
 
 
 # ----------------------------------------------------------------------------- Tikhonov

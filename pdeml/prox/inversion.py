@@ -31,7 +31,19 @@ import optax
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
-__all__ = ["InversionResult", "invert_potential", "invert_adam", "METHODS", "default_tolerance"]
+from pdeml.core.least_squares import MAX_STEPS_REACHED, NONFINITE, SUCCESS
+from pdeml.core.validation import error_if_failed
+
+__all__ = ["InversionResult", "invert_potential", "invert_adam", "METHODS", "default_tolerance",
+           "INVERSION_MESSAGES"]
+
+# Messages of the result codes (those of pdeml.core.least_squares) an inversion can end with.
+INVERSION_MESSAGES = {
+    SUCCESS: "converged (||f(y) - x|| <= atol + rtol ||x||)",
+    MAX_STEPS_REACHED: "did not reach the tolerance ||f(y) - x|| <= atol + rtol ||x|| within "
+                       "max_iter (raise max_iter, loosen atol/rtol, or start closer: y0=)",
+    NONFINITE: "produced NaN/inf (the potential or its gradient is not finite at the iterate)",
+}
 
 METHODS = ("newton_cg", "lbfgs")
 
@@ -44,12 +56,27 @@ class InversionResult(eqx.Module):
         residual: ``||f(y) - x||_2`` per sample.
         iterations: outer (Newton / L-BFGS / Adam) iterations per sample.
         converged: ``residual <= atol + rtol ||x||`` per sample.
+
+    ``result`` gives the code of :mod:`pdeml.core.least_squares` per sample (``SUCCESS``,
+    ``MAX_STEPS_REACHED`` or ``NONFINITE``; messages in ``INVERSION_MESSAGES``) and
+    :meth:`check` raises if any sample failed.
     """
 
     y: Array
     residual: Float[Array, "..."]
     iterations: Int[Array, "..."]
     converged: Bool[Array, "..."]
+
+    @property
+    def result(self) -> Int[Array, "..."]:
+        """Result code per sample: ``SUCCESS``, ``NONFINITE`` or ``MAX_STEPS_REACHED``."""
+        return jnp.where(self.converged, SUCCESS,
+                         jnp.where(jnp.isfinite(self.residual), MAX_STEPS_REACHED, NONFINITE))
+
+    def check(self, value, what: str = "inverting the LPN"):
+        """Return ``value``; raise at run time (also under jit) if any sample failed to converge,
+        with the reason (:func:`pdeml.core.validation.error_if_failed`)."""
+        return error_if_failed(value, ~self.converged, self.result, INVERSION_MESSAGES, what)
 
 
 def default_tolerance(dtype) -> tuple[float, float]:

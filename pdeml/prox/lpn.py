@@ -81,6 +81,7 @@ class LPN(ProximalOperator):
         max_iter: int = 100,
         y0=None,
         hvp_dtype=None,
+        throw: bool = False,
     ) -> InversionResult:
         """``y = f^{-1}(x)``: solves ``min_y psi(y) - <x, y>`` per sample (batched).
 
@@ -94,6 +95,9 @@ class LPN(ProximalOperator):
             hvp_dtype: Newton-CG in mixed precision: CG on Hessian-vector products in this
                 dtype (e.g. ``jnp.float32`` for float64 ``x``); the residual test stays in
                 ``x``'s precision (see :func:`~pdeml.prox.invert_potential`).
+            throw: raise ``equinox.EquinoxRuntimeError`` (at run time, also under jit) if any
+                sample did not converge; with ``False`` (default) the failure is reported in
+                ``converged`` / ``result``.
 
         Returns:
             :class:`~pdeml.prox.InversionResult` with ``y``, ``residual``, ``iterations`` and
@@ -108,32 +112,51 @@ class LPN(ProximalOperator):
                 f"{self.alpha}"
             )
         xf, batch, event = self._flatten(x)
-        y0f = None if y0 is None else jnp.reshape(y0, xf.shape)
+        y0f = None if y0 is None else self._start(y0, x, xf)
         r = invert_potential(
             self.potential, xf, y0=y0f, method=method, atol=atol, rtol=rtol, max_iter=max_iter,
             hvp_dtype=hvp_dtype,
         )
-        return InversionResult(
+        r = InversionResult(
             y=r.y.reshape((*batch, *event)),
             residual=r.residual.reshape(batch),
             iterations=r.iterations.reshape(batch),
             converged=r.converged.reshape(batch),
         )
+        if throw:
+            r = eqx.tree_at(lambda t: t.y, r, r.check(r.y, "LPN.inverse"))
+        return r
 
-    def regularizer(self, x, **inverse_options) -> Float[Array, "..."]:
+    def _start(self, y0, x, xf, name="y0"):
+        """``y0`` flattened like ``xf``: same shape as ``x`` and a floating dtype (cast to x's)."""
+        check_floating(name, y0)
+        if jnp.shape(y0) != jnp.shape(x):
+            raise ValueError(f"{name} must have the shape of x, {jnp.shape(x)}, got "
+                             f"{jnp.shape(y0)}")
+        return error_if_nonfinite(name, jnp.asarray(y0, xf.dtype)).reshape(xf.shape)
+
+    def regularizer(self, x, *, throw: bool = True, **inverse_options) -> Float[Array, "..."]:
         """``R(x) = <x, y> - psi(y) - 1/2 ||x||^2`` with ``y = f^{-1}(x)``, per sample.
 
         Differentiable with a custom rule: ``grad_x R = y - x`` and, by the envelope theorem,
         ``grad_theta R = -grad_theta psi_theta(y)``; the solver is never differentiated.
-        ``inverse_options`` go to :meth:`inverse`. Use :func:`evaluate_regularizer` to also get
-        the solver diagnostics.
+        ``inverse_options`` go to :meth:`inverse`.
+
+        R is only as accurate as the inversion, so by default (``throw=True``) a sample whose
+        inversion did not converge raises ``equinox.EquinoxRuntimeError`` (at run time, also
+        under jit) saying why; with ``throw=False`` the values are returned unchecked. Use
+        :func:`evaluate_regularizer` to get the solver diagnostics with R.
         """
-        return evaluate_regularizer(self, x, **inverse_options)[0]
+        return evaluate_regularizer(self, x, throw=throw, **inverse_options)[0]
 
 
-def evaluate_regularizer(lpn: LPN, x, **inverse_options) -> tuple[Array, InversionResult]:
+def evaluate_regularizer(lpn: LPN, x, *, throw: bool = False,
+                         **inverse_options) -> tuple[Array, InversionResult]:
     """``(R(x), inversion result)`` for an :class:`LPN`; ``R`` has the custom gradient of
     :meth:`LPN.regularizer` w.r.t. both ``x`` and the LPN's parameters.
+
+    The inversion's convergence is reported in the result (``converged``, ``result``); with
+    ``throw=True`` a failed sample raises instead.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -173,7 +196,10 @@ def evaluate_regularizer(lpn: LPN, x, **inverse_options) -> tuple[Array, Inversi
         return dparams, dx, jnp.zeros_like(y)
 
     reg.defvjp(fwd, bwd)
-    return reg(params, jnp.asarray(x), y), info
+    R = reg(params, jnp.asarray(x), y)
+    if throw:
+        R = info.check(R, "LPN.regularizer (inverting the LPN)")
+    return R, info
 
 
 def _reg_value(lpn: LPN, x, y):
@@ -221,6 +247,10 @@ class ScaledLPN(ProximalOperator):
             :func:`~pdeml.prox.inversion.default_tolerance`: 1e-4 each in float32, 1e-10 in
             float64).
         max_iter: Newton iterations per call.
+        throw: :meth:`prox` and :meth:`regularizer` raise ``equinox.EquinoxRuntimeError`` (at
+            run time, also under jit) when the inner solve of a sample did not converge
+            (default); with ``False`` they return unchecked values. :meth:`solve` always
+            returns the inner solve's diagnostics.
     """
 
     lpn: LPN
@@ -228,9 +258,10 @@ class ScaledLPN(ProximalOperator):
     atol: float | None = eqx.field(static=True, default=None)
     rtol: float | None = eqx.field(static=True, default=None)
     max_iter: int = eqx.field(static=True, default=50)
+    throw: bool = eqx.field(static=True, default=True)
 
     def __init__(self, lpn: LPN, weight, *, atol: float | None = None, rtol: float | None = None,
-                 max_iter: int = 50):
+                 max_iter: int = 50, throw: bool = True):
         if not isinstance(lpn, LPN):
             raise TypeError(f"lpn must be an LPN, got {type(lpn).__name__}")
         if not lpn.alpha > 0:
@@ -241,7 +272,9 @@ class ScaledLPN(ProximalOperator):
                              f"got {weight!r}")
         self.lpn = lpn
         self.weight = jnp.asarray(weight)  # float64 under x64: c enters the inner equation
-        self.atol, self.rtol, self.max_iter = atol, rtol, int(max_iter)
+        if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+        self.atol, self.rtol, self.max_iter, self.throw = atol, rtol, max_iter, bool(throw)
 
     @property
     def event_ndim(self) -> int:
@@ -255,12 +288,13 @@ class ScaledLPN(ProximalOperator):
         atol, rtol = default_tolerance(dtype)
         return (atol if self.atol is None else self.atol), (rtol if self.rtol is None else self.rtol)
 
-    def solve(self, v, w0=None):
+    def solve(self, v, w0=None, *, throw: bool = False):
         """``(z, c R(z), w, info)``: the prox ``z`` of ``v``, the weighted regulariser at it,
         the inner variable ``w`` with ``z = f(w)`` (pass it back as ``w0`` to warm-start the next
-        call) and the :class:`~pdeml.prox.InversionResult` of the inner solve."""
+        call) and the :class:`~pdeml.prox.InversionResult` of the inner solve (``converged``,
+        ``result``); ``throw=True`` raises if a sample's inner solve failed."""
         vf, batch, event = self.lpn._flatten(v, "v")
-        w0f = vf if w0 is None else jnp.reshape(jnp.asarray(w0, vf.dtype), vf.shape)
+        w0f = vf if w0 is None else self.lpn._start(w0, v, vf, "w0")
         weight = eqx.error_if(self.weight, ~((self.weight > 0) & (self.weight <= 1)),
                               "ScaledLPN weight must be in (0, 1]")
         atol, rtol = self._tolerance(vf.dtype)
@@ -272,12 +306,18 @@ class ScaledLPN(ProximalOperator):
         info = InversionResult(y=w.reshape((*batch, *event)), residual=info.residual.reshape(batch),
                                iterations=info.iterations.reshape(batch),
                                converged=info.converged.reshape(batch))
-        return z.reshape((*batch, *event)), cR.reshape(batch), info.y, info
+        z = z.reshape((*batch, *event))
+        if throw:
+            z = info.check(z, "ScaledLPN (the inner solve of prox_{weight R})")
+        return z, cR.reshape(batch), info.y, info
 
     def prox(self, x):
-        """``prox_{weight R}(x)`` for every sample (leading batch axes allowed)."""
-        return self.solve(x)[0]
+        """``prox_{weight R}(x)`` for every sample (leading batch axes allowed); raises if the
+        inner solve did not converge, unless ``throw=False`` was given to the constructor."""
+        return self.solve(x, throw=self.throw)[0]
 
     def regularizer(self, x, **inverse_options):
-        """``weight * R(x)`` per sample (:meth:`LPN.regularizer`, one convex inversion)."""
+        """``weight * R(x)`` per sample (:meth:`LPN.regularizer`, one convex inversion; checked
+        unless ``throw=False`` was given to the constructor)."""
+        inverse_options.setdefault("throw", self.throw)
         return self.weight.astype(jnp.result_type(x)) * self.lpn.regularizer(x, **inverse_options)
