@@ -28,6 +28,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .networks import CosineNetwork
 from .norms import cosine_network_barron_norm
 from .spectral import check_grid_sizes, spectral_divergence, spectral_gradient, torus_grid
+from pdeml.core.validation import check_real_number
 
 __all__ = [
     "Lagrangian",
@@ -104,6 +105,9 @@ class SemilinearLagrangian(Lagrangian):
 
     nu: float = 1.0
 
+    def __check_init__(self):
+        check_real_number("nu", self.nu, minimum=0.0)  # nu < 0: not convex, Lambda < lambda
+
     def __call__(self, x, z, p):
         # log cosh z = |z| + log1p(exp(-2|z|)) - log 2, stable for large |z|
         a = jnp.abs(z)
@@ -122,6 +126,10 @@ class QuasilinearLagrangian(Lagrangian):
 
     mu: float = 1.0
     nu: float = 0.0
+
+    def __check_init__(self):
+        check_real_number("mu", self.mu, minimum=0.0)
+        check_real_number("nu", self.nu, minimum=0.0)
 
     def __call__(self, x, z, p):
         a = jnp.abs(z)

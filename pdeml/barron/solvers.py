@@ -24,11 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from pdeml.core.least_squares import MAX_STEPS_REACHED, NONFINITE, SUCCESS
+from pdeml.core.validation import check_real_number, error_if_failed
+
 from .norms import barron_norm
 from .problems import VariationalProblem, energy, euler_lagrange, hessian_vector_product
 from .spectral import check_grid_sizes, sobolev_inverse, sobolev_norm
 
-__all__ = ["Trajectory", "sobolev_gradient_descent", "newton_krylov", "worst_case_barron_bound"]
+__all__ = ["Trajectory", "TRAJECTORY_MESSAGES", "sobolev_gradient_descent", "newton_krylov", "worst_case_barron_bound"]
 
 
 class Trajectory(eqx.Module):
@@ -48,6 +51,9 @@ class Trajectory(eqx.Module):
         inner_iterations: CG iterations per Newton step (0 for gradient descent).
         num_steps: number of steps taken.
         converged: whether ``gradient_norm <= tol`` was reached.
+
+    ``result`` gives the code of :mod:`pdeml.core.least_squares` (``SUCCESS``,
+    ``MAX_STEPS_REACHED`` or ``NONFINITE``; messages in ``TRAJECTORY_MESSAGES``).
     """
 
     u: Float[Array, "*grid"]
@@ -59,6 +65,14 @@ class Trajectory(eqx.Module):
     inner_iterations: Int[Array, " T"]
     num_steps: Int[Array, ""]
     converged: Bool[Array, ""]
+
+    @property
+    def result(self) -> Int[Array, ""]:
+        """``SUCCESS``, ``NONFINITE`` (an iterate's gradient norm is NaN/inf) or
+        ``MAX_STEPS_REACHED``."""
+        last = self.gradient_norm[self.num_steps]
+        return jnp.where(self.converged, SUCCESS,
+                         jnp.where(jnp.isfinite(last), MAX_STEPS_REACHED, NONFINITE))
 
     def history(self, name: str) -> np.ndarray:
         """The series ``name`` (a field above) for iterates 0..num_steps, as numpy."""
@@ -73,14 +87,48 @@ class Trajectory(eqx.Module):
         return int(hit[0]) if hit.size else None
 
 
+TRAJECTORY_MESSAGES = {
+    SUCCESS: "converged (gradient_norm <= tol)",
+    MAX_STEPS_REACHED: "did not reach gradient_norm <= tol within max_steps (raise max_steps, or "
+                       "check the step size against problem.bounds())",
+    NONFINITE: "an iterate became NaN/inf (the step is too large for this problem, or the "
+               "problem's data is not finite)",
+}
+
+
+def _finish(traj: Trajectory, throw: bool, what: str) -> Trajectory:
+    if not throw:
+        return traj
+    u = error_if_failed(traj.u, ~traj.converged, traj.result, TRAJECTORY_MESSAGES, what)
+    return eqx.tree_at(lambda t: t.u, traj, u)
+
+
+def _check_options(max_steps, tol, **counts):
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    check_real_number("tol", tol, minimum=0.0)
+    for name, v in counts.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+
+
 def _prepare(problem: VariationalProblem, u0, reference):
     if not isinstance(problem, VariationalProblem):
         raise TypeError(f"problem must be a VariationalProblem, got {type(problem).__name__}")
+    b = problem.bounds()
+    if b is not None and not (np.all(np.isfinite(b)) and 0 < b[0] <= b[1]):
+        raise ValueError(
+            f"problem.bounds() = {tuple(b)} is not (lambda, Lambda) with 0 < lambda <= Lambda: "
+            f"the Lagrangian {type(problem.lagrangian).__name__} is not uniformly convex (check "
+            "its parameters)"
+        )
     if isinstance(u0, int):
         u0 = (u0,) * problem.dim
     if isinstance(u0, tuple):
         u0 = jnp.zeros(u0, jnp.result_type(float))
     u0 = jnp.asarray(u0)
+    if not jnp.issubdtype(u0.dtype, jnp.floating):
+        raise TypeError(f"u0 must be a real floating-point grid field, got dtype {u0.dtype}")
     if u0.ndim != problem.dim:
         raise ValueError(
             f"u0 must be a grid field with {problem.dim} axes (problem dim), got shape {u0.shape}"
@@ -118,8 +166,7 @@ def _measure(problem, u, f, reference, s_order):
 
 def _resolve_step(problem, step, line_search):
     if step is not None:
-        if step <= 0:
-            raise ValueError(f"step must be positive, got {step}")
+        check_real_number("step", step, positive=True)
         return float(step)
     b = problem.bounds()
     if b is None:
@@ -177,6 +224,7 @@ def sobolev_gradient_descent(
     reference: Float[Array, "*grid"] | None = None,
     barron_s: float = 1.0,
     max_backtracks: int = 30,
+    throw: bool = False,
 ) -> Trajectory:
     """Sobolev (H^1-preconditioned) gradient descent on the torus: the algorithm of [Barron].
 
@@ -194,6 +242,9 @@ def sobolev_gradient_descent(
         tol: stop when ``||(I - Laplacian)^{-1} DE(u)||_{H^1} <= tol``.
         reference: a grid field to measure the H^1 error against (e.g. ``u*`` on the grid).
         barron_s: order s of the recorded Barron norm.
+        throw: raise ``equinox.EquinoxRuntimeError`` if the solve did not converge; with
+            ``False`` (default: a fixed step budget is a normal use) the outcome is reported in
+            ``converged`` / ``result``.
 
     Returns:
         :class:`Trajectory`.
@@ -207,14 +258,14 @@ def sobolev_gradient_descent(
         True
     """
     u0 = _prepare(problem, u0, reference)
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    _check_options(max_steps, tol, max_backtracks=max_backtracks)
     eta = _resolve_step(problem, step, line_search)
     _, f = problem.on_grid(u0.shape, u0.dtype)
     # step and tol travel as arrays so that new values do not recompile
-    return _sgd_impl(problem, u0, f, reference, step=jnp.asarray(eta, u0.dtype), line_search=line_search,
+    traj = _sgd_impl(problem, u0, f, reference, step=jnp.asarray(eta, u0.dtype), line_search=line_search,
                      max_steps=max_steps, tol=jnp.asarray(tol, u0.dtype), barron_s=barron_s,
                      max_backtracks=max_backtracks)
+    return _finish(traj, throw, "sobolev_gradient_descent")
 
 
 def _pcg(matvec, b, precond, *, tol, maxiter):
@@ -291,6 +342,7 @@ def newton_krylov(
     reference: Float[Array, "*grid"] | None = None,
     barron_s: float = 1.0,
     max_backtracks: int = 30,
+    throw: bool = False,
 ) -> Trajectory:
     """Newton's method with Sobolev-preconditioned conjugate gradients (the fast reference).
 
@@ -299,7 +351,7 @@ def newton_krylov(
     ``Lambda / lambda``, so CG needs a d- and N-independent number of iterations), then
     backtracks on the energy when ``damped``. A linear problem (T1) is solved in one step.
 
-    Args: as :func:`sobolev_gradient_descent`, plus ``cg_tol`` (relative, in the
+    Args: as :func:`sobolev_gradient_descent` (including ``throw``), plus ``cg_tol`` (relative, in the
     preconditioned norm), ``cg_maxiter`` and ``damped``.
 
     Returns:
@@ -313,11 +365,12 @@ def newton_krylov(
         (1, True)
     """
     u0 = _prepare(problem, u0, reference)
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    _check_options(max_steps, tol, cg_maxiter=cg_maxiter, max_backtracks=max_backtracks)
+    check_real_number("cg_tol", cg_tol, positive=True)
     _, f = problem.on_grid(u0.shape, u0.dtype)
-    return _newton_impl(problem, u0, f, reference, max_steps=max_steps, tol=jnp.asarray(tol, u0.dtype), cg_tol=jnp.asarray(cg_tol, u0.dtype),
+    traj = _newton_impl(problem, u0, f, reference, max_steps=max_steps, tol=jnp.asarray(tol, u0.dtype), cg_tol=jnp.asarray(cg_tol, u0.dtype),
                         cg_maxiter=cg_maxiter, barron_s=barron_s, damped=damped, max_backtracks=max_backtracks)
+    return _finish(traj, throw, "newton_krylov")
 
 
 def worst_case_barron_bound(
