@@ -97,7 +97,8 @@ def check_energy_decrease(trajectory, *, rtol: float = 1e-12) -> None:
     inc = np.diff(e)
     tol = rtol * np.maximum(np.abs(e[1:]), 1.0)
     bad = np.nonzero(inc > tol)[0]
-    assert bad.size == 0, f"energy increased at step(s) {bad[:5].tolist()}: by {inc[bad[:5]].tolist()}"
+    if not (bad.size == 0):
+        raise AssertionError(f"energy increased at step(s) {bad[:5].tolist()}: by {inc[bad[:5]].tolist()}")
 
 
 def check_contraction(trajectory, lam: float, Lam: float, *, optimal_energy: float, floor: float = 1e-11, slack: float = 1e-6) -> float:
@@ -109,10 +110,12 @@ def check_contraction(trajectory, lam: float, Lam: float, *, optimal_energy: flo
     gap = trajectory.history("energy") - optimal_energy
     keep = gap[:-1] > floor
     ratios = gap[1:][keep] / gap[:-1][keep]
-    assert ratios.size > 0, "no steps above the round-off floor to check"
+    if not (ratios.size > 0):
+        raise AssertionError("no steps above the round-off floor to check")
     worst = float(np.max(ratios))
     bound = 1.0 - lam / Lam
-    assert worst <= bound + slack, f"energy-gap contraction {worst:.4f} exceeds the bound 1 - lambda/Lambda = {bound:.4f}"
+    if not (worst <= bound + slack):
+        raise AssertionError(f"energy-gap contraction {worst:.4f} exceeds the bound 1 - lambda/Lambda = {bound:.4f}")
     return worst
 
 
@@ -122,4 +125,5 @@ def check_euler_lagrange_gradient(problem, u, *, rtol: float = 1e-9) -> None:
     el = euler_lagrange(problem, u)
     err = float(jnp.max(jnp.abs(g - el)))
     scale = float(jnp.max(jnp.abs(el))) + 1.0
-    assert err <= rtol * scale, f"Euler-Lagrange operator differs from N^d grad E by {err:.3e}"
+    if not (err <= rtol * scale):
+        raise AssertionError(f"Euler-Lagrange operator differs from N^d grad E by {err:.3e}")

@@ -4,7 +4,8 @@ Use them to property-test your own proximal operators, the same way pdeml tests 
 
 - strategies: :func:`seeds`, :func:`arrays_of_shape` (values vary, shapes do not, so JAX
   compiles once), :func:`dense_icnns` (random dense ICNN potentials of a fixed architecture);
-- checkers (raise ``AssertionError`` with a message on failure, return a diagnostic number):
+- checkers (raise ``AssertionError`` explicitly, so ``python -O`` keeps them, with a message on
+  failure; return a diagnostic number):
   :func:`check_convex_along_lines`, :func:`check_symmetric_psd_jacobian`,
   :func:`check_inversion_round_trip`, :func:`check_prox_brute_force`,
   :func:`check_moreau_identity`, :func:`check_regularizer_gradient`.
@@ -87,7 +88,8 @@ def check_convex_along_lines(psi: Callable, x, direction, *, t_max: float = 2.0,
     second = vals[:-2] - 2 * vals[1:-1] + vals[2:]
     tol = rtol * max(1.0, float(np.max(np.abs(vals))))
     worst = float(second.min())
-    assert worst >= -tol, f"psi is not convex along the line: second difference {worst} < -{tol}"
+    if not (worst >= -tol):
+        raise AssertionError(f"psi is not convex along the line: second difference {worst} < -{tol}")
     return worst
 
 
@@ -102,9 +104,11 @@ def check_symmetric_psd_jacobian(prox: Callable, x, *, atol: float = 1e-8) -> tu
     J = np.asarray(jax.jacfwd(flat)(jnp.reshape(x, -1)), dtype=np.float64).reshape(n, n)
     scale = max(1.0, float(np.abs(J).max()))
     asym = float(np.abs(J - J.T).max())
-    assert asym <= atol * scale, f"Jacobian of prox is not symmetric: max |J - J^T| = {asym}"
+    if not (asym <= atol * scale):
+        raise AssertionError(f"Jacobian of prox is not symmetric: max |J - J^T| = {asym}")
     lam_min = float(np.linalg.eigvalsh(0.5 * (J + J.T)).min())
-    assert lam_min >= -atol * scale, f"Jacobian of prox is not PSD: min eigenvalue {lam_min}"
+    if not (lam_min >= -atol * scale):
+        raise AssertionError(f"Jacobian of prox is not PSD: min eigenvalue {lam_min}")
     return asym, lam_min
 
 
@@ -114,11 +118,11 @@ def check_inversion_round_trip(lpn, x, *, atol: float = 1e-8, **inverse_options)
     Returns the max round-trip error.
     """
     res = lpn.inverse(x, **inverse_options)
-    assert bool(np.all(np.asarray(res.converged))), (
-        f"inversion did not converge: residuals {np.asarray(res.residual)}"
-    )
+    if not bool(np.all(np.asarray(res.converged))):
+        raise AssertionError(f"inversion did not converge: residuals {np.asarray(res.residual)}")
     err = float(jnp.max(jnp.abs(lpn.prox(res.y) - x)))
-    assert err <= atol, f"prox(inverse(x)) differs from x by {err} > {atol}"
+    if not (err <= atol):
+        raise AssertionError(f"prox(inverse(x)) differs from x by {err} > {atol}")
     return err
 
 
@@ -157,14 +161,16 @@ def check_prox_brute_force(prox: Callable, regularizer: Callable, x, *, atol: fl
             best = min(best, r.fun)
         excess = obj(zi.ravel(), xi) - best
         worst = max(worst, excess)
-    assert worst <= atol, f"prox(x) is not a minimiser: objective exceeds brute force by {worst}"
+    if not (worst <= atol):
+        raise AssertionError(f"prox(x) is not a minimiser: objective exceeds brute force by {worst}")
     return float(worst)
 
 
 def check_moreau_identity(prox: Callable, prox_conjugate: Callable, x, *, atol: float = 1e-10) -> float:
     """Assert ``prox_R(x) + prox_{R*}(x) == x`` (Moreau decomposition, unit step)."""
     err = float(jnp.max(jnp.abs(prox(x) + prox_conjugate(x) - x)))
-    assert err <= atol, f"Moreau identity violated by {err}"
+    if not (err <= atol):
+        raise AssertionError(f"Moreau identity violated by {err}")
     return err
 
 
@@ -178,5 +184,6 @@ def check_regularizer_gradient(regularizer: Callable, x, *, h: float = 1e-5, rto
     ad = float(jnp.vdot(g, d))
     fd = float((f(x + h * d) - f(x - h * d)) / (2 * h))
     err = abs(ad - fd) / max(1.0, abs(fd))
-    assert err <= rtol, f"gradient of R disagrees with finite differences: {ad} vs {fd}"
+    if not (err <= rtol):
+        raise AssertionError(f"gradient of R disagrees with finite differences: {ad} vs {fd}")
     return err
