@@ -11,6 +11,7 @@ Reference: Fang, Buchanan & Sulam, ICLR 2024 (arXiv:2310.14344), Sec. 5.2-5.3.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -19,6 +20,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pdeml.core.io import (
+    ChecksumError,
+    check_overwrite,
+    is_checksummed,
+    read_checksummed,
+    sidecar_path,
+    write_checksummed,
+    write_json,
+)
 from pdeml.nets.icnn import ConvICNN, DenseICNN, FullyConvICNN
 from pdeml.prox.lpn import LPN, evaluate_regularizer
 
@@ -99,19 +109,70 @@ def build_lpn(config: dict, *, key=None) -> LPN:
     return LPN(_KINDS[kind](**config, key=key))
 
 
+_LPN_KIND = "lpn"  # model.eqx: magic b"PDEML-LPN 1\n", header with the config, checksum
+
+
 def save_lpn(path, lpn: LPN, config: dict) -> None:
-    """Write ``config.json`` and ``model.eqx`` (parameters) into directory ``path``."""
+    """Write ``model.eqx`` (parameters, with ``config`` in its checksummed header) and a
+    readable copy ``config.json`` into directory ``path``.
+
+    ``model.eqx`` is written atomically (a crash leaves the previous model or the new one) in
+    the checksummed format of :mod:`pdeml.core.io`; :func:`load_lpn` verifies it. A directory
+    whose ``model.eqx`` or ``config.json`` was not written by pdeml is refused
+    (``FileExistsError``) rather than overwritten.
+    """
+    if not isinstance(lpn, LPN):
+        raise TypeError(f"lpn must be an LPN, got {type(lpn).__name__}")
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(config, indent=2))
-    eqx.tree_serialise_leaves(path / "model.eqx", lpn)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"save_lpn needs a directory; {str(path)!r} is a file")
+    model, cfg = path / "model.eqx", path / "config.json"
+    check_overwrite(model, ours=lambda p: is_checksummed(p, _LPN_KIND), what="LPN model")
+    check_overwrite(cfg, ours=lambda p: sidecar_path(p).exists(), what="LPN config")
+    try:
+        header = {"config": json.loads(json.dumps(config))}
+    except TypeError as e:
+        raise TypeError(f"config must be JSON-serialisable: {e}") from None
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, lpn)
+    write_checksummed(model, _LPN_KIND, buf.getvalue(), header)
+    write_json(cfg, config)
 
 
 def load_lpn(path) -> tuple[LPN, dict]:
-    """Inverse of :func:`save_lpn`: ``(lpn, config)``."""
+    """Inverse of :func:`save_lpn`: ``(lpn, config)``, after verifying the checksum.
+
+    The configuration comes from ``model.eqx``'s verified header; ``config.json`` must agree
+    with it.
+
+    Raises:
+        FileNotFoundError: ``path`` holds no saved LPN.
+        ChecksumError: ``model.eqx`` is truncated, corrupt, or not a pdeml LPN file (e.g. one
+            written by an older pdeml without a checksum), or ``config.json`` disagrees with it.
+    """
     path = Path(path)
-    if not (path / "config.json").exists() or not (path / "model.eqx").exists():
+    if not (path / "model.eqx").exists():
         raise FileNotFoundError(f"{path} does not hold a saved LPN (config.json + model.eqx)")
-    config = json.loads((path / "config.json").read_text())
+    header, payload = read_checksummed(path / "model.eqx", _LPN_KIND, what="LPN model file")
+    config = header.get("config")
+    if not isinstance(config, dict) or "model" not in config:
+        raise ChecksumError(f"LPN model file {str(path / 'model.eqx')!r} has no model "
+                            "configuration in its header")
+    cfg_path = path / "config.json"
+    if cfg_path.exists():
+        try:
+            readable = json.loads(cfg_path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            readable = None
+        if readable != config:
+            raise ChecksumError(
+                f"{str(cfg_path)!r} differs from the configuration stored in model.eqx (which is "
+                "verified and authoritative); restore config.json or save the model again"
+            )
     skeleton = build_lpn(config["model"])
-    return eqx.tree_deserialise_leaves(path / "model.eqx", skeleton), config
+    try:
+        lpn = eqx.tree_deserialise_leaves(io.BytesIO(payload), skeleton)
+    except Exception as e:  # numpy raises several types for mismatched records
+        raise ChecksumError(f"LPN model file {str(path / 'model.eqx')!r} does not match its "
+                            f"configuration: {e}") from None
+    return lpn, config

@@ -25,12 +25,9 @@ file; :class:`CheckpointManager` then falls back to the previous good checkpoint
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,7 +36,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from pdeml.core.io import fsync_dir
+from pdeml.core.io import ChecksumError, read_checksummed, write_checksummed
 
 __all__ = [
     "CheckpointError",
@@ -49,11 +46,10 @@ __all__ = [
     "save_checkpoint",
 ]
 
-_MAGIC = b"PDEML-CHECKPOINT 1\n"
-_FORMAT = 1
+_KIND = "checkpoint"  # magic line b"PDEML-CHECKPOINT 1\n", see pdeml.core.io
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ChecksumError):
     """A checkpoint file is missing, truncated, corrupt, or does not match its template."""
 
 
@@ -65,31 +61,6 @@ def _strip_keys(tree):
     return jax.tree_util.tree_map(
         lambda x: jax.random.key_data(x) if _is_typed_key(x) else x, tree
     )
-
-
-def _canonical(metadata: dict) -> bytes:
-    return json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
-
-
-
-
-def _atomic_write(path: Path, chunks) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
 
 
 def save_checkpoint(path, tree, *, metadata: dict | None = None) -> Path:
@@ -113,65 +84,18 @@ def save_checkpoint(path, tree, *, metadata: dict | None = None) -> Path:
         >>> int(tree["w"].sum()), meta["step"]
         (3, 7)
     """
-    path = Path(path)
-    metadata = {} if metadata is None else dict(metadata)
-    try:
-        meta_bytes = _canonical(metadata)
-    except TypeError as e:
-        raise TypeError(f"metadata must be JSON-serialisable: {e}") from None
     buf = io.BytesIO()
     eqx.tree_serialise_leaves(buf, _strip_keys(tree))
-    payload = buf.getvalue()
-    digest = hashlib.sha256(meta_bytes + payload).hexdigest()
-    header = {
-        "format": _FORMAT,
-        "payload_bytes": len(payload),
-        "sha256": digest,
-        "metadata": metadata,
-    }
-    header_bytes = json.dumps(header, sort_keys=True).encode("utf-8") + b"\n"
-    _atomic_write(path, [_MAGIC, header_bytes, payload])
-    return path
+    return write_checksummed(path, _KIND, buf.getvalue(), metadata)
 
 
 def _read_verified(path: Path) -> tuple[dict, bytes]:
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist") from None
-    if not raw.startswith(_MAGIC):
-        raise CheckpointError(
-            f"checkpoint file {str(path)!r} is corrupt: it does not start with the pdeml "
-            f"checkpoint magic {_MAGIC!r} (wrong file or damaged header)"
-        )
-    end = raw.find(b"\n", len(_MAGIC))
-    if end < 0:
-        raise CheckpointError(f"checkpoint file {str(path)!r} is truncated inside its header")
-    try:
-        header = json.loads(raw[len(_MAGIC) : end].decode("utf-8"))
-        n_payload = int(header["payload_bytes"])
-        digest = str(header["sha256"])
-        metadata = dict(header["metadata"])
-        fmt = int(header["format"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(
-            f"checkpoint file {str(path)!r} is corrupt: unreadable header ({e})"
-        ) from None
-    if fmt != _FORMAT:
-        raise CheckpointError(
-            f"checkpoint file {str(path)!r} has format {fmt}; this pdeml reads format {_FORMAT}"
-        )
-    payload = raw[end + 1 :]
-    if len(payload) != n_payload:
-        raise CheckpointError(
-            f"checkpoint file {str(path)!r} is truncated or corrupt: payload has "
-            f"{len(payload)} bytes, header says {n_payload}"
-        )
-    if hashlib.sha256(_canonical(metadata) + payload).hexdigest() != digest:
-        raise CheckpointError(
-            f"checkpoint file {str(path)!r} is corrupt: SHA-256 checksum mismatch"
-        )
-    return metadata, payload
+        return read_checksummed(path, _KIND, what="checkpoint file")
+    except CheckpointError:
+        raise
+    except ChecksumError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def read_checkpoint_metadata(path) -> dict:
