@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,7 +34,7 @@ import numpy as np
 from pdeml.pde.datasets import PDEDataset, dataset_request, generate_dataset
 from pdeml.pde.diffusion_sorption import DiffusionSorption
 from pdeml.pde.diffusion_sorption_solver import DiffusionSorptionSolver
-from pdeml.core.io import fsync_dir
+from pdeml.core.io import atomic_write, check_overwrite
 
 __all__ = [
     "CacheError",
@@ -43,6 +43,7 @@ __all__ = [
     "array_checksum",
     "dataset_path",
     "default_cache_dir",
+    "is_pdeml_dataset",
     "load_dataset",
     "load_or_generate",
     "save_dataset",
@@ -98,25 +99,40 @@ def dataset_path(request: dict[str, Any], cache_dir: str | os.PathLike | None = 
 
 
 
+def is_pdeml_dataset(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a readable ``.npz`` written by :func:`save_dataset` (it holds a
+    ``metadata_json`` entry with a checksum); the checksum itself is not verified here."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "metadata_json" not in z.files:
+                return False
+            return "checksum" in json.loads(str(z["metadata_json"]))
+    except Exception:  # not a zip, damaged, not JSON: not recognisably ours
+        return False
+
+
 def save_dataset(path: str | os.PathLike, dataset: PDEDataset) -> str:
-    """Write ``dataset`` atomically to ``path`` (``.npz``); returns the arrays' checksum."""
+    """Write ``dataset`` atomically to ``path`` (``.npz``); returns the arrays' checksum.
+
+    An existing ``path`` is only replaced if it is a dataset file pdeml wrote
+    (:func:`is_pdeml_dataset`); any other file raises ``FileExistsError`` naming it.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_overwrite(path, ours=is_pdeml_dataset, what="dataset")
+    return _write_dataset(path, dataset)
+
+
+def _write_dataset(path: Path, dataset: PDEDataset) -> str:
     arrays = {name: np.asarray(getattr(dataset, name)) for name in _ARRAYS}
     checksum = array_checksum(arrays)
     metadata = dict(dataset.metadata, checksum=checksum)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, metadata_json=np.asarray(_canonical(metadata)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def chunks():
+        buf = io.BytesIO()
+        np.savez_compressed(buf, metadata_json=np.asarray(_canonical(metadata)), **arrays)
+        yield buf.getvalue()
+
+    atomic_write(path, chunks())
     return checksum
 
 
@@ -231,9 +247,14 @@ def cache_or_generate(
 
     The file name is a hash of ``request`` in ``cache_dir`` (or the explicit ``path``). A
     file that cannot be read, fails its checksum or was made for another request is reported
-    with a :class:`CacheWarning` and regenerated -- never silently used.
+    with a :class:`CacheWarning` and regenerated -- never silently used. An explicit ``path``
+    that exists and is not a dataset pdeml wrote (:func:`is_pdeml_dataset`) is never
+    replaced: ``FileExistsError`` names it.
     """
+    explicit = path is not None
     path = dataset_path(request, cache_dir) if path is None else Path(path)
+    if explicit:
+        check_overwrite(path, ours=is_pdeml_dataset, what="dataset (--out)")
     if path.exists():
         try:
             ds = load_dataset(path, expected_request=request)
@@ -244,6 +265,8 @@ def cache_or_generate(
     ds = generate()
     metadata = dict(ds.metadata, request=request)
     ds = ds._replace(metadata=metadata)
-    checksum = save_dataset(path, ds)
+    # An explicit path was checked above; a file in the cache directory under its hashed name
+    # is the cache's own (possibly damaged) copy.
+    checksum = _write_dataset(path, ds)
     ds = ds._replace(metadata=dict(metadata, checksum=checksum))
     return CachedDataset(ds, path, checksum, False)
