@@ -269,21 +269,33 @@ class DirectoryLock:
     Held for the lifetime of the ``with`` block (or until :meth:`release`); the operating
     system releases it when the process dies, so a killed process never leaves a stale lock.
     A second holder gets :class:`DirectoryLockedError` at once. The lock file records the
-    holder's process id. On platforms without ``fcntl`` the lock is a no-op.
+    holder's process id. Within one process the lock is re-entrant (a run that locks its
+    directory can call :func:`pdeml.train.train`, which locks it again). On platforms without
+    ``fcntl`` the lock is a no-op.
     """
+
+    _held: dict[str, list] = {}  # resolved lock path -> [fd, depth], this process only
 
     def __init__(self, directory, *, name: str = ".lock", what: str = "directory"):
         self.directory = Path(directory)
         self.path = self.directory / name
         self.what = what
         self._fd = None
+        self._key = None
 
     def acquire(self) -> DirectoryLock:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - non-POSIX
             return self
+        if self._key is not None:
+            raise RuntimeError("this DirectoryLock is already acquired")
         self.directory.mkdir(parents=True, exist_ok=True)
+        key = str(self.path.resolve())
+        if key in DirectoryLock._held:
+            DirectoryLock._held[key][1] += 1
+            self._key = key
+            return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -301,21 +313,27 @@ class DirectoryLock:
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"process {os.getpid()}\n".encode())
-        self._fd = fd
+        DirectoryLock._held[key] = [fd, 1]
+        self._key = key
         return self
 
     def release(self) -> None:
-        if self._fd is None:
+        if self._key is None:
             return
         import fcntl
 
-        try:
-            os.ftruncate(self._fd, 0)
-        except OSError:
-            pass
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
+        entry = DirectoryLock._held[self._key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            fd = entry[0]
+            del DirectoryLock._held[self._key]
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self._key = None
 
     def __enter__(self) -> DirectoryLock:
         return self.acquire()

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pdeml.core.io import DirectoryLock
 from pdeml.train.checkpoint import CheckpointManager
 from pdeml.train.metrics import MetricsWriter, read_metrics, to_scalar
 from pdeml.train.progress import ProgressBar
@@ -195,6 +196,39 @@ def _key_data(key) -> np.ndarray:
     return np.asarray(key)
 
 
+def _differences(stored, requested, prefix=""):
+    """``[(field, stored, requested)]`` for the keys of ``requested`` whose values differ from
+    those in ``stored`` (nested dicts compared field by field; keys missing in ``stored`` are
+    skipped: the checkpoint predates them)."""
+    out = []
+    for k, v in requested.items():
+        if k not in stored:
+            continue
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and isinstance(stored[k], dict):
+            out += _differences(stored[k], v, name + ".")
+        elif stored[k] != v:
+            out.append((name, stored[k], v))
+    return out
+
+
+def _check_provenance(run_dir, metadata, stored, step):
+    """Refuse to resume a checkpoint whose stored ``metadata`` differs from the requested one."""
+    if not metadata or not isinstance(stored, dict):
+        return
+    import json
+
+    requested = json.loads(json.dumps(metadata))
+    diff = _differences(stored, requested)
+    if diff:
+        fields = "; ".join(f"{name}: checkpoint {a!r}, requested {b!r}" for name, a, b in diff)
+        raise ValueError(
+            f"run_dir {str(run_dir)!r} holds a checkpoint (step {step}) written with a different "
+            f"configuration: {fields}. Resuming would mix two runs: use another run directory, "
+            "or the configuration the checkpoint was trained with"
+        )
+
+
 def _check_every(name, value, steps_per_call, default):
     if value is None:
         return steps_per_call * max(1, math.ceil(default / steps_per_call))
@@ -266,7 +300,9 @@ def train(
         progress: show a progress bar (tqdm on a TTY, plain lines otherwise).
         callback: ``callback(step, model)`` on the host after each compiled call (after any
             checkpoint/evaluation at that step); it may raise to stop training.
-        metadata: extra JSON-serialisable data stored in every checkpoint header.
+        metadata: extra JSON-serialisable data stored in every checkpoint header. On resume it
+            is compared with the checkpoint's: a field that differs (e.g. ``config.learning_rate``)
+            raises ``ValueError`` naming it.
         scan: how a chunk of ``steps_per_call`` updates runs; ``None`` (default): ``lax.scan``
             on accelerators, one compiled call per update on CPU, where XLA runs a scan body
             several times slower (``benchmarks/train_loop.py``). Same updates either way.
@@ -284,6 +320,9 @@ def train(
         NonFiniteLossError: a loss or gradient became NaN/inf; no checkpoint is written for it,
             so the newest checkpoint is the last good state.
         CheckpointError: ``run_dir`` holds checkpoints and none of them is readable.
+        ValueError: resuming with another ``key`` or ``metadata`` than the checkpoint's.
+        DirectoryLockedError: another process is training in ``run_dir`` (the directory is
+            locked with ``flock`` on ``run_dir/.lock`` while training).
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -313,117 +352,125 @@ def train(
     checkpoint_every = _check_every("checkpoint_every", checkpoint_every, steps_per_call, 1000)
     eval_every = _check_every("eval_every", eval_every, steps_per_call, checkpoint_every)
 
-    params, static = eqx.partition(model, filter_spec)
-    opt_state = optimizer.init(params)
-    if state is not None:
-        state = jax.tree_util.tree_map(jnp.asarray, state)
-    start, elapsed0 = 0, 0.0
-    manager = metrics_log = None
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        manager = CheckpointManager(run_dir / "checkpoints", keep=keep_checkpoints)
-        metrics_log = MetricsWriter(run_dir / "metrics.jsonl")
-        manager.remove_stale_temporaries()
-        if manager.steps():
-            start, tree, meta = manager.restore(_payload(model, opt_state, key, state))
-            if not np.array_equal(np.asarray(tree["key"]), _key_data(key)):
-                raise ValueError(
-                    f"run_dir {str(run_dir)!r} was trained with a different `key`; resuming with "
-                    "another key would not reproduce the run (use a new run_dir or the same key)"
+    def _run(model, state, run_dir):
+        params, static = eqx.partition(model, filter_spec)
+        opt_state = optimizer.init(params)
+        if state is not None:
+            state = jax.tree_util.tree_map(jnp.asarray, state)
+        start, elapsed0 = 0, 0.0
+        manager = metrics_log = None
+        if run_dir is not None:
+            run_dir = Path(run_dir)
+            manager = CheckpointManager(run_dir / "checkpoints", keep=keep_checkpoints)
+            metrics_log = MetricsWriter(run_dir / "metrics.jsonl")
+            manager.remove_stale_temporaries()
+            if manager.steps():
+                start, tree, meta = manager.restore(_payload(model, opt_state, key, state))
+                if not np.array_equal(np.asarray(tree["key"]), _key_data(key)):
+                    raise ValueError(
+                        f"run_dir {str(run_dir)!r} was trained with a different `key`; resuming with "
+                        "another key would not reproduce the run (use a new run_dir or the same key)"
+                    )
+                _check_provenance(run_dir, metadata, meta.get("user"), start)
+                if start > steps:
+                    raise ValueError(
+                        f"run_dir {str(run_dir)!r} holds a checkpoint at step {start} > steps={steps}"
+                    )
+                model, opt_state, state = tree["model"], tree["opt_state"], tree.get("state")
+                params, static = eqx.partition(model, filter_spec)
+                elapsed0 = float(meta.get("elapsed_s", 0.0))
+            metrics_log.truncate(start)
+
+        history: list[dict] = []
+        t0 = time.perf_counter()
+
+        def elapsed():
+            return elapsed0 + time.perf_counter() - t0
+
+        def evaluate(step, model):
+            if eval_fn is None or not (step % eval_every == 0 or step == steps):
+                return
+            values = eval_fn(model)
+            if not isinstance(values, dict):
+                raise TypeError(f"eval_fn(model) must return a dict of scalars, got {type(values).__name__}")
+            bad = _RESERVED.intersection(values)
+            if bad:
+                raise ValueError(f"eval_fn returned reserved metric name(s) {sorted(bad)}")
+            rec = {"step": step, "kind": "eval", **{k: to_scalar(v) for k, v in values.items()}}
+            rec["wall_time"] = elapsed()
+            history.append(rec)
+            if metrics_log is not None:
+                metrics_log.write(rec)
+
+        def save(step, model, opt_state, state):
+            if manager is None:
+                return
+            metrics_log.sync()
+            user = dict(metadata or {})
+            manager.save(
+                step,
+                _payload(model, opt_state, key, state),
+                metadata={"elapsed_s": elapsed(), "steps": steps, "steps_per_call": steps_per_call, "user": user},
+            )
+
+        evaluate(start, model)
+        step = start
+        stop = jnp.asarray(steps, dtype=jnp.int32)
+        with ProgressBar(steps, initial=start, desc="train", enabled=progress) as bar:
+            while step < steps:
+                n = min(steps_per_call, steps - step)
+                new_params, new_opt_state, new_state, losses, metrics, finite = run_chunk(
+                    params, static, opt_state, state, jnp.asarray(step, dtype=jnp.int32), stop, key,
+                    loss_fn, optimizer, batch_fn, steps_per_call if scanning else n,
                 )
-            if start > steps:
-                raise ValueError(
-                    f"run_dir {str(run_dir)!r} holds a checkpoint at step {start} > steps={steps}"
-                )
-            model, opt_state, state = tree["model"], tree["opt_state"], tree.get("state")
-            params, static = eqx.partition(model, filter_spec)
-            elapsed0 = float(meta.get("elapsed_s", 0.0))
-        metrics_log.truncate(start)
-
-    history: list[dict] = []
-    t0 = time.perf_counter()
-
-    def elapsed():
-        return elapsed0 + time.perf_counter() - t0
-
-    def evaluate(step, model):
-        if eval_fn is None or not (step % eval_every == 0 or step == steps):
-            return
-        values = eval_fn(model)
-        if not isinstance(values, dict):
-            raise TypeError(f"eval_fn(model) must return a dict of scalars, got {type(values).__name__}")
-        bad = _RESERVED.intersection(values)
-        if bad:
-            raise ValueError(f"eval_fn returned reserved metric name(s) {sorted(bad)}")
-        rec = {"step": step, "kind": "eval", **{k: to_scalar(v) for k, v in values.items()}}
-        rec["wall_time"] = elapsed()
-        history.append(rec)
-        if metrics_log is not None:
-            metrics_log.write(rec)
-
-    def save(step, model, opt_state, state):
-        if manager is None:
-            return
-        metrics_log.sync()
-        user = dict(metadata or {})
-        manager.save(
-            step,
-            _payload(model, opt_state, key, state),
-            metadata={"elapsed_s": elapsed(), "steps": steps, "steps_per_call": steps_per_call, "user": user},
+                losses = np.asarray(losses)[:n]
+                finite = np.asarray(finite)[:n]
+                metrics = {k: np.asarray(v)[:n] for k, v in metrics.items()}
+                n_ok = n if finite.all() else int(np.argmin(finite))
+                wall = elapsed()
+                recs = []
+                for i in range(n_ok + (0 if n_ok == n else 1)):
+                    s = step + i
+                    if s % log_every == 0 or s == steps - 1 or i == n_ok:
+                        rec = {"step": s, "kind": "train", "loss": float(losses[i])}
+                        rec.update({k: v[i].item() for k, v in metrics.items()})
+                        rec["wall_time"] = wall
+                        recs.append(rec)
+                history.extend(recs)
+                if metrics_log is not None:
+                    metrics_log.write_many(recs)
+                if n_ok < n:
+                    bad = step + n_ok
+                    newest = manager.path(manager.latest_step()) if manager and manager.steps() else None
+                    raise NonFiniteLossError(
+                        f"loss or gradient is not finite at update {bad} (loss={losses[n_ok]}); "
+                        f"training stopped, newest checkpoint kept: {newest}",
+                        step=bad,
+                        model=eqx.combine(new_params, static),
+                        checkpoint=newest,
+                    )
+                params, opt_state, state = new_params, new_opt_state, new_state
+                step += n
+                bar.update(n, loss=float(losses[-1]))
+                if step % checkpoint_every == 0 or step == steps:
+                    model = eqx.combine(params, static)
+                    save(step, model, opt_state, state)
+                if eval_fn is not None or callback is not None:
+                    model = eqx.combine(params, static)
+                    evaluate(step, model)
+                    if callback is not None:
+                        callback(step, model)
+        if manager is not None and step == start and manager.latest_step() != step:
+            save(step, eqx.combine(params, static), opt_state, state)
+        if run_dir is not None:
+            history = read_metrics(run_dir / "metrics.jsonl")
+        return TrainResult(
+            model=eqx.combine(params, static), opt_state=opt_state, step=step, history=history,
+            run_dir=run_dir, state=state,
         )
 
-    evaluate(start, model)
-    step = start
-    stop = jnp.asarray(steps, dtype=jnp.int32)
-    with ProgressBar(steps, initial=start, desc="train", enabled=progress) as bar:
-        while step < steps:
-            n = min(steps_per_call, steps - step)
-            new_params, new_opt_state, new_state, losses, metrics, finite = run_chunk(
-                params, static, opt_state, state, jnp.asarray(step, dtype=jnp.int32), stop, key,
-                loss_fn, optimizer, batch_fn, steps_per_call if scanning else n,
-            )
-            losses = np.asarray(losses)[:n]
-            finite = np.asarray(finite)[:n]
-            metrics = {k: np.asarray(v)[:n] for k, v in metrics.items()}
-            n_ok = n if finite.all() else int(np.argmin(finite))
-            wall = elapsed()
-            recs = []
-            for i in range(n_ok + (0 if n_ok == n else 1)):
-                s = step + i
-                if s % log_every == 0 or s == steps - 1 or i == n_ok:
-                    rec = {"step": s, "kind": "train", "loss": float(losses[i])}
-                    rec.update({k: v[i].item() for k, v in metrics.items()})
-                    rec["wall_time"] = wall
-                    recs.append(rec)
-            history.extend(recs)
-            if metrics_log is not None:
-                metrics_log.write_many(recs)
-            if n_ok < n:
-                bad = step + n_ok
-                newest = manager.path(manager.latest_step()) if manager and manager.steps() else None
-                raise NonFiniteLossError(
-                    f"loss or gradient is not finite at update {bad} (loss={losses[n_ok]}); "
-                    f"training stopped, newest checkpoint kept: {newest}",
-                    step=bad,
-                    model=eqx.combine(new_params, static),
-                    checkpoint=newest,
-                )
-            params, opt_state, state = new_params, new_opt_state, new_state
-            step += n
-            bar.update(n, loss=float(losses[-1]))
-            if step % checkpoint_every == 0 or step == steps:
-                model = eqx.combine(params, static)
-                save(step, model, opt_state, state)
-            if eval_fn is not None or callback is not None:
-                model = eqx.combine(params, static)
-                evaluate(step, model)
-                if callback is not None:
-                    callback(step, model)
-    if manager is not None and step == start and manager.latest_step() != step:
-        save(step, eqx.combine(params, static), opt_state, state)
-    if run_dir is not None:
-        history = read_metrics(run_dir / "metrics.jsonl")
-    return TrainResult(
-        model=eqx.combine(params, static), opt_state=opt_state, step=step, history=history,
-        run_dir=run_dir, state=state,
-    )
+    if run_dir is None:
+        return _run(model, state, None)
+    # One trainer per run directory: a second one would interleave checkpoints and metrics.
+    with DirectoryLock(run_dir, what="run directory"):
+        return _run(model, state, Path(run_dir))
