@@ -4,14 +4,14 @@
 
 Loads the newest good checkpoint of each run directory, recomputes the test relative L2
 error against the reference data (from the cache), writes ``eval.json`` and
-``predictions.npz`` into each run directory, prints a table (or ``--json``) and, with
+``predictions.npz`` into ``eval-<precision>/`` of each run directory (beside the run's own
+outputs, never over them), prints a table (or ``--json``) and, with
 ``--out``, writes ``eval.json`` (all runs) and ``predictions.png`` (one test sample per run).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
@@ -40,30 +40,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _savez_atomic(path: Path, **arrays) -> None:
-    import os
-    import tempfile
-
-    import numpy as np
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from pdeml.experiments import evaluate, load_data, load_run, plot_predictions
+    from pdeml.experiments.common import write_evaluation
 
     out = writable_dir(args.out) if args.out is not None else None
     rows = []
@@ -81,22 +64,24 @@ def run(args: argparse.Namespace) -> int:
                                   key=jax.random.key(args.seed))
         if not 0 <= args.sample < preds.shape[0]:
             raise CLIError(f"--sample must be in [0, {preds.shape[0] - 1}], got {args.sample}")
-        _savez_atomic(d / "predictions.npz", pred=np.asarray(preds), ref=np.asarray(test_set.dataset.u),
-                      u0=np.asarray(test_set.dataset.u0))
-        write_text_atomic(d / "eval.json", json.dumps({"step": step, "test": metrics}, indent=2))
-        rows.append((str(d), config.method, step, metrics))
-    summary = {str(n): {"method": m, "step": st, "test": met} for n, m, st, met in rows}
+        # beside the run's own results.json / predictions.npz (eval-<precision>/), never over them
+        where = write_evaluation(d, "float64" if jax.config.jax_enable_x64 else "float32",
+                                 {"step": step, "test": metrics},
+                                 {"pred": np.asarray(preds), "ref": np.asarray(test_set.dataset.u),
+                                  "u0": np.asarray(test_set.dataset.u0)})
+        rows.append((str(d), config.method, step, metrics, where))
+    summary = {str(n): {"method": m, "step": st, "test": met} for n, m, st, met, _ in rows}
     if out is not None:
         write_text_atomic(out / "eval.json", json.dumps(summary, indent=2))
     plots = [p for p in (args.plot, out / "predictions.png" if out is not None else None) if p]
     for target in plots:
-        plot_predictions({f"{m} ({Path(n).name})": Path(n) for n, m, _, _ in rows}, target,
+        plot_predictions({f"{m} ({Path(n).name})": w for n, m, _, _, w in rows}, target,
                          sample=args.sample)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"{'run':40s} {'method':6s} {'step':>6s} {'rel L2 mean':>12s} {'std':>8s}")
-    for name, method, step, m in rows:
+    for name, method, step, m, _ in rows:
         extra = "".join(
             f"  {part}: {100 * m[part]['rel_l2_mean']:.2f}%"
             for part in ("train_window", "extrapolation") if part in m

@@ -1,9 +1,11 @@
 """Pieces shared by the experiments: the optimiser, the training step's batch and loss
-functions (optionally with carried starts), and restoring a run from its checkpoints."""
+functions (optionally with carried starts), restoring a run from its checkpoints, and the run
+directory's files (configuration check, lock, outputs and evaluations written atomically with
+checksums)."""
 
 from __future__ import annotations
 
-import json
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,14 @@ import equinox as eqx
 import jax
 import numpy as np
 import optax
+
+from pdeml.core.io import (
+    DirectoryLock,
+    read_json,
+    verify_sidecar,
+    write_json,
+    write_with_sidecar,
+)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -84,7 +94,7 @@ def restore_run(run_dir, config_cls: type, build_model: Callable, u0_like: Calla
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{run_dir} has no config.json: not a pdeml training run")
-    config = config_cls(**json.loads(cfg_path.read_text()))
+    config = config_cls(**read_json(cfg_path, what="run configuration", required=False))
     key = jax.random.key(config.seed)
     model = build_model(config, jax.random.fold_in(key, 0))
     params = eqx.filter(model, eqx.is_inexact_array)
@@ -94,3 +104,105 @@ def restore_run(run_dir, config_cls: type, build_model: Callable, u0_like: Calla
         like["state"] = initial_state(config, model, u0_like(config), config.train_samples)
     step, tree, _ = CheckpointManager(run_dir / "checkpoints").restore(like)
     return config, tree["model"], step
+
+
+def _merged(stored: dict, defaults: dict) -> dict:
+    # Runs written before a field existed hold its default.
+    return {**defaults, **stored}
+
+
+def _config_differences(old: dict, new: dict) -> str:
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k}: stored {old.get(k)!r}, requested {new.get(k)!r}" for k in diff)
+
+
+def check_run_config(run_dir, cfg: dict, defaults: dict) -> None:
+    """Refuse to reuse ``run_dir`` for another configuration; creates nothing.
+
+    ``cfg`` (the JSON form of the requested configuration) is compared with ``config.json``
+    and, when that file is missing, with the configuration stored in the newest readable
+    checkpoint's header (so deleting ``config.json`` does not let a run resume under other
+    settings). ``defaults`` fills fields that older runs did not record.
+
+    Raises:
+        ValueError: the stored configuration differs; the message names the fields.
+    """
+    from pdeml.train import CheckpointManager
+    from pdeml.train.checkpoint import CheckpointError, read_checkpoint_metadata
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    source, stored = None, None
+    if cfg_path.exists():
+        stored = read_json(cfg_path, what="run configuration", required=False)
+        source = str(cfg_path)
+    else:
+        manager = CheckpointManager(run_dir / "checkpoints")
+        for step in manager.steps()[::-1]:
+            try:
+                meta = read_checkpoint_metadata(manager.path(step))
+            except CheckpointError:
+                continue
+            stored = meta.get("user", {}).get("config")
+            source = f"the header of {manager.path(step)}"
+            break
+    if stored is None:
+        return
+    old = _merged(stored, defaults)
+    if old != cfg:
+        raise ValueError(
+            f"{run_dir} holds a run with a different configuration ({source}): "
+            f"{_config_differences(old, cfg)}; use another --run-dir (or delete it) instead of "
+            "mixing runs"
+        )
+
+
+def write_run_config(run_dir, cfg: dict) -> None:
+    """Write ``config.json`` (atomic, with a ``.sha256`` sidecar) unless it is already there."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        write_json(path, cfg)
+
+
+def run_lock(run_dir):
+    """The lock held on ``run_dir`` while a run trains in it (see :class:`pdeml.core.io.DirectoryLock`)."""
+    return DirectoryLock(run_dir, what="run directory")
+
+
+def _npz_bytes(arrays: dict) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def write_run_outputs(out_dir, results: dict, arrays: dict, *, results_name: str = "results.json"):
+    """``results`` as JSON and ``arrays`` as ``predictions.npz`` in ``out_dir``, each written
+    atomically with a ``.sha256`` sidecar. Returns ``out_dir``."""
+    out_dir = Path(out_dir)
+    write_with_sidecar(out_dir / "predictions.npz", _npz_bytes(arrays))
+    write_json(out_dir / results_name, results)
+    return out_dir
+
+
+def evaluation_dir(run_dir, precision: str) -> Path:
+    """Where ``pdeml eval`` writes a run's evaluation in ``precision``: ``run_dir/eval-<precision>``
+    (beside the run's own ``results.json`` / ``predictions.npz``, which it never touches)."""
+    if precision not in ("float32", "float64"):
+        raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
+    return Path(run_dir) / f"eval-{precision}"
+
+
+def write_evaluation(run_dir, precision: str, report: dict, arrays: dict) -> Path:
+    """Write an evaluation (``eval.json`` + ``predictions.npz``) into
+    :func:`evaluation_dir`; returns that directory."""
+    out = evaluation_dir(run_dir, precision)
+    return write_run_outputs(out, report, arrays, results_name="eval.json")
+
+
+def load_predictions(directory):
+    """``predictions.npz`` of a run or evaluation directory as a dict of arrays, verified
+    against its ``.sha256`` sidecar when one is present."""
+    path = Path(directory) / "predictions.npz"
+    verify_sidecar(path, what="predictions file", required=False)
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

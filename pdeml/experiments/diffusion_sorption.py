@@ -24,10 +24,15 @@ import numpy as np
 
 from pdeml.experiments.common import (
     check_carry_start,
+    check_run_config,
     initial_state,
+    load_predictions,
     make_optimizer,
     restore_run,
+    run_lock,
     training_functions,
+    write_run_config,
+    write_run_outputs,
 )
 from pdeml.constraints import (
     HardConstrainedModel,
@@ -336,21 +341,10 @@ def run_experiment(config: ExperimentConfig, run_dir, *, progress: bool = True) 
     ``predictions.npz`` (test predictions and references for plotting).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / "config.json"
     cfg = config_dict(config)
-    if cfg_path.exists():
-        # Runs written before a field existed hold its default.
-        old = {**config_dict(ExperimentConfig(method=config.method)),
-               **json.loads(cfg_path.read_text())}
-        if old != cfg:
-            diff = {k: (old.get(k), v) for k, v in cfg.items() if old.get(k) != v}
-            raise ValueError(
-                f"{run_dir} holds a run with a different configuration {diff}; use another "
-                "--run-dir (or delete it) instead of mixing runs"
-            )
-    else:
-        cfg_path.write_text(json.dumps(cfg, indent=2))
+    defaults = config_dict(ExperimentConfig(method=config.method))
+    # Nothing is written before the run is known to be valid: a rejected run leaves no trace.
+    check_run_config(run_dir, cfg, defaults)
 
     t0 = time.perf_counter()
     train_set, test_set = load_data(config, progress=progress)
@@ -364,12 +358,15 @@ def run_experiment(config: ExperimentConfig, run_dir, *, progress: bool = True) 
     batch_fn, loss_fn = training_functions(u0_train, config)
     state = initial_state(config, model, u0_train[0], u0_train.shape[0])
 
-    t1 = time.perf_counter()
-    result = train(model, loss_fn, optimizer, batch_fn, steps=config.steps,
-                   key=jax.random.fold_in(key, 1), run_dir=run_dir,
-                   checkpoint_every=max(1, min(100, config.steps)), log_every=10,
-                   progress=progress, metadata={"config": cfg}, state=state)
-    t_train = time.perf_counter() - t1
+    with run_lock(run_dir):  # one process trains in a run directory at a time
+        check_run_config(run_dir, cfg, defaults)
+        write_run_config(run_dir, cfg)
+        t1 = time.perf_counter()
+        result = train(model, loss_fn, optimizer, batch_fn, steps=config.steps,
+                       key=jax.random.fold_in(key, 1), run_dir=run_dir,
+                       checkpoint_every=max(1, min(100, config.steps)), log_every=10,
+                       progress=progress, metadata={"config": cfg}, state=state)
+        t_train = time.perf_counter() - t1
     t2 = time.perf_counter()
     metrics, preds = evaluate(result.model, jnp.asarray(test_set.dataset.u0),
                               jnp.asarray(test_set.dataset.u),
@@ -386,9 +383,8 @@ def run_experiment(config: ExperimentConfig, run_dir, *, progress: bool = True) 
         "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
                         "x64": bool(jax.config.jax_enable_x64)},
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    np.savez(run_dir / "predictions.npz", pred=preds, ref=np.asarray(test_set.dataset.u),
-             u0=np.asarray(test_set.dataset.u0))
+    write_run_outputs(run_dir, results, {"pred": preds, "ref": np.asarray(test_set.dataset.u),
+                                         "u0": np.asarray(test_set.dataset.u0)})
     return results
 
 
@@ -401,7 +397,7 @@ def plot_predictions(run_dirs: dict[str, Path], out_png, *, sample: int = 0) -> 
         import matplotlib.pyplot as plt
     except ImportError as e:  # pragma: no cover
         raise ImportError("plots need matplotlib: pip install 'pdeml[plot]'") from e
-    loaded = {name: np.load(Path(d) / "predictions.npz") for name, d in run_dirs.items()}
+    loaded = {name: load_predictions(d) for name, d in run_dirs.items()}
     ref = next(iter(loaded.values()))["ref"][sample]
     fig, axes = plt.subplots(2, len(loaded) + 1, figsize=(4 * (len(loaded) + 1), 6), squeeze=False)
     kw = dict(aspect="auto", origin="lower", extent=(0, 1, 0, 1))

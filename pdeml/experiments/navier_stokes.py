@@ -51,10 +51,15 @@ import numpy as np
 
 from pdeml.experiments.common import (
     check_carry_start,
+    check_run_config,
     initial_state,
+    load_predictions,
     make_optimizer,
     restore_run,
+    run_lock,
     training_functions,
+    write_run_config,
+    write_run_outputs,
 )
 from pdeml.constraints import (
     HardConstrainedModel,
@@ -634,20 +639,10 @@ def run_experiment(config: NSConfig, run_dir, *, progress: bool = True) -> dict:
         res["test"]["rel_l2_mean"], res["test_fine"]["rel_l2_mean"]
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / "config.json"
     cfg = config_dict(config)
-    if cfg_path.exists():
-        # Runs written before a field existed hold its default.
-        old = {**config_dict(NSConfig(method=config.method)), **json.loads(cfg_path.read_text())}
-        if old != cfg:
-            diff = {k: (old.get(k), v) for k, v in cfg.items() if old.get(k) != v}
-            raise ValueError(
-                f"{run_dir} holds a run with a different configuration {diff}; use another "
-                "--run-dir (or delete it) instead of mixing runs"
-            )
-    else:
-        cfg_path.write_text(json.dumps(cfg, indent=2))
+    defaults = config_dict(NSConfig(method=config.method))
+    # Nothing is written before the run is known to be valid: a rejected run leaves no trace.
+    check_run_config(run_dir, cfg, defaults)
 
     t0 = time.perf_counter()
     train_set, test_set = load_data(config, progress=progress)
@@ -659,13 +654,16 @@ def run_experiment(config: NSConfig, run_dir, *, progress: bool = True) -> dict:
     model = build_model(config, jax.random.fold_in(key, 0))
     optimizer, batch_fn, loss_fn = _training_functions(config, train_set.checksum, u0_train)
 
-    t1 = time.perf_counter()
-    result = train(model, loss_fn, optimizer, batch_fn, steps=config.steps,
-                   key=jax.random.fold_in(key, 1), run_dir=run_dir,
-                   checkpoint_every=max(1, min(config.checkpoint_every, config.steps)),
-                   log_every=10, progress=progress, metadata={"config": cfg},
-                   state=initial_state(config, model, u0_train[0], u0_train.shape[0]))
-    t_train = time.perf_counter() - t1
+    with run_lock(run_dir):  # one process trains in a run directory at a time
+        check_run_config(run_dir, cfg, defaults)
+        write_run_config(run_dir, cfg)
+        t1 = time.perf_counter()
+        result = train(model, loss_fn, optimizer, batch_fn, steps=config.steps,
+                       key=jax.random.fold_in(key, 1), run_dir=run_dir,
+                       checkpoint_every=max(1, min(config.checkpoint_every, config.steps)),
+                       log_every=10, progress=progress, metadata={"config": cfg},
+                       state=initial_state(config, model, u0_train[0], u0_train.shape[0]))
+        t_train = time.perf_counter() - t1
 
     t2 = time.perf_counter()
     metrics, preds = evaluate(result.model, jnp.asarray(test_set.dataset.u0),
@@ -696,8 +694,7 @@ def run_experiment(config: NSConfig, run_dir, *, progress: bool = True) -> dict:
         "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
                         "x64": bool(jax.config.jax_enable_x64)},
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    np.savez(run_dir / "predictions.npz", **arrays)
+    write_run_outputs(run_dir, results, arrays)
     return results
 
 
@@ -728,7 +725,7 @@ def plot_predictions(run_dirs: dict, out_png, *, sample: int = 0, fine: bool = F
     pk, rk = ("pred_fine", "ref_fine") if fine else ("pred", "ref")
     loaded = {}
     for name, d in run_dirs.items():
-        z = np.load(Path(d) / "predictions.npz")
+        z = load_predictions(d)
         if pk not in z:
             raise ValueError(f"{d}/predictions.npz has no {pk!r} (a run with test_refine=1?)")
         loaded[name] = z
