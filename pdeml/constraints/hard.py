@@ -31,7 +31,12 @@ from pdeml.core import (
     UnrolledAdjoint,
     solve_least_squares,
 )
-from pdeml.core.validation import check_choice, check_grid_indices, error_if_nonfinite
+from pdeml.core.validation import (
+    check_basis,
+    check_choice,
+    check_grid_indices,
+    error_if_nonfinite_tree,
+)
 from pdeml.pde.base import PDEProblem
 
 
@@ -142,12 +147,8 @@ class HardConstraint(eqx.Module):
                 not exist yet; needs ``w0``.
         """
         grid = tuple(self.problem.grid_shape)
-        if jnp.ndim(basis) != len(grid) + 1 or tuple(jnp.shape(basis)[:-1]) != grid:
-            raise ValueError(
-                f"basis must have shape (*grid, N) = (*{grid}, N) (use jax.vmap for a batch), "
-                f"got {jnp.shape(basis)}"
-            )
-        basis = error_if_nonfinite("basis", basis)
+        basis = check_basis("basis", basis, grid)  # real float (*grid, N), finite
+        data = error_if_nonfinite_tree("data (e.g. the initial condition u0)", data)
         if points is None:
             points = self.select_points(key)
         else:

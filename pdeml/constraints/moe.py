@@ -42,7 +42,12 @@ from pdeml.core import (
     UnrolledAdjoint,
     solve_least_squares,
 )
-from pdeml.core.validation import check_choice, check_grid_indices, error_if_nonfinite
+from pdeml.core.validation import (
+    check_basis,
+    check_choice,
+    check_grid_indices,
+    error_if_nonfinite_tree,
+)
 from pdeml.pde.base import PDEProblem
 
 __all__ = ["MoEConstraintInfo", "MoEHardConstraint", "POINTS_MODES"]
@@ -304,7 +309,8 @@ class MoEHardConstraint(eqx.Module):
                 (as in :class:`HardConstraint`).
         """
         self.check_inputs(basis, points)
-        basis = error_if_nonfinite("basis", basis)
+        basis = check_basis("basis", basis, self.problem.grid_shape)  # real float, finite
+        data = error_if_nonfinite_tree("data (e.g. the initial condition u0)", data)
         if points is None:
             points = self.select_points(key)
         else:

@@ -128,3 +128,41 @@ def check_real_number(name: str, value, *, minimum: float | None = None,
         raise ValueError(f"{name} must be {want}, got {value!r}") from None
     if not np.isfinite(v) or (positive and not v > 0) or (minimum is not None and v < minimum):
         raise ValueError(f"{name} must be {want}, got {value!r}")
+
+
+def check_basis(name: str, basis, grid_shape: Sequence[int]):
+    """Return ``basis`` after checking it is a real floating ``(*grid_shape, N)`` array with no
+    NaN/inf (shape and dtype at trace time, values at run time).
+
+    Raises ``TypeError`` for an integer or complex basis (naming the cast to make) and
+    ``ValueError`` for a wrong shape.
+    """
+    grid = tuple(int(n) for n in grid_shape)
+    dtype = jnp.result_type(basis)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real floating point, got complex dtype {dtype}; pass "
+                        f"its real part ({name}.real) or split real and imaginary parts into "
+                        "separate basis functions")
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must be floating point, got dtype {dtype}; cast it, e.g. "
+                        f"{name}.astype(jnp.float32)")
+    if jnp.ndim(basis) != len(grid) + 1 or tuple(jnp.shape(basis)[:-1]) != grid:
+        raise ValueError(
+            f"{name} must have shape (*grid, N) = (*{grid}, N) (use jax.vmap for a batch), "
+            f"got {jnp.shape(basis)}"
+        )
+    return error_if_nonfinite(name, jnp.asarray(basis))
+
+
+def error_if_nonfinite_tree(name: str, tree):
+    """Return ``tree``, raising at run time if any floating leaf holds NaN or inf; the message
+    names the leaf (e.g. ``data.u0``)."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    out = []
+    for path, leaf in leaves:
+        if eqx.is_inexact_array(leaf) or isinstance(leaf, np.ndarray) and np.issubdtype(
+                leaf.dtype, np.inexact):
+            where = name + jax.tree_util.keystr(path) if path else name
+            leaf = error_if_nonfinite(where, jnp.asarray(leaf))
+        out.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, out)
