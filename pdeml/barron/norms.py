@@ -63,8 +63,8 @@ def barron_norm(u: Float[Array, "*grid"], s: float = 1.0) -> Float[Array, ""]:
         >>> import jax.numpy as jnp
         >>> from pdeml.barron import torus_grid
         >>> x = torus_grid(9, dim=2)
-        >>> round(float(barron_norm(jnp.sin(2 * jnp.pi * x[..., 0]))), 6)  # 1 + 2 pi
-        7.283185
+        >>> round(float(barron_norm(jnp.sin(2 * jnp.pi * x[..., 0]))), 4)  # 1 + 2 pi
+        7.2832
     """
     u = jnp.asarray(u)
     if u.ndim == 0:
@@ -114,7 +114,8 @@ def barron_norm_convergence(
 
     Example:
         >>> import jax.numpy as jnp
-        >>> c = barron_norm_convergence(lambda x: jnp.exp(jnp.sin(2 * jnp.pi * x[0])), 1, (9, 17, 33))
+        >>> f = lambda x: jnp.exp(jnp.sin(2 * jnp.pi * x[0]))
+        >>> c = barron_norm_convergence(f, 1, (9, 17, 33), rtol=1e-4)  # 1e-6 needs float64
         >>> c.converged
         True
     """
