@@ -1,0 +1,966 @@
+"""The fault catalogue: bad input, failing solvers, damaged or foreign files, crashes.
+
+Every case is a function registered with :func:`case` and its expected outcome:
+
+- ``clear error``: an exception whose type and message name the problem (the argument, the
+  file, the field);
+- ``flagged result``: the call returns, and its result says it failed (``converged`` False and
+  a result code), never a plausible-looking number without a flag;
+- ``exact resume``: after a crash the work continues and ends bit-identical to an
+  uninterrupted run, or the previous complete file is still there.
+
+Each case asserts its outcome, so a silent wrong result or lost data fails the suite.
+``docs/reliability.md`` holds the table :func:`reliability_table` renders from this
+registry; ``test_reliability_table_is_current`` keeps the two equal
+(``python tests/test_faults.py`` rewrites the table).
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTCOMES = ("clear error", "flagged result", "exact resume")
+CASES: dict[str, tuple[str, str, str, bool]] = {}  # name -> (area, outcome, description, slow)
+
+
+def case(area: str, outcome: str, description: str, *, slow: bool = False):
+    """Register ``fn`` as a catalogue case."""
+    assert outcome in OUTCOMES
+
+    def deco(fn):
+        CASES[fn.__name__] = (area, outcome, description, slow)
+        _FUNCS[fn.__name__] = (fn, ())
+        return fn
+
+    return deco
+
+
+def cases(area: str, outcome: str, table: dict, *, slow: bool = False):
+    """Register one case per entry of ``table`` (``{suffix: (description, args)}``)."""
+
+    def deco(fn):
+        for suffix, (description, args) in table.items():
+            name = f"{fn.__name__}[{suffix}]"
+            CASES[name] = (area, outcome, description, slow)
+            _FUNCS[name] = (fn, args)
+        return fn
+
+    return deco
+
+
+_FUNCS: dict = {}
+EqxError = eqx.EquinoxRuntimeError
+
+
+def _message(exc) -> str:
+    return str(exc.value)
+
+
+# ---------------------------------------------------------------------------- shared objects
+
+
+def _lpn(alpha=0.1):
+    from pdeml.nets.icnn import DenseICNN
+    from pdeml.prox import LPN
+
+    return LPN(DenseICNN(1, (8,), key=jax.random.key(0), alpha=alpha))
+
+
+class _NaNProx(eqx.Module):
+    def prox(self, x):
+        return x * jnp.nan
+
+
+class _HalfProx(eqx.Module):
+    def prox(self, x):
+        return x.astype(jnp.float16)
+
+
+def _op():
+    from pdeml.inverse.operators import MatrixOperator
+
+    return MatrixOperator(jnp.eye(2))
+
+
+_Y = np.array([2.0, 0.1])
+
+
+def _t2(**params):
+    from pdeml.barron import make_test_problem
+
+    return make_test_problem("T2", dim=2, **params)
+
+
+# ---------------------------------------------------------------------------- 1. diagnostics
+
+
+@case("solvers", "clear error", "LPN.regularizer whose inner inversion stops at max_iter=1 "
+      "(x in [-40, 40]) raises, naming the tolerance")
+def regularizer_not_converged():
+    x = jnp.linspace(-40.0, 40.0, 9)[:, None]
+    with pytest.raises(EqxError, match="LPN.regularizer.*did not reach the tolerance") as e:
+        jax.block_until_ready(_lpn().regularizer(x, max_iter=1))
+    assert "max_iter" in _message(e)
+
+
+@case("solvers", "flagged result", "evaluate_regularizer with max_iter=1 reports "
+      "converged=False and MAX_STEPS_REACHED per sample")
+def regularizer_diagnostics():
+    from pdeml.core.least_squares import MAX_STEPS_REACHED
+    from pdeml.prox import evaluate_regularizer
+
+    _, info = evaluate_regularizer(_lpn(), jnp.linspace(-40.0, 40.0, 9)[:, None], max_iter=1)
+    assert not bool(info.converged.all())
+    assert set(np.asarray(info.result)[~np.asarray(info.converged)]) == {MAX_STEPS_REACHED}
+
+
+@case("solvers", "clear error", "LPN.inverse(throw=True) with max_iter=1 raises")
+def inverse_throw():
+    with pytest.raises(EqxError, match="LPN.inverse"):
+        jax.block_until_ready(_lpn().inverse(jnp.linspace(-40.0, 40.0, 9)[:, None],
+                                             max_iter=1, throw=True).y)
+
+
+@case("solvers", "clear error", "ScaledLPN.prox whose inner solve stops at max_iter=1 raises")
+def scaled_prox_not_converged():
+    from pdeml.prox import ScaledLPN
+
+    with pytest.raises(EqxError, match="ScaledLPN.*did not reach the tolerance"):
+        jax.block_until_ready(ScaledLPN(_lpn(), 0.5, max_iter=1).prox(
+            jnp.linspace(-400.0, 400.0, 9)[:, None]))
+
+
+@case("solvers", "flagged result", "ScaledLPN.solve returns the inner solve's diagnostics "
+      "(converged=False at max_iter=1)")
+def scaled_solve_diagnostics():
+    from pdeml.prox import ScaledLPN
+
+    *_, info = ScaledLPN(_lpn(), 0.5, max_iter=1).solve(jnp.linspace(-400.0, 400.0, 9)[:, None])
+    assert not bool(info.converged.all())
+
+
+@cases("solvers", "flagged result", {
+    "pgd": ("PnP-PGD with a prox returning NaN stops at once with result NONFINITE", ("pgd",)),
+    "admm": ("PnP-ADMM with a prox returning NaN stops at once with result NONFINITE",
+             ("admm",)),
+})
+def pnp_nan_prox(method):
+    from pdeml.core.least_squares import NONFINITE
+    from pdeml.inverse.solvers import pnp_admm, pnp_pgd
+
+    res = (pnp_pgd if method == "pgd" else pnp_admm)(_op(), _NaNProx(), _Y, 2.0)
+    assert not bool(res.converged) and int(res.result) == NONFINITE and int(res.iterations) == 1
+
+
+@cases("solvers", "clear error", {
+    "pgd": ("PnP-PGD(throw=True) with a prox returning NaN raises, naming the prox", ("pgd",)),
+    "admm": ("PnP-ADMM(throw=True) with a prox returning NaN raises", ("admm",)),
+})
+def pnp_nan_prox_throw(method):
+    from pdeml.inverse.solvers import pnp_admm, pnp_pgd
+
+    with pytest.raises(EqxError, match=f"pnp_{method}: an iterate became NaN/inf"):
+        jax.block_until_ready((pnp_pgd if method == "pgd" else pnp_admm)(
+            _op(), _NaNProx(), _Y, 2.0, throw=True).x)
+
+
+@case("solvers", "clear error", "PnP-PGD(throw=True) that hits max_iter raises")
+def pnp_max_iter_throw():
+    from pdeml.inverse.solvers import pnp_pgd
+    from pdeml.prox import SoftThreshold
+
+    with pytest.raises(EqxError, match="within max_iter"):
+        jax.block_until_ready(pnp_pgd(_op(), SoftThreshold(0.5), _Y, 2.0, max_iter=1,
+                                      tol=0.0, throw=True).x)
+
+
+@case("solvers", "flagged result", "Sobolev gradient descent stopped at max_steps=2 reports "
+      "MAX_STEPS_REACHED")
+def barron_max_steps():
+    from pdeml.barron import sobolev_gradient_descent
+    from pdeml.core.least_squares import MAX_STEPS_REACHED
+
+    t = sobolev_gradient_descent(_t2(nu=1.0), 9, max_steps=2)
+    assert not bool(t.converged) and int(t.result) == MAX_STEPS_REACHED
+
+
+@cases("solvers", "clear error", {
+    "sgd": ("sobolev_gradient_descent(throw=True) that hits max_steps raises", ("sgd",)),
+    "newton": ("newton_krylov(throw=True) that hits max_steps raises", ("newton",)),
+})
+def barron_throw(method):
+    from pdeml.barron import newton_krylov, sobolev_gradient_descent
+
+    f = sobolev_gradient_descent if method == "sgd" else newton_krylov
+    with pytest.raises(EqxError, match="within max_steps"):
+        jax.block_until_ready(f(_t2(nu=1.0), 9, max_steps=1, tol=0.0, throw=True).u)
+
+
+@case("solvers", "flagged result", "Sobolev gradient descent with a step 50x too large does "
+      "not converge and says so")
+def barron_divergent_step():
+    from pdeml.barron import sobolev_gradient_descent
+
+    t = sobolev_gradient_descent(_t2(nu=1.0), 9, step=50.0, max_steps=200)
+    assert not bool(t.converged) and int(t.result) != 0
+
+
+# ---------------------------------------------------------------------------- 7. parameters
+
+
+@cases("input", "clear error", {
+    "nu<0": ("Barron T2 with nu = -5 (non-convex Lagrangian)", ("nu", {"nu": -5.0})),
+    "nu=nan": ("Barron T2 with nu = NaN", ("nu", {"nu": float("nan")})),
+    "mu<0": ("Barron T3 with mu = -1", ("mu", {"mu": -1.0})),
+})
+def barron_bad_parameter(name, params):
+    from pdeml.barron import make_test_problem
+
+    with pytest.raises(ValueError, match=f"^{name} must be a finite number >= 0"):
+        make_test_problem("T3" if name == "mu" else "T2", dim=2, **params)
+
+
+@cases("input", "clear error", {
+    f"step={v}": (f"Barron solver with step = {v}", (v,))
+    for v in (float("nan"), -1.0, 0.0, float("inf"))
+})
+def barron_bad_step(step):
+    from pdeml.barron import sobolev_gradient_descent
+
+    with pytest.raises(ValueError, match="^step must be a finite number > 0"):
+        sobolev_gradient_descent(_t2(nu=1.0), 9, step=step)
+
+
+@cases("input", "clear error", {
+    "tol=nan": ("Barron solver with tol = NaN", ({"tol": float("nan")}, "tol")),
+    "max_steps=0": ("Barron solver with max_steps = 0", ({"max_steps": 0}, "max_steps")),
+    "cg_tol=-1": ("Newton-Krylov with cg_tol = -1", ({"cg_tol": -1.0}, "cg_tol")),
+})
+def barron_bad_option(kwargs, name):
+    from pdeml.barron import newton_krylov
+
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        newton_krylov(_t2(nu=1.0), 9, **kwargs)
+
+
+@case("input", "clear error", "Barron solver with an integer u0 grid")
+def barron_integer_u0():
+    from pdeml.barron import sobolev_gradient_descent
+
+    with pytest.raises(TypeError, match="u0 must be a real floating-point grid field"):
+        sobolev_gradient_descent(_t2(nu=1.0), jnp.zeros((9, 9), jnp.int32))
+
+
+@cases("input", "clear error", {
+    "rho=nan": ("PnP with rho = NaN", (float("nan"),)),
+    "rho=0": ("PnP with rho = 0", (0.0,)),
+    "rho<0": ("PnP with rho = -1", (-1.0,)),
+})
+def pnp_bad_rho(rho):
+    from pdeml.inverse.solvers import pnp_pgd
+    from pdeml.prox import SoftThreshold
+
+    with pytest.raises(ValueError, match="^rho must be a finite float > 0"):
+        pnp_pgd(_op(), SoftThreshold(0.5), _Y, rho)
+
+
+@case("input", "clear error", "PnP with a prox that returns float16 for a float64 input "
+      "(was a while_loop carry-type error)")
+def pnp_prox_dtype():
+    from pdeml.inverse.solvers import pnp_admm
+
+    with pytest.raises(TypeError, match="prox.prox must return an array of its input's shape "
+                                        "and dtype.*_HalfProx.prox returned"):
+        pnp_admm(_op(), _HalfProx(), _Y, 2.0)
+
+
+@case("input", "clear error", "PnP with NaN in the measurements y")
+def pnp_nan_measurements():
+    from pdeml.inverse.solvers import pnp_pgd
+    from pdeml.prox import SoftThreshold
+
+    with pytest.raises(EqxError, match="y \\(the measurements\\) contains NaN"):
+        jax.block_until_ready(pnp_pgd(_op(), SoftThreshold(0.5), _Y * np.nan, 2.0).x)
+
+
+@case("input", "clear error", "PnP with x0 of the wrong shape")
+def pnp_bad_x0():
+    from pdeml.inverse.solvers import pnp_pgd
+    from pdeml.prox import SoftThreshold
+
+    with pytest.raises(ValueError, match="x0 must have shape"):
+        pnp_pgd(_op(), SoftThreshold(0.5), _Y, 2.0, x0=np.zeros(3))
+
+
+@case("input", "clear error", "LPN.inverse with y0 of the wrong shape (was a raw reshape error)")
+def lpn_bad_y0():
+    with pytest.raises(ValueError, match="y0 must have the shape of x"):
+        _lpn().inverse(jnp.zeros((9, 1)), y0=jnp.zeros((3, 1)))
+
+
+@case("input", "clear error", "LPN.prox with an integer input")
+def lpn_integer_input():
+    with pytest.raises(TypeError, match="x must be a floating-point array"):
+        _lpn().prox(jnp.zeros((3, 1), jnp.int32))
+
+
+@case("input", "clear error", "LPN.prox with NaN in the input")
+def lpn_nan_input():
+    with pytest.raises(EqxError, match="x contains NaN or inf"):
+        jax.block_until_ready(_lpn().prox(jnp.array([[jnp.nan]])))
+
+
+@cases("input", "clear error", {
+    "weight=2": ("ScaledLPN with weight 2 (outside (0, 1])", ({"weight": 2.0}, "weight")),
+    "weight=0": ("ScaledLPN with weight 0", ({"weight": 0.0}, "weight")),
+    "max_iter=0": ("ScaledLPN with max_iter 0", ({"weight": 0.5, "max_iter": 0}, "max_iter")),
+})
+def scaled_lpn_bad_option(kwargs, name):
+    from pdeml.prox import ScaledLPN
+
+    weight = kwargs.pop("weight")
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        ScaledLPN(_lpn(), weight, **kwargs)
+
+
+# ---------------------------------------------------------------------------- 9. constraint layer
+
+
+def _layer_and_basis():
+    from pdeml.constraints import HardConstraint
+    from pdeml.pde import DiffusionSorption
+
+    layer = HardConstraint(DiffusionSorption(nx=8, nt=5), num_points=10, throw=False)
+    x = jnp.linspace(0.0, 1.0, 8)[:, None]
+    t = jnp.linspace(0.0, 1.0, 5)[None, :]
+    basis = jnp.stack([x**k * (1 + t) ** j for k in range(3) for j in range(2)], -1)
+    return layer, basis, jnp.full(8, 0.1)
+
+
+@cases("input", "clear error", {
+    "integer": ("hard constraint with an integer basis (was an equinox tree_at error)",
+                (jnp.int32, TypeError, "basis must be floating point, got dtype int32; cast")),
+    "complex": ("hard constraint with a complex basis",
+                (jnp.complex64, TypeError, "basis must be real floating point, got complex")),
+})
+def hard_basis_dtype(dtype, exc, message):
+    layer, basis, u0 = _layer_and_basis()
+    with pytest.raises(exc, match=message):
+        layer(basis.astype(dtype), u0, key=jax.random.key(0))
+
+
+@case("input", "clear error", "hard constraint with a basis of the wrong shape")
+def hard_basis_shape():
+    layer, basis, u0 = _layer_and_basis()
+    with pytest.raises(ValueError, match=r"basis must have shape \(\*grid, N\)"):
+        layer(basis[..., 0], u0, key=jax.random.key(0))
+
+
+@case("input", "clear error", "hard constraint with NaN in u0: reported as NaN in the initial "
+      "condition, not as a problem with the basis")
+def hard_nan_u0():
+    layer, basis, u0 = _layer_and_basis()
+    with pytest.raises(EqxError, match="initial condition u0\\) contains NaN") as e:
+        jax.block_until_ready(layer(basis, u0.at[2].set(jnp.nan), key=jax.random.key(0))[0])
+    assert "basis contains" not in _message(e)
+
+
+@case("input", "clear error", "hard constraint with NaN in the basis")
+def hard_nan_basis():
+    layer, basis, u0 = _layer_and_basis()
+    with pytest.raises(EqxError, match="basis contains NaN"):
+        jax.block_until_ready(layer(basis.at[0, 0, 0].set(jnp.nan), u0, key=jax.random.key(0))[0])
+
+
+@case("input", "clear error", "hard constraint with collocation points off the grid")
+def hard_points_off_grid():
+    layer, basis, u0 = _layer_and_basis()
+    with pytest.raises(ValueError, match="points must be grid indices"):
+        layer(basis, u0, points=np.array([[0, 1], [8, 1]]))
+
+
+# ---------------------------------------------------------------------------- 8. checkers
+
+
+@case("checkers", "clear error", "check_convex_along_lines on a concave function raises "
+      "AssertionError")
+def checker_concave():
+    from pdeml.testing import check_convex_along_lines
+
+    with pytest.raises(AssertionError, match="not convex"):
+        check_convex_along_lines(lambda v: -jnp.sum(v * v), jnp.zeros(2), jnp.ones(2))
+
+
+@case("checkers", "clear error", "check_moreau_identity with NaN output raises (NaN never "
+      "passes a tolerance)")
+def checker_nan():
+    from pdeml.testing import check_moreau_identity
+
+    with pytest.raises(AssertionError, match="Moreau identity violated by nan"):
+        check_moreau_identity(lambda v: v * jnp.nan, lambda v: v, jnp.ones(3))
+
+
+@case("checkers", "clear error", "no bare assert statement in pdeml.testing (python -O would "
+      "strip it): checked on the syntax tree")
+def checker_no_bare_assert():
+    import ast
+
+    for path in (ROOT / "pdeml" / "testing").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        bad = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Assert)]
+        assert not bad, f"{path.name}: assert at lines {bad}"
+
+
+@case("checkers", "clear error", "under python -O a concave function still fails "
+      "check_convex_along_lines", slow=True)
+def checker_under_optimize():
+    code = ("import jax.numpy as jnp\nfrom pdeml.testing import check_convex_along_lines\n"
+            "check_convex_along_lines(lambda v: -jnp.sum(v * v), jnp.zeros(2), jnp.ones(2))\n")
+    r = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode != 0 and "AssertionError: psi is not convex" in r.stderr
+
+
+# ---------------------------------------------------------------------------- files: core.io
+
+
+def _io_module_path() -> str:
+    return str(ROOT / "pdeml" / "core" / "io.py")
+
+
+def _load_io():
+    """pdeml.core.io loaded on its own (stdlib only), as the subprocesses below do."""
+    spec = importlib.util.spec_from_file_location("_pdeml_io", _io_module_path())
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_WRITER = """
+import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("io_", {io!r})
+io_ = importlib.util.module_from_spec(spec); spec.loader.exec_module(io_)
+path, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    io_.write_checksummed(path, "checkpoint", (tag * 50000 + str(i)).encode(), {{"i": i}})
+    if i == 0:
+        print("first", flush=True)
+"""
+
+
+def _spawn_writer(path, tag, n):
+    return subprocess.Popen([sys.executable, "-c", _WRITER.format(io=_io_module_path()),
+                             str(path), tag, str(n)], stdout=subprocess.PIPE, text=True)
+
+
+@case("files", "exact resume", "kill -9 of a process saving checkpoints in a loop, at 3 "
+      "random moments (during the write, the fsync or the final rename): the file on disk is "
+      "always a complete, verified version")
+def kill_during_save(tmp_path):
+    from pdeml.core.io import read_checksummed
+
+    path = tmp_path / "c.eqx"
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        proc = _spawn_writer(path, "a", 10**6)
+        assert proc.stdout.readline().strip() == "first"
+        time.sleep(float(rng.uniform(0.0, 0.2)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        meta, payload = read_checksummed(path, "checkpoint")
+        assert payload.endswith(str(meta["i"]).encode())
+
+
+@case("files", "exact resume", "an interrupt inside the final os.replace leaves the previous "
+      "file intact and no temporary file")
+def interrupt_during_rename(tmp_path, monkeypatch):
+    from pdeml.core import io as pio
+
+    path = pio.write_checksummed(tmp_path / "c.eqx", "checkpoint", b"old")
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pio.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pio.write_checksummed(path, "checkpoint", b"new")
+    monkeypatch.undo()
+    assert pio.read_checksummed(path, "checkpoint")[1] == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["c.eqx"]
+
+
+@case("files", "exact resume", "two processes writing the same file concurrently (50 writes "
+      "each): the result is one complete, verified version")
+def concurrent_writers(tmp_path):
+    from pdeml.core.io import read_checksummed
+
+    path = tmp_path / "c.eqx"
+    procs = [_spawn_writer(path, tag, 50) for tag in "ab"]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    meta, payload = read_checksummed(path, "checkpoint")
+    assert meta["i"] == 49 and payload[:1] in (b"a", b"b")
+
+
+class _FullDisk:
+    """A file object whose writes fail with ENOSPC after ``budget`` bytes."""
+
+    def __init__(self, f, budget):
+        self.f, self.budget = f, budget
+
+    def write(self, data):
+        if len(data) > self.budget:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.budget -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def _full_disk(monkeypatch, budget=16):
+    import pdeml.core.io as pio
+
+    real = os.fdopen
+    monkeypatch.setattr(pio.os, "fdopen", lambda fd, mode="r", *a, **k: _FullDisk(
+        real(fd, mode, *a, **k), budget))
+
+
+def _write_checkpoint(path):
+    from pdeml.train import save_checkpoint
+
+    save_checkpoint(path, {"w": jnp.arange(3.0)}, metadata={"step": 1})
+
+
+def _write_dataset(path):
+    from pdeml.pde import save_dataset
+    from pdeml.pde.datasets import PDEDataset
+
+    save_dataset(path, PDEDataset(u0=np.ones(3), u=np.ones((1, 3, 2)), metadata={"request": {}}))
+
+
+def _write_lpn(path):
+    from pdeml.prox.analysis import build_lpn, save_lpn
+
+    cfg = {"kind": "fully_conv", "channels": 1, "hidden": [4, 4], "alpha": 0.1, "seed": 3}
+    save_lpn(path, build_lpn(dict(cfg)), {"model": cfg})
+
+
+def _write_outputs(path):
+    from pdeml.experiments.common import write_run_outputs
+
+    write_run_outputs(path, {"test": 1.0}, {"pred": np.ones(3)})
+
+
+_WRITERS = {"checkpoint": (_write_checkpoint, "c.eqx"), "dataset": (_write_dataset, "d.npz"),
+            "lpn": (_write_lpn, "lpn"), "results": (_write_outputs, "run")}
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@cases("files", "exact resume", {
+    name: (f"disk full (ENOSPC) while writing a {name} over a good one: the error is raised, "
+           "the old file is untouched and no temporary is left", (name,))
+    for name in _WRITERS
+})
+def disk_full(kind, tmp_path, monkeypatch):
+    write, name = _WRITERS[kind]
+    target = tmp_path / name
+    write(target)
+    before = _snapshot(tmp_path)
+    _full_disk(monkeypatch)
+    with pytest.raises(OSError, match="No space left on device"):
+        write(target)
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------- files: checkpoints
+
+
+def _damage(path: Path, how: str):
+    raw = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(raw[: len(raw) // 2]))
+    elif how == "bit flip":
+        raw[-7] ^= 0x40
+        path.write_bytes(bytes(raw))
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "foreign":
+        path.write_bytes(b"PK\x03\x04 a zip file, not pdeml")
+
+
+@cases("files", "clear error", {
+    how: (f"checkpoint {how}: CheckpointError naming the file", (how,))
+    for how in ("truncated", "bit flip", "empty", "foreign")
+})
+def checkpoint_damaged(how, tmp_path):
+    from pdeml.train import CheckpointError, load_checkpoint
+
+    path = tmp_path / "c.eqx"
+    _write_checkpoint(path)
+    _damage(path, how)
+    with pytest.raises(CheckpointError, match=r"c\.eqx"):
+        load_checkpoint(path, {"w": jnp.zeros(3)})
+
+
+@case("files", "clear error", "checkpoint restored into a template of another shape")
+def checkpoint_wrong_template(tmp_path):
+    from pdeml.train import CheckpointError, load_checkpoint
+
+    _write_checkpoint(tmp_path / "c.eqx")
+    with pytest.raises(CheckpointError, match="does not match the template"):
+        load_checkpoint(tmp_path / "c.eqx", {"w": jnp.zeros(4)})
+
+
+# ---------------------------------------------------------------------------- 3. LPN model files
+
+
+@cases("files", "clear error", {
+    how: (f"saved LPN model.eqx {how}: ChecksumError naming the file", (how,))
+    for how in ("truncated", "bit flip", "foreign")
+})
+def lpn_damaged(how, tmp_path):
+    from pdeml.core.io import ChecksumError
+    from pdeml.prox.analysis import load_lpn
+
+    _write_lpn(tmp_path)
+    _damage(tmp_path / "model.eqx", how)
+    with pytest.raises(ChecksumError, match=r"model\.eqx"):
+        load_lpn(tmp_path)
+
+
+@case("files", "clear error", "saved LPN whose config.json was edited: refused, model.eqx's "
+      "verified header is authoritative")
+def lpn_config_edited(tmp_path):
+    from pdeml.core.io import ChecksumError
+    from pdeml.prox.analysis import load_lpn
+
+    _write_lpn(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["model"]["alpha"] = 0.5
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ChecksumError, match="differs from the configuration stored"):
+        load_lpn(tmp_path)
+
+
+@case("files", "clear error", "save_lpn into a directory holding a user's own config.json: "
+      "refused, the file is kept")
+def lpn_foreign_directory(tmp_path):
+    (tmp_path / "config.json").write_text('{"mine": 1}')
+    with pytest.raises(FileExistsError, match="refusing to overwrite.*config.json"):
+        _write_lpn(tmp_path)
+    assert (tmp_path / "config.json").read_text() == '{"mine": 1}'
+
+
+# ---------------------------------------------------------------------------- 2. datasets
+
+
+@cases("files", "clear error", {
+    "npz": ("pdeml data --out over a user's own .npz: refused, the file is kept",
+            (lambda p: np.savez(p, mine=np.arange(3)),)),
+    "text": ("pdeml data --out over a non-zip file named .npz: refused, the file is kept",
+             (lambda p: p.write_bytes(b"my notes"),)),
+})
+def data_out_foreign(make, tmp_path):
+    from pdeml.pde import DiffusionSorption, load_or_generate
+
+    out = tmp_path / "mine.npz"
+    make(out)
+    before = out.read_bytes()
+    with pytest.raises(FileExistsError, match=f"refusing to overwrite '{re.escape(str(out))}'"):
+        load_or_generate(DiffusionSorption(nx=8, nt=4), 2, 0, path=out)
+    assert out.read_bytes() == before
+
+
+@case("files", "clear error", "pdeml data CLI --out over a user's file: one-line error naming "
+      "the path, exit status 2, file kept")
+def data_cli_out_foreign(tmp_path, capsys):
+    from pdeml.cli import main
+
+    out = tmp_path / "mine.npz"
+    np.savez(out, mine=np.arange(3))
+    before = out.read_bytes()
+    code = main(["data", "diffusion-sorption", "--samples", "2", "--nx", "8", "--nt", "4",
+                 "--out", str(out)])
+    assert code == 2 and "refusing to overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == before
+
+
+@case("files", "clear error", "save_dataset over a user's .npz: refused")
+def save_dataset_foreign(tmp_path):
+    out = tmp_path / "mine.npz"
+    np.savez(out, mine=np.arange(3))
+    with pytest.raises(FileExistsError, match="mine.npz"):
+        _write_dataset(out)
+
+
+# ---------------------------------------------------------------------------- 4. run outputs
+
+
+@case("files", "exact resume", "an evaluation in another precision is written to "
+      "eval-<precision>/ and leaves the run's results.json and predictions.npz byte-identical")
+def eval_beside_run(tmp_path):
+    from pdeml.experiments.common import load_predictions, write_evaluation
+
+    _write_outputs(tmp_path)
+    before = _snapshot(tmp_path)
+    out = write_evaluation(tmp_path, "float32", {"test": 2.0}, {"pred": np.zeros(3)})
+    assert out == tmp_path / "eval-float32"
+    after = _snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before
+    np.testing.assert_array_equal(load_predictions(out)["pred"], np.zeros(3))
+
+
+@case("files", "clear error", "a run's predictions.npz changed after writing: detected by its "
+      ".sha256 sidecar on read")
+def predictions_tampered(tmp_path):
+    from pdeml.core.io import ChecksumError
+    from pdeml.experiments.common import load_predictions
+
+    _write_outputs(tmp_path)
+    np.savez(tmp_path / "predictions.npz", pred=np.zeros(3))
+    with pytest.raises(ChecksumError, match="predictions.npz.*SHA-256 differs"):
+        load_predictions(tmp_path)
+
+
+# ---------------------------------------------------------------------------- 5./6. training runs
+
+
+def _tiny_train(run_dir, *, steps=12, lr=0.1, callback=None, metadata=None):
+    import optax
+
+    from pdeml.train import train
+
+    def loss_fn(w, batch, key):
+        return jnp.mean((batch[0] * w[0] + w[1] - batch[1]) ** 2), {}
+
+    def batch_fn(step, key):
+        x = jax.random.normal(key, (16,))
+        return x, 3.0 * x - 1.0
+
+    return train(jnp.zeros(2), loss_fn, optax.sgd(lr), batch_fn, steps=steps,
+                 key=jax.random.key(0), run_dir=run_dir, checkpoint_every=4, progress=False,
+                 callback=callback, metadata={"config": {"lr": lr}} if metadata is None
+                 else metadata)
+
+
+class _Killed(Exception):
+    pass
+
+
+@case("runs", "exact resume", "training interrupted after update 6 (checkpoint at 4) and "
+      "resumed: final parameters bit-identical to an uninterrupted run")
+def train_interrupted_and_resumed(tmp_path):
+    ref = _tiny_train(tmp_path / "ref")
+
+    def stop(step, model):
+        if step == 6:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _tiny_train(tmp_path / "run", callback=stop)
+    res = _tiny_train(tmp_path / "run")
+    assert np.array_equal(np.asarray(res.model), np.asarray(ref.model))
+
+
+@case("runs", "exact resume", "the newest checkpoint corrupted: resume falls back to the "
+      "previous one (with a warning naming it) and ends bit-identical")
+def train_resume_corrupt_newest(tmp_path):
+    ref = _tiny_train(tmp_path / "ref")
+
+    def stop(step, model):
+        if step == 8:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _tiny_train(tmp_path / "run", callback=stop)
+    newest = sorted((tmp_path / "run" / "checkpoints").glob("ckpt_*.eqx"))[-1]
+    _damage(newest, "bit flip")
+    with pytest.warns(UserWarning, match=newest.name):
+        res = _tiny_train(tmp_path / "run")
+    assert np.array_equal(np.asarray(res.model), np.asarray(ref.model))
+
+
+@case("runs", "clear error", "resume with another learning rate than the checkpoint's: "
+      "refused, naming config.lr")
+def train_resume_other_config(tmp_path):
+    _tiny_train(tmp_path, steps=4)
+    with pytest.raises(ValueError, match=r"config\.lr: checkpoint 0\.1, requested 0\.01"):
+        _tiny_train(tmp_path, steps=8, lr=0.01)
+
+
+@case("runs", "clear error", "config.json deleted, rerun with --lr 0.01: refused by the "
+      "configuration in the checkpoint header, naming learning_rate")
+def experiment_config_deleted(tmp_path):
+    from pdeml.experiments import ExperimentConfig, config_dict
+    from pdeml.experiments.common import check_run_config
+    from pdeml.train import save_checkpoint
+
+    trained = config_dict(ExperimentConfig(learning_rate=1e-3))
+    save_checkpoint(tmp_path / "checkpoints" / "ckpt_0000000010.eqx", {"w": jnp.zeros(1)},
+                    metadata={"step": 10, "user": {"config": trained}})
+    asked = config_dict(ExperimentConfig(learning_rate=1e-2))
+    with pytest.raises(ValueError, match="learning_rate: stored 0.001, requested 0.01"):
+        check_run_config(tmp_path, asked, config_dict(ExperimentConfig()))
+
+
+@case("runs", "clear error", "a run rejected before training (its data step fails) leaves no "
+      "run directory and no config.json behind")
+def experiment_rejected_leaves_nothing(tmp_path, monkeypatch):
+    import pdeml.experiments.diffusion_sorption as ds
+
+    def reject(config, **kw):
+        raise ValueError("rejected")
+
+    monkeypatch.setattr(ds, "load_data", reject)
+    with pytest.raises(ValueError, match="rejected"):
+        ds.run_experiment(ds.ExperimentConfig(steps=1), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+_HOLDER = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("io_", {io!r})
+io_ = importlib.util.module_from_spec(spec); spec.loader.exec_module(io_)
+lock = io_.DirectoryLock(sys.argv[1], what="run directory").acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@case("runs", "clear error", "a second trainer in a run directory another process trains in: "
+      "DirectoryLockedError naming the holder; after the holder is killed -9 the lock is free")
+def train_concurrent(tmp_path):
+    from pdeml.core.io import DirectoryLockedError
+
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER.format(io=_io_module_path()),
+                               str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(DirectoryLockedError, match=f"in use by process {holder.pid}"):
+            _tiny_train(tmp_path, steps=4)
+        assert not (tmp_path / "metrics.jsonl").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert int(_tiny_train(tmp_path, steps=4).step) == 4
+
+
+_NS_RUN = """
+import sys, jax
+jax.config.update("jax_enable_x64", True)
+from pdeml.experiments.navier_stokes import NSConfig, run_experiment
+cfg = NSConfig(method="hard", nx=16, ny=16, nt=6, steps=12, checkpoint_every=4, width=8,
+               layers=1, num_points=200, train_samples=4, test_samples=2, test_refine=1,
+               cache_dir=sys.argv[2])
+run_experiment(cfg, sys.argv[1], progress=False)
+"""
+
+
+@case("runs", "exact resume", "Navier-Stokes PI-HC training killed -9 after its first "
+      "checkpoint and rerun: predictions bit-identical to an uninterrupted run", slow=True)
+def navier_stokes_killed_and_resumed(tmp_path):
+    def run(d, kill=False):
+        proc = subprocess.Popen([sys.executable, "-c", _NS_RUN, str(d), str(tmp_path / "cache")],
+                                cwd=ROOT)
+        if kill:
+            while not list((d / "checkpoints").glob("ckpt_*.eqx")) and proc.poll() is None:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=600) in ((-signal.SIGKILL,) if kill else (0,))
+
+    run(tmp_path / "ref")
+    run(tmp_path / "run", kill=True)
+    assert not (tmp_path / "run" / "results.json").exists()
+    run(tmp_path / "run")
+    a = np.load(tmp_path / "ref" / "predictions.npz")["pred"]
+    b = np.load(tmp_path / "run" / "predictions.npz")["pred"]
+    assert np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------- the catalogue
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[pytest.mark.slow] if CASES[n][3] else [], id=n) for n in CASES
+])
+def test_fault(name, tmp_path, monkeypatch, capsys):
+    """Run one catalogue case: its own arguments, then the pytest fixtures it names."""
+    import inspect
+
+    fn, args = _FUNCS[name]
+    fixtures = {"tmp_path": tmp_path, "monkeypatch": monkeypatch, "capsys": capsys}
+    wanted = {k: v for k, v in fixtures.items() if k in inspect.signature(fn).parameters}
+    fn(*args, **wanted)
+
+
+def reliability_table() -> str:
+    """The Markdown tables of docs/reliability.md, counted from the registry."""
+    rows = {}
+    for area, outcome, _, _ in CASES.values():
+        rows.setdefault(area, {o: 0 for o in OUTCOMES})[outcome] += 1
+    head = ("| area | cases tried | clear error | flagged result | exact resume | "
+            "silent wrong result | data lost |\n|---|---:|---:|---:|---:|---:|---:|\n")
+    lines = []
+    total = {o: 0 for o in OUTCOMES}
+    for area, c in rows.items():
+        lines.append(f"| {area} | {sum(c.values())} | " + " | ".join(str(c[o]) for o in OUTCOMES)
+                     + " | 0 | 0 |")
+        for o in OUTCOMES:
+            total[o] += c[o]
+    lines.append(f"| **all** | **{sum(total.values())}** | "
+                 + " | ".join(f"**{total[o]}**" for o in OUTCOMES) + " | **0** | **0** |")
+    detail = ["", "| case | outcome | what is tried |", "|---|---|---|"]
+    for name, (area, outcome, description, slow) in CASES.items():
+        detail.append(f"| `{name}`{' (slow)' if slow else ''} | {outcome} | {description} |")
+    return head + "\n".join(lines) + "\n" + "\n".join(detail) + "\n"
+
+
+_BEGIN, _END = "<!-- fault-table:begin -->\n", "<!-- fault-table:end -->"
+_DOC = ROOT / "docs" / "reliability.md"
+
+
+def test_reliability_table_is_current():
+    text = _DOC.read_text()
+    table = text[text.index(_BEGIN) + len(_BEGIN): text.index(_END)]
+    assert table == reliability_table(), "run `python tests/test_faults.py` to update the table"
+
+
+def test_every_case_is_described_once():
+    descriptions = [c[2] for c in CASES.values()]
+    duplicates = {d for d in descriptions if descriptions.count(d) > 1}
+    assert not duplicates, duplicates
+
+
+if __name__ == "__main__":
+    text = _DOC.read_text()
+    start, end = text.index(_BEGIN) + len(_BEGIN), text.index(_END)
+    _DOC.write_text(text[:start] + reliability_table() + text[end:])
+    print(f"updated {_DOC} ({len(CASES)} cases)")
