@@ -283,15 +283,9 @@ class StructuredLeastSquares(eqx.Module):
         return out + jnp.tensordot(adj, dbasis, axes=len(grid))
 
     def row_factor(self):
-        """The rows' share of a QR factorisation, computed once per solve.
-
-        Returns ``(r_rows, qt_targets)`` with ``rows = Q r_rows`` (reduced QR; ``r_rows`` has
-        ``min(p, N)`` rows) and ``qt_targets = Q^T targets``, so that for any ``w`` the rows'
-        residual ``rows @ w - targets`` has the same norm as ``r_rows @ w - qt_targets`` up to
-        the constant part of ``targets`` outside the range of ``rows``, which no ``w`` changes.
-        """
-        q, r = jnp.linalg.qr(self.rows)
-        return r, q.T @ self.targets
+        """The rows' triangular factor (``rows = Q R``, reduced: ``min(p, N)`` rows), computed
+        once per solve: ``R^T R = rows^T rows``, the rows' share of J^T J."""
+        return jnp.linalg.qr(self.rows, mode="r")
 
     def qr_linearisation(self, w, row_factor=None, *, with_size: bool = False):
         """Objective 1/2||r||^2, gradient J^T r, the triangular factor R of J and ||Phi||^2.
@@ -299,33 +293,28 @@ class StructuredLeastSquares(eqx.Module):
         ``R`` is the ``(N, N)`` upper-triangular factor of the whole Jacobian (PDE rows,
         IC/BC rows, ridge rows), ``J = Q R``, so ``J^T J = R^T R`` without forming ``J^T J``
         and the condition number of the linear algebra is cond(J), not cond(J)^2. Two
-        factorisations: a QR of the ``(m, N + 1)`` matrix ``[J Phi]`` (one pass over J), then
-        a QR of the small stack of its triangle with the rows' triangle and the ridge rows.
-        Returns ``(obj, grad, R, z, pde_sq)`` with ``grad = R^T z`` (and
-        :meth:`residual_size` with ``with_size``).
+        factorisations: a QR of the ``(m, N)`` PDE block, then a QR of the small stack of its
+        triangle with the rows' triangle and the ridge rows. The gradient is the product
+        ``J^T r`` itself, not ``R^T (Q^T r)``: a Householder QR perturbs ``Q^T r`` by about
+        eps ||J||, which near a solution (||r|| << ||J||) would swamp the gradient in float32.
+        Returns ``(obj, grad, R, pde_sq)`` (and :meth:`residual_size` with ``with_size``).
         """
         r, jac, terms_sq = self._pde_block(w)
         n = self.num_basis
         dtype = jac.dtype
-        pde_tri = jnp.linalg.qr(jnp.concatenate([jac, r[:, None]], axis=1), mode="r")
+        pde_tri = jnp.linalg.qr(jac, mode="r")
         if row_factor is None:
             row_factor = self.row_factor()
-        r_rows, qt_targets = row_factor
-        root_ridge = jnp.sqrt(self.ridge)
-        stack = jnp.concatenate([
-            pde_tri[: n + 1],
-            jnp.concatenate([r_rows, (r_rows @ w - qt_targets)[:, None]], axis=1),
-            jnp.concatenate([root_ridge * jnp.eye(n, dtype=dtype), (root_ridge * w)[:, None]],
-                            axis=1),
-        ])
-        tri = jnp.linalg.qr(stack, mode="r")
-        big_r, z = tri[:n, :n], tri[:n, n]
+        stack = jnp.concatenate([pde_tri[:n], row_factor,
+                                 jnp.sqrt(self.ridge) * jnp.eye(n, dtype=dtype)])
+        big_r = jnp.linalg.qr(stack, mode="r")[:n]
         c = self.rows @ w - self.targets
+        grad = jac.T @ r + self.rows.T @ c + self.ridge * w
         pde_sq = r @ r
         obj = 0.5 * (pde_sq + c @ c + self.ridge * (w @ w))
         if with_size:
-            return obj, big_r.T @ z, big_r, z, pde_sq, self.residual_size(w, terms_sq)
-        return obj, big_r.T @ z, big_r, z, pde_sq
+            return obj, grad, big_r, pde_sq, self.residual_size(w, terms_sq)
+        return obj, grad, big_r, pde_sq
 
     def gauss_newton_optimality(self, w, w_lin):
         """J(w_lin)^T r(w) with J frozen at ``w_lin`` (the Gauss-Newton linearisation)."""
@@ -513,7 +502,7 @@ class _State(eqx.Module):
 def _linearise(problem: StructuredLeastSquares, w, fixed, qr: bool):
     """``(obj, grad, gtg, tri, pde_sq, size)`` at ``w``."""
     if qr:
-        obj, grad, tri, _, pde_sq, size = problem.qr_linearisation(w, fixed, with_size=True)
+        obj, grad, tri, pde_sq, size = problem.qr_linearisation(w, fixed, with_size=True)
         return obj, grad, tri.T @ tri, tri, pde_sq, size
     obj, grad, gtg, pde_sq, size = problem.normal_equations(w, fixed, with_size=True)
     return obj, grad, gtg, jnp.zeros_like(gtg), pde_sq, size
