@@ -57,7 +57,13 @@ def test_schedule_stages_gamma_and_learning_rate():
     p = paper_image_schedule(64, pretrain_steps=3, stage_steps=2)
     np.testing.assert_allclose([st.gamma for st in p.stages[1:]], np.array([8, 4, 2, 1]) * 0.08 * 8)
     lap = laplace_schedule(pretrain_steps=2, stage_steps=2)
-    assert [st.gamma for st in lap.stages[1:]] == [0.5, 0.4, 0.3, 0.2, 0.1]
+    assert [st.gamma for st in lap.stages[1:]] == [0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
+    assert [st.gamma for st in laplace_schedule(gammas=(0.5,), sigma=2.0).stages[1:]] == [1.0]
+    held = laplace_schedule(pretrain_steps=2, stage_steps=2, hold_stages=2, lr_end=1e-5)
+    assert [st.learning_rate for st in held.stages[1:3]] == [(1e-3, 1e-3), (1e-3, 1e-3)]
+    assert held.stages[-1].learning_rate[1] == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="hold_stages"):
+        laplace_schedule(hold_stages=6)
     with pytest.raises(ValueError, match="gamma"):
         Stage("pm", 10)
     with pytest.raises(ValueError, match="unknown loss"):
@@ -139,9 +145,10 @@ def test_training_resume_is_exact(tmp_path):
 
 @pytest.mark.slow
 def test_laplace_proximal_matching_recovers_soft_threshold():
-    """The paper's 1D experiment (shortened): proximal matching learns soft-thresholding."""
+    """The paper's 1D experiment with the default schedule (docs/prox.md): proximal matching
+    learns soft-thresholding and R recovers |x|."""
     lpn = LPN(DenseICNN(1, (50, 50, 50, 50), key=jax.random.key(0), beta=10.0, alpha=0.01))
-    schedule = laplace_schedule(pretrain_steps=1000, stage_steps=2500, lr_end=1e-4)
+    schedule = laplace_schedule()
     res = train_lpn(lpn, lambda k: sample_laplace(k, 2000, 1), schedule, key=jax.random.key(1),
                     steps_per_call=500, progress=False)
     x = jnp.linspace(-3, 3, 301)[:, None]
