@@ -2,7 +2,7 @@
 
 A 32 x 32 Shepp-Logan phantom is measured by a 16-angle parallel-beam Radon transform with
 noise 0.01. The LPN prior shipped with pdeml (``lpn_j_ct_sigma0.02``, trained on random
-ellipse phantoms) is used through its MAP problem, solved by :func:`pdeml.inverse.lpn_map`;
+ellipse phantoms) is used through its MAP problem, solved by ``pdeml.inverse.lpn_map``;
 the baseline is PnP-ADMM with the total-variation prox. The data weights are the ones
 ``benchmarks/inverse.py`` chose on a validation phantom.
 
