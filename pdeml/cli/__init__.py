@@ -179,6 +179,12 @@ def writable_dir(path, option: str = "--out") -> Path:
     return path
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename,
     so a reader never sees a half-written file."""
@@ -191,6 +197,7 @@ def write_text_atomic(path, text: str) -> Path:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -206,6 +213,7 @@ def save_figure_atomic(fig, path, **savefig_kwargs) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, **savefig_kwargs)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
