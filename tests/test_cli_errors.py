@@ -75,19 +75,23 @@ def _tiny_prox(tmp_path, *extra):
 
 @pytest.mark.parametrize("command", [["prox", "eval"], ["inverse", "ct", "--method", "lpn-map"]])
 def test_damaged_saved_model(command, tmp_path, capsys):
-    """A config.json that is not JSON, and a model.eqx that does not hold the parameters its
-    config.json describes, are reported in one line naming --model-dir."""
+    """A model.eqx that is not a saved LPN, and a config.json that is not JSON, are reported in
+    one line naming --model-dir."""
     cfg = {"model": {"kind": "dense", "in_size": 1, "hidden": [4], "alpha": 0.1}, "data": "laplace"}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     (tmp_path / "model.eqx").write_bytes(b"junk")
     assert main([*command, "--model-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"--model-dir {str(tmp_path)!r}: model.eqx is damaged" in err[0], err
+    assert len(err) == 1 and f"--model-dir {str(tmp_path)!r}: cannot load the LPN" in err[0], err
     if command[0] == "prox":
-        (tmp_path / "config.json").write_text("{")
-        assert main([*command, "--model-dir", str(tmp_path)]) == 2
+        from pdeml.prox.analysis import build_lpn, save_lpn
+
+        good = tmp_path / "good"
+        save_lpn(good, build_lpn(cfg["model"]), cfg)
+        (good / "config.json").write_text("{")
+        assert main([*command, "--model-dir", str(good)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "config.json is not valid JSON" in err[0], err
+        assert len(err) == 1 and "cannot load the LPN" in err[0] and "config.json" in err[0], err
 
 
 def test_all_corrupt_checkpoints(tmp_path, capsys):

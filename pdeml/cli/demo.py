@@ -347,7 +347,9 @@ def _figure_ds(run_dirs: dict, path: Path) -> Path:
     import numpy as np
 
     plt = _plt()
-    loaded = {m: np.load(Path(d) / "predictions.npz") for m, d in run_dirs.items()}
+    from pdeml.experiments.common import load_predictions
+
+    loaded = {m: load_predictions(d) for m, d in run_dirs.items()}
     ref = next(iter(loaded.values()))["ref"][0]
     fig, axes = plt.subplots(2, len(loaded) + 1, figsize=(4 * (len(loaded) + 1), 6), squeeze=False)
     kw = dict(aspect="auto", origin="lower", extent=(0, 1, 0, 1))

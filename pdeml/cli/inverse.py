@@ -59,8 +59,9 @@ def register(subparsers) -> None:
                        "the LPN's MAP problem (any rho); bm3d (extra 'bm3d'); tikhonov (CG) "
                        "(default tv)")
         q.add_argument("--model-dir", default=None,
-                       help="saved LPN for --method lpn / lpn-map (from `pdeml prox train` or "
-                       "benchmarks/inverse.py)")
+                       help="saved LPN for --method lpn / lpn-map: a directory (from `pdeml prox "
+                       "train` or benchmarks/inverse.py) or the name of a shipped prior "
+                       "(lpn_j_natural, lpn_j_ct, lpn_j_ct_sigma0.02)")
         q.add_argument("--lam", type=positive_float, default=None,
                        help="TV weight (tv; default: the benchmark's choice for the task) or "
                        f"Tikhonov weight (tikhonov; default {TIKHONOV_LAM:g})")
@@ -263,6 +264,10 @@ def _load_prior(model_dir):
     import json
     from pathlib import Path
 
+    from pdeml.inverse import available_priors, pretrained
+
+    if not Path(model_dir).exists() and model_dir in available_priors():
+        return pretrained(model_dir)
     cfg_path = Path(model_dir) / "config.json"
     if not cfg_path.exists():
         raise CLIError(f"{model_dir} has no config.json: not a saved LPN")
@@ -281,6 +286,6 @@ def _load_prior(model_dir):
             prox, _ = load_lpn(model_dir)
     except (ValueError, KeyError, TypeError, RuntimeError, OSError, EOFError) as err:
         # a damaged model.eqx, or parameters of another architecture
-        raise CLIError(f"--model-dir {str(model_dir)!r}: model.eqx is damaged or does not match "
-                       f"config.json ({type(err).__name__}: {err})") from None
+        raise CLIError(f"--model-dir {str(model_dir)!r}: cannot load the LPN "
+                       f"({type(err).__name__}: {err})") from None
     return prox

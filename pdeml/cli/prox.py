@@ -185,11 +185,10 @@ def run_eval(args) -> int:
         lpn, config = load_lpn(args.model_dir)
     except FileNotFoundError as err:
         raise CLIError(str(err)) from None
-    except json.JSONDecodeError as err:
-        raise CLIError(f"--model-dir {str(args.model_dir)!r}: config.json is not valid JSON ({err})") from None
     except (ValueError, KeyError, TypeError, RuntimeError, OSError, EOFError) as err:
-        raise CLIError(f"--model-dir {str(args.model_dir)!r}: model.eqx is damaged or does not match "
-                       f"config.json ({type(err).__name__}: {err})") from None
+        # a damaged or foreign model.eqx / config.json (the library's message says which)
+        raise CLIError(f"--model-dir {str(args.model_dir)!r}: cannot load the LPN "
+                       f"({type(err).__name__}: {err})") from None
     if args.n_images < 2 and config["data"] != "laplace":
         raise CLIError(f"--n-images must be >= 2 (the interpolation uses two images), got {args.n_images}")
     # the saved parameters are float32 or float64: run in the precision in use
