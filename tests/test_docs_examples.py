@@ -73,12 +73,13 @@ def test_doctests_are_collected():
     assert counts["pdeml.inverse.solvers"] >= 3 and counts["pdeml.constraints.moe"] >= 1
 
 
-@pytest.mark.parametrize("name", _module_names())
+MODULES_WITH_EXAMPLES = [n for n in _module_names() if _doctests(importlib.import_module(n))]
+
+
+@pytest.mark.parametrize("name", MODULES_WITH_EXAMPLES)
 def test_docstring_examples(name, jax_config):
     module = importlib.import_module(name)
     tests = _doctests(module)
-    if not tests:
-        pytest.skip(f"{name} has no docstring examples")
     runner = doctest.DocTestRunner(optionflags=OPTIONFLAGS)
     report: list[str] = []
     for t in tests:
@@ -172,7 +173,10 @@ def _run_page(page: Path, include_slow: bool, tmp_path, monkeypatch):
     return runnable
 
 
-@pytest.mark.parametrize("page", _pages(), ids=_page_id)
+PAGES_WITH_CODE = [p for p in _pages() if any(b.kind is None for b in parse_blocks(p.read_text(), ""))]
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=_page_id)
 def test_docs_code_blocks(page, jax_config, tmp_path, monkeypatch):
     _run_page(page, False, tmp_path, monkeypatch)
 
