@@ -111,8 +111,9 @@ def build_priors() -> dict[str, tuple[bytes, bytes, dict]]:
         config_bytes = (json.dumps(config, indent=2) + "\n").encode()
         entry = {
             "kind": want["kind"],
-            "description": f"LPN prior for {domain} images (1 channel, values in [0, 1], any "
-                           f"size), trained at noise sigma {sigma}",
+            "description": f"LPN prior for {'CT' if domain == 'ct' else domain} images "
+                           f"(1 channel, values in [0, 1], any size), trained at noise sigma "
+                           f"{sigma}",
             "used_for": used,
             "training": {
                 "data": DOMAIN_DATA[domain],
