@@ -138,16 +138,19 @@ def paper_grid():
         return setup, np.asarray(basis), np.asarray(setup.data)
 
 
-@pytest.mark.parametrize("x64", PRECISIONS)
-def test_paper_grid_layer_reaches_the_truth_from_its_own_start(paper_grid, x64):
+@pytest.mark.parametrize("x64,m", [*((x, 10_000) for x in PRECISIONS),
+                                   pytest.param(False, 100_000, marks=pytest.mark.slow)])
+def test_paper_grid_layer_reaches_the_truth_from_its_own_start(paper_grid, x64, m):
     # 1024 x 101 diffusion-sorption, a basis that spans the reference solution, m = 1e4: the
     # earlier layer ended at rel. L2 0.75-0.89 (the u ~ 0 trap). The least-squares minimiser
     # is within 5e-5 of the reference (the residual is not zero: the reference comes from a
     # different discretisation); tolerances 1e-3 (float64) and 1e-2 (float32) as the issue.
+    # float32 at m = 1e5 (slow, ~20 s): with the gradient recovered from the QR factors,
+    # R^T (Q^T r), instead of the product J^T r, this stalled at 2.6e-3 without converging.
     setup, basis, u0 = paper_grid
     dtype = _dtype(x64)
     with jax.enable_x64(x64):
-        layer = HardConstraint(setup.problem, num_points=10_000, throw=False)
+        layer = HardConstraint(setup.problem, num_points=m, throw=False)
         u, info = jax.jit(lambda b, d, k: layer(b, d, key=k))(
             jnp.asarray(basis, dtype), jnp.asarray(u0, dtype), jax.random.key(0))
     err = np.linalg.norm(np.asarray(u, np.float64) - setup.reference) / np.linalg.norm(
