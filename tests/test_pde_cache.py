@@ -89,17 +89,17 @@ def test_checksum_mismatch_is_regenerated(tmp_path):
     assert not again.from_cache and again.checksum == good.checksum
 
 
-def test_mismatched_metadata_is_regenerated(tmp_path):
+def test_an_explicit_path_holding_another_request_is_refused_not_overwritten(tmp_path):
     path = tmp_path / "mine.npz"
-    first = load_or_generate(P, 2, 0, path=path, **KW)
+    load_or_generate(P, 2, 0, path=path, **KW)
+    before = path.read_bytes()
     other = DiffusionSorption(nx=8, nt=4, D=1e-3)
-    with pytest.warns(CacheWarning, match=r"metadata mismatch in \['problem'\]"):
-        again = load_or_generate(other, 2, 0, path=path, **KW)
-    assert not again.from_cache and again.path == path
-    assert again.dataset.metadata["request"]["problem"]["D"] == 1e-3
-    assert again.checksum != first.checksum  # larger D: a different solution
-    # The stored file now describes the new request.
-    assert json.loads(str(np.load(path)["metadata_json"]))["request"]["problem"]["D"] == 1e-3
+    with pytest.raises(FileExistsError, match=r"another request \(metadata mismatch in "
+                                              r"\['problem'\]\)"):
+        load_or_generate(other, 2, 0, path=path, **KW)
+    assert path.read_bytes() == before
+    # the same request is read back from the file
+    assert load_or_generate(P, 2, 0, path=path, **KW).from_cache
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from pdeml.pde.cache import (
     CachedDataset,
     CacheError,
     CacheWarning,
+    RequestMismatchError,
     array_checksum,
     dataset_path,
     default_cache_dir,
@@ -69,6 +70,7 @@ from pdeml.pde.operators import (
 __all__ = [
     "IC_KINDS",
     "CacheError",
+    "RequestMismatchError",
     "CacheWarning",
     "CachedDataset",
     "DiffusionSorption",

@@ -60,6 +60,11 @@ class CacheError(Exception):
     """Raised by :func:`load_dataset` when a file is unusable; the message says why."""
 
 
+class RequestMismatchError(CacheError):
+    """A readable, intact dataset file pdeml wrote, but for another request (the message
+    names the differing keys)."""
+
+
 class CachedDataset(NamedTuple):
     """Result of :func:`load_or_generate`."""
 
@@ -174,7 +179,7 @@ def load_dataset(
                 k for k in set(want) | set(have or {})
                 if (have or {}).get(k) != want.get(k)
             )
-            raise CacheError(f"metadata mismatch in {keys}")
+            raise RequestMismatchError(f"metadata mismatch in {keys}")
     return PDEDataset(u0=arrays["u0"], u=arrays["u"], metadata=metadata)
 
 
@@ -248,8 +253,9 @@ def cache_or_generate(
     The file name is a hash of ``request`` in ``cache_dir`` (or the explicit ``path``). A
     file that cannot be read, fails its checksum or was made for another request is reported
     with a :class:`CacheWarning` and regenerated -- never silently used. An explicit ``path``
-    that exists and is not a dataset pdeml wrote (:func:`is_pdeml_dataset`) is never
-    replaced: ``FileExistsError`` names it.
+    that exists and is not a dataset pdeml wrote (:func:`is_pdeml_dataset`), or is an intact
+    one pdeml wrote for another request, is never replaced: ``FileExistsError`` names it (a
+    damaged pdeml dataset there is regenerated, with a warning).
     """
     explicit = path is not None
     path = dataset_path(request, cache_dir) if path is None else Path(path)
@@ -259,6 +265,14 @@ def cache_or_generate(
         try:
             ds = load_dataset(path, expected_request=request)
             return CachedDataset(ds, path, ds.metadata["checksum"], True)
+        except RequestMismatchError as e:
+            if explicit:
+                raise FileExistsError(
+                    f"{str(path)!r} holds a dataset pdeml generated for another request ({e}); "
+                    "refusing to overwrite it: choose another --out or delete the file"
+                ) from None
+            warnings.warn(f"cache file {path} is unusable: {e}; regenerating it", CacheWarning,
+                          stacklevel=3)
         except CacheError as e:
             warnings.warn(f"cache file {path} is unusable: {e}; regenerating it", CacheWarning,
                           stacklevel=3)
