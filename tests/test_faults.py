@@ -259,6 +259,44 @@ def barron_bad_option(kwargs, name):
         newton_krylov(_t2(nu=1.0), 9, **kwargs)
 
 
+def _fit_data():
+    x = jnp.linspace(0.0, 1.0, 12)[:, None] * jnp.ones((1, 2))
+    return x, jnp.sin(2 * jnp.pi * x[:, 0])
+
+
+def _barron_calls():
+    from pdeml.barron import barron_norm, barron_norm_convergence
+    from pdeml.barron.approximators import orthogonal_greedy, random_features_fit
+
+    key = jax.random.key(0)
+    return {
+        "norm_s<0": lambda: barron_norm(jnp.ones((8, 8)), s=-1.0),
+        "norm_s=nan": lambda: barron_norm(jnp.ones((8, 8)), s=float("nan")),
+        "convergence_rtol=0": lambda: barron_norm_convergence(
+            lambda p: jnp.sin(2 * jnp.pi * p[0]), 1, rtol=0.0),
+        "random_features_width=-1": lambda: random_features_fit(*_fit_data(), width=-1, key=key),
+        "random_features_ridge<0": lambda: random_features_fit(*_fit_data(), width=4, key=key,
+                                                                ridge=-1.0),
+        "greedy_width=0": lambda: orthogonal_greedy(*_fit_data(), 0),
+    }
+
+
+@cases("input", "clear error", {
+    "norm_s<0": ("barron_norm with s = -1", ("s", "norm_s<0")),
+    "norm_s=nan": ("barron_norm with s = NaN", ("s", "norm_s=nan")),
+    "convergence_rtol=0": ("barron_norm_convergence with rtol = 0",
+                           ("rtol", "convergence_rtol=0")),
+    "random_features_width=-1": ("random_features_fit with width = -1",
+                                 ("width", "random_features_width=-1")),
+    "random_features_ridge<0": ("random_features_fit with ridge = -1",
+                                ("ridge", "random_features_ridge<0")),
+    "greedy_width=0": ("orthogonal_greedy with width = 0", ("width", "greedy_width=0")),
+})
+def barron_bad_approximation_option(name, which):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        _barron_calls()[which]()
+
+
 @case("input", "clear error", "Barron solver with an integer u0 grid")
 def barron_integer_u0():
     from pdeml.barron import sobolev_gradient_descent

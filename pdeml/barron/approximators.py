@@ -27,6 +27,8 @@ import jax.flatten_util
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from pdeml.core.validation import check_positive_int, check_real_number
+
 from .networks import CosineNetwork, PeriodicShallowNetwork
 from .norms import _canonical_frequencies
 from .spectral import wavenumbers
@@ -140,6 +142,7 @@ def maurey_mse(target: CosineNetwork, width: int) -> Float[Array, ""]:
     ``(A^2 sum_j p_j q_j - ||u||^2) / n`` with ``q_j = 1/2`` (mean of cos^2 over the torus)
     for k_j != 0 and ``cos^2 b_j`` for k_j = 0. Requires distinct frequencies.
     """
+    check_positive_int("width", width)
     _check_merged(target)
     c = target.coefficients
     zero = jnp.all(target.frequencies == 0, axis=1)
@@ -191,6 +194,9 @@ def random_features_fit(
     each unit gets its amplitude and phase from a least-squares fit of cos and sin columns
     (so the parameter count matches a cosine network of the same width).
     """
+    check_positive_int("width", width)
+    check_real_number("ridge", ridge, minimum=0.0)
+    check_real_number("frequency_scale", frequency_scale, positive=True)
     _check_data(x, y)
     d = x.shape[1]
     freqs = jnp.round(frequency_scale * jax.random.normal(key, (width, d), x.dtype))
@@ -239,6 +245,8 @@ def orthogonal_greedy(
     Returns:
         A :class:`CosineNetwork` with integer frequencies (exactly periodic, exact Barron norm).
     """
+    check_positive_int("width", width)
+    check_real_number("ridge", ridge, minimum=0.0)
     _check_data(x, y)
     if dictionary is None:
         dictionary = sparse_frequency_dictionary(x.shape[1], dtype=x.dtype)
@@ -308,6 +316,10 @@ def fit_shallow(
     Returns:
         :class:`FitResult` (for ``lstsq`` the loss history has one entry).
     """
+    check_positive_int("steps", steps)
+    check_real_number("learning_rate", learning_rate, positive=True)
+    check_real_number("damping", damping, minimum=0.0)
+    check_real_number("ridge", ridge, minimum=0.0)
     _check_data(x, y)
     if method not in ("lstsq", "adam", "lbfgs", "gauss_newton"):
         raise ValueError(f"unknown method {method!r}; expected one of ['lstsq', 'adam', 'lbfgs', 'gauss_newton']")

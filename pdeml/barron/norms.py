@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from pdeml.core.validation import check_positive_int, check_real_number
+
 from .networks import CosineNetwork, PeriodicShallowNetwork
 from .spectral import torus_grid, wavenumbers
 
@@ -41,6 +43,7 @@ def barron_weights(shape: tuple[int, ...], s: float = 1.0, dtype=None) -> Float[
     For even sizes the Nyquist coefficient stands for ``cos(pi N x)``, i.e. half at
     ``+N/2`` and half at ``-N/2``; both have ``|k_i| = N/2``, so it gets that weight.
     """
+    check_real_number("s", s, minimum=0.0)
     k = wavenumbers(shape)
     w = (1.0 + 2.0 * math.pi * np.sqrt(np.sum(k**2, axis=0))) ** s
     return jnp.asarray(w, dtype=dtype)
@@ -119,6 +122,11 @@ def barron_norm_convergence(
         >>> c.converged
         True
     """
+    check_positive_int("dim", dim)
+    check_real_number("s", s, minimum=0.0)
+    check_real_number("rtol", rtol, positive=True)
+    for n in sizes:
+        check_positive_int("sizes", n)
     sizes = tuple(int(n) for n in sizes)
     if len(sizes) < 2 or any(b <= a for a, b in zip(sizes[:-1], sizes[1:])):
         raise ValueError(f"sizes must be at least two increasing grid sizes, got {sizes}")

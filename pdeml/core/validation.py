@@ -130,6 +130,19 @@ def check_real_number(name: str, value, *, minimum: float | None = None,
         raise ValueError(f"{name} must be {want}, got {value!r}")
 
 
+def check_positive_int(name: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer >= 1 (not a bool).
+
+    Example:
+        >>> check_positive_int("width", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: width must be a positive integer, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def check_basis(name: str, basis, grid_shape: Sequence[int]):
     """Return ``basis`` after checking it is a real floating ``(*grid_shape, N)`` array with no
     NaN/inf (shape and dtype at trace time, values at run time).
