@@ -1,7 +1,10 @@
-"""An image LPN potential that starts at the identity: a fully convolutional ICNN plus a learned
-convex quadratic.
+"""Image LPN priors that start at the identity: :func:`near_identity_lpn` builds an LPN around a
+:class:`pdeml.nets.QuadraticICNN`, a fully convolutional ICNN plus a learned convex quadratic,
 
     psi(x) = phi(x) + 1/2 ||Q * x||^2          (phi: a :class:`FullyConvICNN`, with its alpha term)
+
+and :func:`load_near_identity_lpn` reads one saved by the benchmark. ``QuadraticICNN`` and
+:func:`center_icnn_biases` live in :mod:`pdeml.nets.icnn` and are importable from here too.
 
 ``Q * x`` is a multi-channel stride-1 ``SAME`` convolution, so the quadratic is convex for ANY
 kernel ``Q`` and ``grad psi = grad phi + Q^T Q x`` is still the gradient of an
@@ -31,72 +34,11 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 
-from pdeml.nets.icnn import FullyConvICNN, _conv, _effective, scaled_softplus
+from pdeml.nets import FullyConvICNN, QuadraticICNN, center_icnn_biases
 
 __all__ = ["QuadraticICNN", "center_icnn_biases", "near_identity_lpn", "load_near_identity_lpn"]
-
-
-class QuadraticICNN(eqx.Module):
-    """``psi(x) = icnn(x) + 1/2 ||conv(x, Q)||^2`` for images ``(C, H, W)`` of any size.
-
-    Args:
-        icnn: a :class:`pdeml.nets.icnn.FullyConvICNN` (its ``alpha`` is the strong convexity
-            of the whole potential, since the quadratic is only positive semi-definite).
-        Q: ``(m, C, k, k)`` convolution kernel (free, any sign), ``k`` odd.
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> from pdeml.prox import LPN
-        >>> lpn = near_identity_lpn(1, (4, 4), key=jax.random.key(0), alpha=0.05)
-        >>> x = jnp.full((1, 1, 6, 6), 0.5)
-        >>> bool(jnp.max(jnp.abs(lpn.prox(x) - x)) < 0.1)
-        True
-    """
-
-    icnn: FullyConvICNN
-    Q: Array
-
-    def __init__(self, icnn: FullyConvICNN, Q):
-        if not isinstance(icnn, FullyConvICNN):
-            raise TypeError(f"icnn must be a FullyConvICNN, got {type(icnn).__name__}")
-        Q = jnp.asarray(Q)
-        if Q.ndim != 4 or Q.shape[1] != icnn.channels or Q.shape[2] != Q.shape[3] or Q.shape[2] % 2 == 0:
-            raise ValueError(
-                f"Q must have shape (m, channels={icnn.channels}, k, k) with k odd, got {Q.shape}"
-            )
-        self.icnn = icnn
-        self.Q = Q
-
-    @property
-    def alpha(self) -> float:
-        return self.icnn.alpha
-
-    @property
-    def channels(self) -> int:
-        return self.icnn.channels
-
-    @property
-    def nonnegativity(self) -> str:
-        """The ICNN's mode: with ``"project"`` the optimiser wrapper
-        (:func:`pdeml.nets.icnn.icnn_optimizer`) must find its constrained weights through this
-        wrapper, or it would silently train a non-convex potential."""
-        return self.icnn.nonnegativity
-
-    def _constrained(self):
-        return self.icnn._constrained()
-
-    @property
-    def event_ndim(self) -> int:
-        return 3
-
-    def check_event_shape(self, shape, name="x"):
-        self.icnn.check_event_shape(shape, name)
-
-    def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, ""]:
-        q = _conv(x, self.Q.astype(x.dtype), 1)
-        return self.icnn(x) + 0.5 * jnp.vdot(q, q)
 
 
 def near_identity_lpn(
@@ -160,7 +102,7 @@ def near_identity_lpn(
     else:
         icnn = eqx.tree_at(lambda p: p.w_out, icnn, icnn.w_out * readout_scale)
     icnn = eqx.tree_at(lambda p: p.a_out, icnn, jnp.zeros_like(icnn.a_out))
-    dt = icnn.K0.dtype
+    dt = icnn.W0.dtype
     k = kernel_size
     Q = 0.01 * jax.random.normal(k2, (quadratic_channels, channels, k, k), dt)
     idx = jnp.arange(channels)
@@ -169,38 +111,6 @@ def near_identity_lpn(
     if center_on is not None:
         icnn = center_icnn_biases(icnn, jnp.asarray(center_on, dt))
     return LPN(QuadraticICNN(icnn, Q))
-
-
-def center_icnn_biases(icnn: FullyConvICNN, x, quantile: float = 0.5) -> FullyConvICNN:
-    """Data-dependent initialisation: shift every hidden unit's bias so that its
-    pre-activation has its ``quantile`` at 0 on the images ``x`` ``(n, C, H, W)``, layer by
-    layer.
-
-    A bias is a free parameter of an ICNN, so the potential stays convex. Why: with
-    non-negative hidden-path weights acting on non-negative activations, pre-activations of deep
-    layers are all positive at a random start, every softplus is in its linear regime and the
-    potential is nearly quadratic (its gradient nearly linear); centring puts the kinks where
-    the data are (measured in :func:`near_identity_lpn`'s docstring: +0.4 dB after 1000 steps).
-    """
-    if not isinstance(icnn, FullyConvICNN):
-        raise TypeError(f"icnn must be a FullyConvICNN, got {type(icnn).__name__}")
-    x = jnp.asarray(x)
-    if x.ndim != 4 or x.shape[1] != icnn.channels:
-        raise ValueError(f"x must have shape (n, {icnn.channels}, H, W), got {x.shape}")
-    if not 0 < quantile < 1:
-        raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
-    pre = jax.vmap(lambda v: _conv(v, icnn.K0, 1))(x)
-    b0 = -jnp.quantile(pre, quantile, axis=(0, 2, 3))[:, None, None]
-    z = scaled_softplus(pre + b0[None], icnn.beta)
-    bz = []
-    for W, A in zip(icnn.Wz, icnn.Ax):
-        Weff = _effective(W, icnn.nonnegativity)
-        pre = jax.vmap(lambda zz, v: _conv(zz, Weff, 1) + _conv(v, A, 1))(z, x)
-        b = -jnp.quantile(pre, quantile, axis=(0, 2, 3))[:, None, None]
-        bz.append(b.astype(icnn.b0.dtype))
-        z = scaled_softplus(pre + b[None], icnn.beta)
-    icnn = eqx.tree_at(lambda m: m.b0, icnn, b0.astype(icnn.b0.dtype))
-    return eqx.tree_at(lambda m: m.bz, icnn, tuple(bz))
 
 
 def load_near_identity_lpn(path, *, dtype=jnp.float32):

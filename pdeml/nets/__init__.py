@@ -5,15 +5,20 @@
 - :func:`grid_features`: build an FNO input from problem data and grid coordinates.
 - :class:`MLP`, :class:`PointwiseLinear`: channel-last perceptron and linear map.
 - :class:`DenseICNN`, :class:`ConvICNN`, :class:`FullyConvICNN`: input-convex networks (the
-  potentials of learned proximal networks), with :func:`icnn_optimizer` /
-  :func:`project_nonnegative` keeping their hidden-path weights non-negative.
+  potentials of learned proximal networks) on one core, :class:`AbstractICNN`;
+  :class:`QuadraticICNN` adds a learned convex quadratic; :func:`center_icnn_biases` initialises
+  the biases from data; :func:`icnn_optimizer` / :func:`project_nonnegative` keep the
+  hidden-path weights non-negative.
 """
 
 from pdeml.nets.fno import FNO, PAPER_CONFIGS, FourierLayer, SpectralConv, grid_features
 from pdeml.nets.icnn import (
+    AbstractICNN,
     ConvICNN,
     DenseICNN,
     FullyConvICNN,
+    QuadraticICNN,
+    center_icnn_biases,
     icnn_optimizer,
     nonnegative_mask,
     project_nonnegative,
@@ -22,9 +27,12 @@ from pdeml.nets.icnn import (
 from pdeml.nets.mlp import MLP, PointwiseLinear, gelu
 
 __all__ = [
+    "AbstractICNN",
     "ConvICNN",
     "DenseICNN",
     "FullyConvICNN",
+    "QuadraticICNN",
+    "center_icnn_biases",
     "icnn_optimizer",
     "nonnegative_mask",
     "project_nonnegative",

@@ -1,7 +1,8 @@
 """Input-convex neural networks (ICNNs): scalar potentials psi(x) convex in their input.
 
-Three potentials, each an :class:`equinox.Module` evaluated on ONE sample (no batch axis) and
-returning a scalar:
+Potentials, each an :class:`equinox.Module` evaluated on ONE sample (no batch axis) and
+returning a scalar; the first three share one core, :class:`AbstractICNN` (parameters,
+initialisation, hidden path):
 
 - :class:`DenseICNN` for vectors ``x`` of shape ``(in_size,)``;
 - :class:`ConvICNN` for images of one fixed shape ``(channels, height, width)``: strided
@@ -9,7 +10,11 @@ returning a scalar:
   the input (down-sampled by the same total stride);
 - :class:`FullyConvICNN` for images of ANY height and width: a spatial sum of local convex
   potentials (stride 1, ``SAME`` padding), so its gradient is an exact proximal operator for
-  every image size.
+  every image size;
+- :class:`QuadraticICNN`: a :class:`FullyConvICNN` plus a learned convex quadratic
+  ``1/2 ||conv(x, Q)||^2``, so that the potential can start at ``1/2 ||x||^2`` (prox = identity).
+
+:func:`center_icnn_biases` is a data-dependent initialisation of the biases.
 
 Structure (Amos, Xu & Kolter 2017, "Input convex neural networks"; Fang, Buchanan & Sulam 2024,
 "What's in a prior? Learned proximal networks for inverse problems", arXiv:2310.14344)::
@@ -37,6 +42,8 @@ by ``examples/prox_laplace_1d.py`` (see ``docs/prox.md``); the default is the wi
 
 from __future__ import annotations
 
+import abc
+import math
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
@@ -46,9 +53,12 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 __all__ = [
+    "AbstractICNN",
     "DenseICNN",
     "ConvICNN",
     "FullyConvICNN",
+    "QuadraticICNN",
+    "center_icnn_biases",
     "scaled_softplus",
     "nonnegative_mask",
     "project_nonnegative",
@@ -96,22 +106,143 @@ def _effective(w, mode):
     return jax.nn.softplus(w) if mode == "softplus" else w
 
 
-class _ICNNBase(eqx.Module):
-    """Shared behaviour: the constrained leaves, the quadratic term, input checks."""
+def _conv(x, w, stride):
+    """x: (C, H, W) one sample; w: (O, C, k, k); SAME padding (zero padding is linear, so
+    convexity and non-negativity arguments are unaffected)."""
+    y = jax.lax.conv_general_dilated(
+        x[None], w, window_strides=(stride, stride), padding="SAME",
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+    )
+    return y[0]
 
-    def _constrained(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+
+def _check_widths(widths, name):
+    widths = tuple(int(h) for h in widths)
+    if len(widths) < 1 or min(widths) < 1:
+        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {widths}")
+    return widths
+
+
+def _check_kernel_size(kernel_size):
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}")
+
+
+def _check_image_shape(shape, channels, name, fixed_hw=None, cls="ConvICNN"):
+    shape = tuple(shape)
+    if len(shape) != 3 or shape[0] != channels:
+        raise ValueError(
+            f"{name} must have trailing shape (channels={channels}, height, width) for this "
+            f"{cls}, got {shape}"
+        )
+    if fixed_hw is not None and shape[1:] != tuple(fixed_hw):
+        raise ValueError(
+            f"{name} must have image shape {(channels, *fixed_hw)} for this {cls} (it was "
+            f"built for that size; use FullyConvICNN for any size), got {shape}"
+        )
+
+
+class AbstractICNN(eqx.Module):
+    """The core shared by every ICNN: parameters, initialisation and the hidden path.
+
+    Parameters (pytree leaves, in this order; a subclass may append more): ``W0``, ``b0`` (first
+    layer), ``Wz`` (hidden-path weights, kept non-negative), ``Ax`` (skip weights from the
+    input), ``bz`` (biases), ``w_out`` (non-negative read-out), ``a_out`` (linear read-out).
+    ``W0``, ``Wz`` and ``Ax`` are matrices for vectors and ``(out, in, k, k)`` kernels for images;
+    a subclass says how a weight acts (:meth:`_linear`), reads out ``z_L`` (``__call__``) and
+    checks its input shape. :meth:`hidden` computes ``z_L``; :meth:`pre_activation` one layer's
+    input to ``act`` before its bias (used by :func:`center_icnn_biases`).
+
+    Subclasses: :class:`DenseICNN`, :class:`ConvICNN`, :class:`FullyConvICNN`.
+    """
+
+    W0: Array
+    b0: Array
+    Wz: tuple[Array, ...]
+    Ax: tuple[Array, ...]
+    bz: tuple[Array, ...]
+    w_out: Array
+    a_out: Array
+    beta: float = eqx.field(static=True)
+    alpha: float = eqx.field(static=True)
+    nonnegativity: str = eqx.field(static=True)
+
+    def __init__(self, key, in_channels, widths, kernel, *, random_bias, readout_size,
+                 linear_shape, beta, alpha, nonnegativity, dtype):
+        """Initialise the parameters; ``kernel(out, in)`` is a weight's shape, ``random_bias``
+        draws the biases (else zeros of shape ``(width, 1, 1)``), ``readout_size`` is the
+        length of ``w_out`` and ``linear_shape`` the shape of ``a_out``."""
+        dtype = jnp.zeros(()).dtype if dtype is None else dtype
+        keys = jax.random.split(key, 3 * len(widths) + 3)
+        bound = 1.0 / math.prod(kernel(1, in_channels)[1:]) ** 0.5  # 1 / sqrt(fan-in from x)
+
+        def bias(k, width):
+            if random_bias:
+                return _uniform(k, (width,), bound, dtype)
+            return jnp.zeros((width, 1, 1), dtype)
+
+        self.W0 = _uniform(keys[0], kernel(widths[0], in_channels), bound, dtype)
+        self.b0 = bias(keys[1], widths[0])
+        Wz, Ax, bz = [], [], []
+        for i in range(1, len(widths)):
+            kw, ka, kb = keys[3 * i : 3 * i + 3]
+            shape = kernel(widths[i], widths[i - 1])
+            Wz.append(_positive_init(kw, shape, math.prod(shape[1:]), dtype, nonnegativity))
+            Ax.append(_uniform(ka, kernel(widths[i], in_channels), bound, dtype))
+            bz.append(bias(kb, widths[i]))
+        self.Wz, self.Ax, self.bz = tuple(Wz), tuple(Ax), tuple(bz)
+        self.w_out = _positive_init(keys[-3], (readout_size,), readout_size, dtype, nonnegativity)
+        self.a_out = _uniform(keys[-2], linear_shape, 1.0 / math.prod(linear_shape) ** 0.5, dtype)
+        self.beta = float(beta)
+        self.alpha = float(alpha)
+        self.nonnegativity = nonnegativity
+
+    @abc.abstractmethod
+    def _linear(self, w, v, stride: int):
+        """``w`` applied to ``v`` (a matrix product or a convolution with this stride)."""
+
+    def _strides(self) -> tuple[int, ...]:
+        return (1,) * (len(self.Wz) + 1)
 
     @property
-    def event_ndim(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def event_ndim(self) -> int:
+        """Number of axes of one sample."""
 
+    @abc.abstractmethod
     def check_event_shape(self, shape: tuple[int, ...], name: str = "x") -> None:
         """Raise ``ValueError`` unless ``shape`` is a valid single-sample shape."""
-        raise NotImplementedError  # pragma: no cover
+
+    @abc.abstractmethod
+    def __call__(self, x) -> Float[Array, ""]:
+        """The scalar potential ``psi(x)`` of one sample."""
+
+    def _constrained(self):
+        return (self.Wz, self.w_out)
+
+    def _quadratic(self, x):
+        return 0.5 * self.alpha * jnp.vdot(x, x)
+
+    def pre_activation(self, layer: int, z, x):
+        """Layer ``layer``'s pre-activation without its bias: ``W_0 x`` for the first layer,
+        ``W_k z + A_k x`` (``W_k`` effective, so non-negative) after it; ``z`` is the previous
+        layer's output (ignored for ``layer == 0``), ``x`` one sample."""
+        strides = self._strides()
+        if layer == 0:
+            return self._linear(self.W0, x, strides[0])
+        W = _effective(self.Wz[layer - 1], self.nonnegativity)
+        total = math.prod(strides[: layer + 1])  # the skip from x down-samples by all strides
+        return self._linear(W, z, strides[layer]) + self._linear(self.Ax[layer - 1], x, total)
+
+    def hidden(self, x):
+        """The last hidden layer ``z_L`` for one sample ``x``."""
+        z = None
+        for layer, b in enumerate((self.b0, *self.bz)):
+            z = scaled_softplus(self.pre_activation(layer, z, x) + b, self.beta)
+        return z
 
 
-class DenseICNN(_ICNNBase):
+class DenseICNN(AbstractICNN):
     """Dense input-convex potential ``psi: R^n -> R`` (one sample, no batch axis).
 
     Args:
@@ -135,55 +266,24 @@ class DenseICNN(_ICNNBase):
     Reference: Amos et al. 2017 (ICNN); Fang, Buchanan & Sulam, ICLR 2024 (LPN).
     """
 
-    W0: Array
-    b0: Array
-    Wz: tuple[Array, ...]
-    Ax: tuple[Array, ...]
-    bz: tuple[Array, ...]
-    w_out: Array
-    a_out: Array
     c_out: Array
     in_size: int = eqx.field(static=True)
-    beta: float = eqx.field(static=True)
-    alpha: float = eqx.field(static=True)
-    nonnegativity: str = eqx.field(static=True)
 
-    def __init__(
-        self,
-        in_size: int,
-        hidden: Sequence[int],
-        *,
-        key: PRNGKeyArray,
-        beta: float = 10.0,
-        alpha: float = 0.0,
-        nonnegativity: str = DEFAULT_NONNEGATIVITY,
-        dtype=None,
-    ):
+    def __init__(self, in_size: int, hidden: Sequence[int], *, key: PRNGKeyArray,
+                 beta: float = 10.0, alpha: float = 0.0,
+                 nonnegativity: str = DEFAULT_NONNEGATIVITY, dtype=None):
         _check_common(beta, alpha, nonnegativity)
-        hidden = tuple(int(h) for h in hidden)
         if not isinstance(in_size, int) or in_size < 1:
             raise ValueError(f"in_size must be a positive int, got {in_size!r}")
-        if len(hidden) < 1 or min(hidden) < 1:
-            raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden}")
-        dtype = jnp.zeros(()).dtype if dtype is None else dtype
-        keys = jax.random.split(key, 3 * len(hidden) + 3)
-        bound = 1.0 / in_size**0.5
-        self.W0 = _uniform(keys[0], (hidden[0], in_size), bound, dtype)
-        self.b0 = _uniform(keys[1], (hidden[0],), bound, dtype)
-        Wz, Ax, bz = [], [], []
-        for k in range(1, len(hidden)):
-            kw, ka, kb = keys[3 * k : 3 * k + 3]
-            Wz.append(_positive_init(kw, (hidden[k], hidden[k - 1]), hidden[k - 1], dtype, nonnegativity))
-            Ax.append(_uniform(ka, (hidden[k], in_size), bound, dtype))
-            bz.append(_uniform(kb, (hidden[k],), bound, dtype))
-        self.Wz, self.Ax, self.bz = tuple(Wz), tuple(Ax), tuple(bz)
-        self.w_out = _positive_init(keys[-3], (hidden[-1],), hidden[-1], dtype, nonnegativity)
-        self.a_out = _uniform(keys[-2], (in_size,), bound, dtype)
-        self.c_out = jnp.zeros((), dtype)
+        hidden = _check_widths(hidden, "hidden")
+        super().__init__(key, in_size, hidden, lambda o, i: (o, i), random_bias=True,
+                         readout_size=hidden[-1], linear_shape=(in_size,), beta=beta,
+                         alpha=alpha, nonnegativity=nonnegativity, dtype=dtype)
+        self.c_out = jnp.zeros((), self.W0.dtype)
         self.in_size = in_size
-        self.beta = float(beta)
-        self.alpha = float(alpha)
-        self.nonnegativity = nonnegativity
+
+    def _linear(self, w, v, stride):
+        return w @ v
 
     @property
     def event_ndim(self) -> int:
@@ -196,44 +296,30 @@ class DenseICNN(_ICNNBase):
                 f"got {tuple(shape)}"
             )
 
-    def _constrained(self):
-        return (self.Wz, self.w_out)
-
     def __call__(self, x: Float[Array, " n"]) -> Float[Array, ""]:
         self.check_event_shape(jnp.shape(x))
-        act = lambda t: scaled_softplus(t, self.beta)  # noqa: E731
-        z = act(self.W0 @ x + self.b0)
-        for W, A, b in zip(self.Wz, self.Ax, self.bz):
-            z = act(_effective(W, self.nonnegativity) @ z + A @ x + b)
+        z = self.hidden(x)
         out = _effective(self.w_out, self.nonnegativity) @ z + self.a_out @ x + self.c_out
-        return out + 0.5 * self.alpha * jnp.vdot(x, x)
+        return out + self._quadratic(x)
 
 
-def _conv(x, w, stride):
-    """x: (C, H, W) one sample; w: (O, C, k, k); SAME padding (zero padding is linear, so
-    convexity and non-negativity arguments are unaffected)."""
-    y = jax.lax.conv_general_dilated(
-        x[None], w, window_strides=(stride, stride), padding="SAME",
-        dimension_numbers=("NCHW", "OIHW", "NCHW"),
-    )
-    return y[0]
+class _ConvCore(AbstractICNN):
+    """Convolutional layers: ``W0``, ``Wz``, ``Ax`` are ``(out, in, k, k)`` kernels."""
+
+    @property
+    def K0(self) -> Array:
+        """The first-layer kernel (the same array as ``W0``)."""
+        return self.W0
+
+    def _linear(self, w, v, stride):
+        return _conv(v, w, stride)
+
+    @property
+    def event_ndim(self) -> int:
+        return 3
 
 
-def _check_image_shape(shape, channels, name, fixed_hw=None, cls="ConvICNN"):
-    shape = tuple(shape)
-    if len(shape) != 3 or shape[0] != channels:
-        raise ValueError(
-            f"{name} must have trailing shape (channels={channels}, height, width) for this "
-            f"{cls}, got {shape}"
-        )
-    if fixed_hw is not None and shape[1:] != tuple(fixed_hw):
-        raise ValueError(
-            f"{name} must have image shape {(channels, *fixed_hw)} for this {cls} (it was "
-            f"built for that size; use FullyConvICNN for any size), got {shape}"
-        )
-
-
-class ConvICNN(_ICNNBase):
+class ConvICNN(_ConvCore):
     """Convolutional input-convex potential for images of one fixed shape ``(C, H, W)``.
 
     Hidden path: ``z_1 = act(conv(x, K_0, s_0))``, ``z_{k+1} = act(conv(z_k, W_k, s_k) +
@@ -257,33 +343,14 @@ class ConvICNN(_ICNNBase):
     Reference: Fang, Buchanan & Sulam, ICLR 2024 (LPN), convolutional variant.
     """
 
-    K0: Array
-    b0: Array
-    Wz: tuple[Array, ...]
-    Ax: tuple[Array, ...]
-    bz: tuple[Array, ...]
-    w_out: Array
-    a_out: Array
     c_out: Array
     image_shape: tuple[int, int, int] = eqx.field(static=True)
     strides: tuple[int, ...] = eqx.field(static=True)
-    beta: float = eqx.field(static=True)
-    alpha: float = eqx.field(static=True)
-    nonnegativity: str = eqx.field(static=True)
 
-    def __init__(
-        self,
-        image_shape: Sequence[int],
-        channels: Sequence[int],
-        strides: Sequence[int],
-        *,
-        key: PRNGKeyArray,
-        beta: float = 100.0,
-        alpha: float = 0.0,
-        nonnegativity: str = DEFAULT_NONNEGATIVITY,
-        kernel_size: int = 3,
-        dtype=None,
-    ):
+    def __init__(self, image_shape: Sequence[int], channels: Sequence[int],
+                 strides: Sequence[int], *, key: PRNGKeyArray, beta: float = 100.0,
+                 alpha: float = 0.0, nonnegativity: str = DEFAULT_NONNEGATIVITY,
+                 kernel_size: int = 3, dtype=None):
         _check_common(beta, alpha, nonnegativity)
         image_shape = tuple(int(s) for s in image_shape)
         channels = tuple(int(c) for c in channels)
@@ -295,60 +362,35 @@ class ConvICNN(_ICNNBase):
                 f"channels and strides must be non-empty and of equal length, got {channels} "
                 f"and {strides}"
             )
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}")
-        dtype = jnp.zeros(()).dtype if dtype is None else dtype
-        C, H, W = image_shape
+        _check_widths(channels, "channels")
+        _check_kernel_size(kernel_size)
         k = kernel_size
-        keys = jax.random.split(key, 3 * len(channels) + 3)
-        fan_x = C * k * k
-        self.K0 = _uniform(keys[0], (channels[0], C, k, k), 1.0 / fan_x**0.5, dtype)
-        self.b0 = jnp.zeros((channels[0], 1, 1), dtype)
-        Wz, Ax, bz = [], [], []
-        for i in range(1, len(channels)):
-            kw, ka, _ = keys[3 * i : 3 * i + 3]
-            fan_z = channels[i - 1] * k * k
-            Wz.append(_positive_init(kw, (channels[i], channels[i - 1], k, k), fan_z, dtype, nonnegativity))
-            Ax.append(_uniform(ka, (channels[i], C, k, k), 1.0 / fan_x**0.5, dtype))
-            bz.append(jnp.zeros((channels[i], 1, 1), dtype))
-        self.Wz, self.Ax, self.bz = tuple(Wz), tuple(Ax), tuple(bz)
-        h, w = H, W
+        h, w = image_shape[1:]
         for s in strides:
             h, w = -(-h // s), -(-w // s)
-        n_out = channels[-1] * h * w
-        self.w_out = _positive_init(keys[-3], (n_out,), n_out, dtype, nonnegativity)
-        self.a_out = _uniform(keys[-2], image_shape, 1.0 / (C * H * W) ** 0.5, dtype)
-        self.c_out = jnp.zeros((), dtype)
+        super().__init__(key, image_shape[0], channels, lambda o, i: (o, i, k, k),
+                         random_bias=False, readout_size=channels[-1] * h * w,
+                         linear_shape=image_shape, beta=beta, alpha=alpha,
+                         nonnegativity=nonnegativity, dtype=dtype)
+        self.c_out = jnp.zeros((), self.W0.dtype)
         self.image_shape = image_shape
         self.strides = strides
-        self.beta = float(beta)
-        self.alpha = float(alpha)
-        self.nonnegativity = nonnegativity
 
-    @property
-    def event_ndim(self) -> int:
-        return 3
+    def _strides(self):
+        return self.strides
 
     def check_event_shape(self, shape, name="x"):
         _check_image_shape(shape, self.image_shape[0], name, self.image_shape[1:], "ConvICNN")
 
-    def _constrained(self):
-        return (self.Wz, self.w_out)
-
     def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, ""]:
         self.check_event_shape(jnp.shape(x))
-        act = lambda t: scaled_softplus(t, self.beta)  # noqa: E731
-        total = self.strides[0]
-        z = act(_conv(x, self.K0, self.strides[0]) + self.b0)
-        for W, A, b, s in zip(self.Wz, self.Ax, self.bz, self.strides[1:]):
-            total *= s
-            z = act(_conv(z, _effective(W, self.nonnegativity), s) + _conv(x, A, total) + b)
+        z = self.hidden(x)
         out = jnp.vdot(_effective(self.w_out, self.nonnegativity), z.reshape(-1))
         out = out + jnp.vdot(self.a_out, x) + self.c_out
-        return out + 0.5 * self.alpha * jnp.vdot(x, x)
+        return out + self._quadratic(x)
 
 
-class FullyConvICNN(_ICNNBase):
+class FullyConvICNN(_ConvCore):
     """Fully convolutional input-convex potential for images of any height and width.
 
     ``psi(x) = sum_p phi(x restricted to a window around pixel p) + (alpha / 2) ||x||^2``: every
@@ -373,82 +415,139 @@ class FullyConvICNN(_ICNNBase):
     Reference: Fang, Buchanan & Sulam, ICLR 2024 (LPN); our fully convolutional variant.
     """
 
-    K0: Array
-    b0: Array
-    Wz: tuple[Array, ...]
-    Ax: tuple[Array, ...]
-    bz: tuple[Array, ...]
-    w_out: Array
-    a_out: Array
     channels: int = eqx.field(static=True)
-    beta: float = eqx.field(static=True)
-    alpha: float = eqx.field(static=True)
-    nonnegativity: str = eqx.field(static=True)
 
-    def __init__(
-        self,
-        channels: int,
-        hidden: Sequence[int],
-        *,
-        key: PRNGKeyArray,
-        beta: float = 100.0,
-        alpha: float = 0.0,
-        nonnegativity: str = DEFAULT_NONNEGATIVITY,
-        kernel_size: int = 3,
-        dtype=None,
-    ):
+    def __init__(self, channels: int, hidden: Sequence[int], *, key: PRNGKeyArray,
+                 beta: float = 100.0, alpha: float = 0.0,
+                 nonnegativity: str = DEFAULT_NONNEGATIVITY, kernel_size: int = 3, dtype=None):
         _check_common(beta, alpha, nonnegativity)
-        hidden = tuple(int(h) for h in hidden)
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive int, got {channels!r}")
-        if len(hidden) < 1 or min(hidden) < 1:
-            raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden}")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}")
-        dtype = jnp.zeros(()).dtype if dtype is None else dtype
+        hidden = _check_widths(hidden, "hidden")
+        _check_kernel_size(kernel_size)
         k = kernel_size
-        C = channels
-        keys = jax.random.split(key, 3 * len(hidden) + 3)
-        fan_x = C * k * k
-        self.K0 = _uniform(keys[0], (hidden[0], C, k, k), 1.0 / fan_x**0.5, dtype)
-        self.b0 = jnp.zeros((hidden[0], 1, 1), dtype)
-        Wz, Ax, bz = [], [], []
-        for i in range(1, len(hidden)):
-            kw, ka, _ = keys[3 * i : 3 * i + 3]
-            fan_z = hidden[i - 1] * k * k
-            Wz.append(_positive_init(kw, (hidden[i], hidden[i - 1], k, k), fan_z, dtype, nonnegativity))
-            Ax.append(_uniform(ka, (hidden[i], C, k, k), 1.0 / fan_x**0.5, dtype))
-            bz.append(jnp.zeros((hidden[i], 1, 1), dtype))
-        self.Wz, self.Ax, self.bz = tuple(Wz), tuple(Ax), tuple(bz)
-        self.w_out = _positive_init(keys[-3], (hidden[-1],), hidden[-1], dtype, nonnegativity)
-        self.a_out = _uniform(keys[-2], (C,), 1.0 / C**0.5, dtype)
-        self.channels = C
-        self.beta = float(beta)
-        self.alpha = float(alpha)
-        self.nonnegativity = nonnegativity
-
-    @property
-    def event_ndim(self) -> int:
-        return 3
+        super().__init__(key, channels, hidden, lambda o, i: (o, i, k, k), random_bias=False,
+                         readout_size=hidden[-1], linear_shape=(channels,), beta=beta,
+                         alpha=alpha, nonnegativity=nonnegativity, dtype=dtype)
+        self.channels = channels
 
     def check_event_shape(self, shape, name="x"):
         _check_image_shape(shape, self.channels, name, None, "FullyConvICNN")
 
-    def _constrained(self):
-        return (self.Wz, self.w_out)
-
     def local_potentials(self, x: Float[Array, "c h w"]) -> Float[Array, "h w"]:
         """The per-pixel convex potentials phi_p(x) whose sum (plus the quadratic) is psi."""
         self.check_event_shape(jnp.shape(x))
-        act = lambda t: scaled_softplus(t, self.beta)  # noqa: E731
-        z = act(_conv(x, self.K0, 1) + self.b0)
-        for W, A, b in zip(self.Wz, self.Ax, self.bz):
-            z = act(_conv(z, _effective(W, self.nonnegativity), 1) + _conv(x, A, 1) + b)
+        z = self.hidden(x)
         w = _effective(self.w_out, self.nonnegativity)
         return jnp.tensordot(w, z, axes=1) + jnp.tensordot(self.a_out, x, axes=1)
 
     def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, ""]:
-        return jnp.sum(self.local_potentials(x)) + 0.5 * self.alpha * jnp.vdot(x, x)
+        return jnp.sum(self.local_potentials(x)) + self._quadratic(x)
+
+
+class QuadraticICNN(eqx.Module):
+    """``psi(x) = icnn(x) + 1/2 ||conv(x, Q)||^2`` for images ``(C, H, W)`` of any size.
+
+    ``conv(x, Q)`` is a multi-channel stride-1 ``SAME`` convolution, so the quadratic is convex
+    for ANY kernel ``Q``, and ``grad psi = grad icnn + Q^T Q x`` is the gradient of an
+    ``alpha``-strongly convex potential: its gradient is still an exact proximal operator.
+    :func:`pdeml.inverse.near_identity_lpn` builds one whose prox starts near the identity.
+
+    Args:
+        icnn: a :class:`FullyConvICNN` (its ``alpha`` is the strong convexity of the whole
+            potential, since the quadratic is only positive semi-definite).
+        Q: ``(m, C, k, k)`` convolution kernel (free, any sign), ``k`` odd.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> icnn = FullyConvICNN(1, (4,), key=jax.random.key(0), alpha=0.1)
+        >>> psi = QuadraticICNN(icnn, jnp.ones((2, 1, 3, 3)))
+        >>> x = jnp.ones((1, 5, 5))
+        >>> bool(psi(x) > icnn(x))
+        True
+    """
+
+    icnn: FullyConvICNN
+    Q: Array
+
+    def __init__(self, icnn: FullyConvICNN, Q):
+        if not isinstance(icnn, FullyConvICNN):
+            raise TypeError(f"icnn must be a FullyConvICNN, got {type(icnn).__name__}")
+        Q = jnp.asarray(Q)
+        if Q.ndim != 4 or Q.shape[1] != icnn.channels or Q.shape[2] != Q.shape[3] or Q.shape[2] % 2 == 0:
+            raise ValueError(
+                f"Q must have shape (m, channels={icnn.channels}, k, k) with k odd, got {Q.shape}"
+            )
+        self.icnn = icnn
+        self.Q = Q
+
+    # The LPN protocol (event_ndim, check_event_shape, alpha) and the optimiser wrapper's
+    # (nonnegativity, _constrained) go to the ICNN: with "project" weights, icnn_optimizer must
+    # find the constrained leaves through this wrapper, or it would train a non-convex potential.
+    alpha = property(lambda self: self.icnn.alpha)
+    channels = property(lambda self: self.icnn.channels)
+    nonnegativity = property(lambda self: self.icnn.nonnegativity)
+    event_ndim = property(lambda self: self.icnn.event_ndim)
+
+    def _constrained(self):
+        return self.icnn._constrained()
+
+    def check_event_shape(self, shape, name="x"):
+        self.icnn.check_event_shape(shape, name)
+
+    def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, ""]:
+        q = _conv(x, self.Q.astype(x.dtype), 1)
+        return self.icnn(x) + 0.5 * jnp.vdot(q, q)
+
+
+def center_icnn_biases(icnn: AbstractICNN, x, quantile: float = 0.5) -> AbstractICNN:
+    """Data-dependent initialisation: shift every hidden unit's bias so that its
+    pre-activation has its ``quantile`` at 0 on the samples ``x`` ``(n, *event)``, layer by
+    layer (a unit of a convolutional layer is a channel, over all samples and pixels).
+
+    A bias is a free parameter of an ICNN, so the potential stays convex. Why: with
+    non-negative hidden-path weights acting on non-negative activations, pre-activations of deep
+    layers are all positive at a random start, every softplus is in its linear regime and the
+    potential is nearly quadratic (its gradient nearly linear); centring puts the kinks where
+    the data are (measured in :func:`pdeml.inverse.near_identity_lpn`'s docstring).
+
+    Args:
+        icnn: a :class:`DenseICNN`, :class:`ConvICNN` or :class:`FullyConvICNN`.
+        x: a batch of samples, ``(n, *event)``.
+        quantile: in (0, 1); 0.5 makes every unit active on half of ``x``.
+
+    Returns:
+        ``icnn`` with new biases ``b0`` and ``bz``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> icnn = DenseICNN(2, (8, 8), key=jax.random.key(0))
+        >>> x = jax.random.normal(jax.random.key(1), (64, 2))
+        >>> c = center_icnn_biases(icnn, x)
+        >>> pre = jax.vmap(lambda v: c.pre_activation(0, None, v) + c.b0)(x)
+        >>> bool(jnp.all(jnp.mean(pre > 0, axis=0) == 0.5))
+        True
+    """
+    if not isinstance(icnn, AbstractICNN):
+        raise TypeError(
+            f"icnn must be a DenseICNN, ConvICNN or FullyConvICNN, got {type(icnn).__name__}"
+        )
+    x = jnp.asarray(x)
+    if x.ndim != icnn.event_ndim + 1:
+        raise ValueError(f"x must have shape (n, *event) with {icnn.event_ndim} event axes, "
+                         f"got {x.shape}")
+    icnn.check_event_shape(x.shape[1:], "x[i]")
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
+    biases, z = [], None
+    for layer, b_old in enumerate((icnn.b0, *icnn.bz)):
+        pre = jax.vmap(lambda zz, v, k=layer: icnn.pre_activation(k, zz, v))(z, x)
+        axes = (0, *range(2, pre.ndim))  # all but the unit (channel) axis
+        b = -jnp.quantile(pre, quantile, axis=axes).reshape(b_old.shape)
+        biases.append(b.astype(b_old.dtype))
+        z = scaled_softplus(pre + b[None], icnn.beta)
+    icnn = eqx.tree_at(lambda m: m.b0, icnn, biases[0])
+    return eqx.tree_at(lambda m: m.bz, icnn, tuple(biases[1:]))
 
 
 def _mask_like(tree, model):

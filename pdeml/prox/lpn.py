@@ -276,13 +276,9 @@ class ScaledLPN(ProximalOperator):
             raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
         self.atol, self.rtol, self.max_iter, self.throw = atol, rtol, max_iter, bool(throw)
 
-    @property
-    def event_ndim(self) -> int:
-        return self.lpn.event_ndim
-
-    @property
-    def alpha(self) -> float:
-        return self.lpn.alpha
+    # the sample shape and the strong convexity are those of the LPN
+    event_ndim = property(lambda self: self.lpn.event_ndim)
+    alpha = property(lambda self: self.lpn.alpha)
 
     def _tolerance(self, dtype):
         atol, rtol = default_tolerance(dtype)
