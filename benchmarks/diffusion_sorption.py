@@ -4,8 +4,8 @@
     python benchmarks/diffusion_sorption.py --nx 1024 --nt 101 --num-points 20000 ...  (paper grid)
 
 Trains both methods with the same FNO, data, physics loss and number of steps (see
-:class:`pdeml.experiments.ExperimentConfig`), evaluates the test relative L2 error against our
-BDF2 reference solutions, and writes ``results.json``, ``results.md`` and
+:class:`pdeml.experiments.DiffusionSorptionConfig`), evaluates the test relative L2 error
+against our BDF2 reference solutions, and writes ``results.json``, ``results.md`` and
 ``predictions.png`` under ``--out``. Runs resume from their checkpoints if interrupted.
 """
 

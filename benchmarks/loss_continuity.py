@@ -75,11 +75,13 @@ def _problem_models(quick: bool, trained_steps: int, out_dir: str):
     from pdeml.experiments import diffusion_sorption as ds
     from pdeml.experiments import navier_stokes as ns
 
-    cfg = ds.ExperimentConfig(method="hard", nx=64, nt=26, train_samples=32, test_samples=2,
-                              width=32, layers=4, num_basis=16, num_points=1000)
+    cfg = ds.DiffusionSorptionConfig(method="hard", nx=64, nt=26, train_samples=32,
+                                     test_samples=2, width=32, layers=4, num_basis=16,
+                                     num_points=1000)
     if quick:
-        cfg = ds.ExperimentConfig(method="hard", nx=32, nt=11, train_samples=4, test_samples=2,
-                                  width=8, layers=2, num_basis=8, num_points=100)
+        cfg = ds.DiffusionSorptionConfig(method="hard", nx=32, nt=11, train_samples=4,
+                                         test_samples=2, width=8, layers=2, num_basis=8,
+                                         num_points=100)
     configs = {"diffusion_sorption": (ds, cfg)}
     if not quick:
         configs["navier_stokes"] = (ns, ns.NSConfig(method="hard", train_samples=16,
@@ -212,11 +214,11 @@ def _training_configs(quick: bool):
     from navier_stokes import BENCH_DEFAULTS as NS_BENCH  # noqa: E402
 
     if quick:
-        return {"diffusion_sorption": (ds, ds.ExperimentConfig(
+        return {"diffusion_sorption": (ds, ds.DiffusionSorptionConfig(
             method="hard", nx=16, nt=6, train_samples=4, test_samples=2, steps=6, batch_size=2,
             num_basis=4, num_points=20, width=8, modes=3, layers=1, padding=2,
             max_lm_steps=30))}
-    return {"diffusion_sorption": (ds, ds.ExperimentConfig(method="hard")),
+    return {"diffusion_sorption": (ds, ds.DiffusionSorptionConfig(method="hard")),
             "navier_stokes": (ns, ns.NSConfig(method="hard", **NS_BENCH))}
 
 

@@ -63,8 +63,8 @@ def _moe(**kw):
     return {**MOE, **kw}
 
 
-# (name, group, overrides of the base ExperimentConfig, label), in priority order: if the time
-# runs out, the comparison itself comes first.
+# (name, group, overrides of the base DiffusionSorptionConfig, label), in priority order: if the
+# time runs out, the comparison itself comes first.
 ROWS = (
     ("soft", "main", dict(method="soft"), "PI-SC"),
     ("hc", "main", dict(method="hard"), "PI-HC"),
@@ -95,14 +95,15 @@ PAPER = {"soft": 0.8593, "hard": 0.0755, "moe": 0.0360,
 
 
 def base_config(args):
-    from pdeml.experiments import ExperimentConfig
+    from pdeml.experiments import DiffusionSorptionConfig
 
     if args.quick:
         # Tiny but structurally complete: every row (K = 8, extrapolation) is still valid.
-        return ExperimentConfig(nx=16, nt=8, train_samples=4, test_samples=2, steps=args.steps or 2,
-                                batch_size=2, num_basis=4, num_points=40, width=4, modes=2,
-                                layers=1, padding=2, max_lm_steps=5, seed=args.seed)
-    return ExperimentConfig(steps=args.steps or 100, seed=args.seed)
+        return DiffusionSorptionConfig(nx=16, nt=8, train_samples=4, test_samples=2,
+                                       steps=args.steps or 2, batch_size=2, num_basis=4,
+                                       num_points=40, width=4, modes=2, layers=1, padding=2,
+                                       max_lm_steps=5, seed=args.seed)
+    return DiffusionSorptionConfig(steps=args.steps or 100, seed=args.seed)
 
 
 def row_config(base, overrides):
@@ -130,19 +131,10 @@ def point_diagnostics(config, model, u0s, us, *, batch: int = 4) -> dict:
     Uses the same keys as :func:`pdeml.experiments.evaluate` (so the same collocation points and
     the same predictions; the full-grid error is returned to check that).
     """
-    import equinox as eqx
-    import jax.numpy as jnp
-
-    key = jax.random.key(12345)
-
-    @eqx.filter_jit
-    def predict(m, u0_batch, k):
-        keys = jax.random.split(k, u0_batch.shape[0])
-        return jax.vmap(lambda d, kk: m(d, key=kk))(u0_batch, keys)
+    from pdeml.experiments import predictions
 
     preds, points, stats = [], [], []
-    for i in range(0, u0s.shape[0], batch):
-        u, info = predict(model, u0s[i : i + batch], jax.random.fold_in(key, i))
+    for u, info, _ in predictions(model, u0s, batch=batch):
         preds.append(np.asarray(u))
         points.append(np.asarray(info.points))
         stats.append(jax.tree.map(np.asarray, info.stats))

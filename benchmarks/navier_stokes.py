@@ -89,11 +89,12 @@ def _pct(m, key="rel_l2_mean"):
 
 
 def main(argv=None) -> int:
-    from pdeml.experiments.navier_stokes import add_arguments, config_from_args
+    from pdeml.cli.train import add_config_arguments, config_from_args
+    from pdeml.experiments import NavierStokesConfig
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
+    add_config_arguments(p, NavierStokesConfig)
     p.set_defaults(**BENCH_DEFAULTS)
     p.add_argument("--methods", default=BENCH_METHODS,
                    help="comma-separated methods to compare: soft, hard, moe (m = "
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     # The shared settings (validated as PI-HC: the mixture's m is --moe-num-points).
-    base = config_from_args(args, method="hard")
+    base = config_from_args(NavierStokesConfig, args, method="hard")
     start = time.perf_counter()
     results, runs, configs = {}, {}, {}
     for method in methods:

@@ -7,14 +7,14 @@ import jax
 import pytest
 
 from pdeml.cli import main
-from pdeml.experiments import ExperimentConfig, load_run, run_experiment
+from pdeml.experiments import DiffusionSorptionConfig, load_run, run_experiment
 
 TINY = dict(nx=16, nt=6, train_samples=4, test_samples=2, steps=4, batch_size=2, num_basis=4,
             num_points=20, width=8, modes=3, layers=1, padding=2, max_lm_steps=30)
 
 
 def test_run_experiment_writes_results_and_resumes(tmp_path):
-    cfg = ExperimentConfig(method="hard", cache_dir=str(tmp_path / "cache"), **TINY)
+    cfg = DiffusionSorptionConfig(method="hard", cache_dir=str(tmp_path / "cache"), **TINY)
     res = run_experiment(cfg, tmp_path / "run", progress=False)
     t = res["test"]
     assert len(t["rel_l2_per_sample"]) == 2 and 0 < t["rel_l2_mean"] < 10
@@ -60,7 +60,7 @@ def test_cli_bad_arguments(tmp_path, capsys):
 def test_moe_config_builds_the_mixture_and_round_trips():
     from pdeml.experiments import build_model
 
-    cfg = ExperimentConfig(method="moe", experts="2x2", overlap=0.25, boundary_rows="touching",
+    cfg = DiffusionSorptionConfig(method="moe", experts="2x2", overlap=0.25, boundary_rows="touching",
                            points_mode="per_expert", **{**TINY, "num_points": 12})
     assert cfg.experts == (2, 2) and cfg.num_experts == 4
     model = build_model(cfg, jax.random.key(0))
@@ -69,8 +69,8 @@ def test_moe_config_builds_the_mixture_and_round_trips():
     assert part.splits == (2, 2) and part.overlap == 0.25 and part.boundary_rows == "touching"
     assert model.layer.points_per_expert == 12
     stored = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as in config.json
-    assert stored["experts"] == [2, 2] and ExperimentConfig(**stored) == cfg
-    rand = ExperimentConfig(method="moe", experts="1x3", assignment="random",
+    assert stored["experts"] == [2, 2] and DiffusionSorptionConfig(**stored) == cfg
+    rand = DiffusionSorptionConfig(method="moe", experts="1x3", assignment="random",
                             points_mode="total", **TINY).partition()
     assert rand.assignment == "random" and rand.num_experts == 3
 
@@ -97,7 +97,7 @@ def test_cli_train_moe_and_config_round_trip(tmp_path, capsys):
     assert model.layer.partition.num_experts == 2
     # The stored configuration (lists in JSON) equals the one given as a string.
     cli_args = {k: v for k, v in TINY.items() if k != "padding"}  # the CLI has no --padding
-    cfg = ExperimentConfig(method="moe", experts="1x2", overlap=0.5, **cli_args)
+    cfg = DiffusionSorptionConfig(method="moe", experts="1x2", overlap=0.5, **cli_args)
     assert dataclasses.replace(config, cache_dir=None) == cfg
 
 
@@ -110,7 +110,7 @@ def test_cli_moe_bad_arguments(tmp_path, capsys):
     # in total (5 per expert) it fits.
     assert main(base + ["--experts", "1x4"]) == 2
     assert "smallest expert subdomain has only 15" in capsys.readouterr().err
-    ExperimentConfig(method="moe", experts=(1, 4), nx=16, nt=6, num_points=20)  # total
+    DiffusionSorptionConfig(method="moe", experts=(1, 4), nx=16, nt=6, num_points=20)  # total
     assert main(base + ["--experts", "2x4"]) == 2
     assert "smallest expert subdomain has only" in capsys.readouterr().err
     assert main(base + ["--experts", "1x2", "--overlap", "1.5"]) == 2
@@ -125,7 +125,7 @@ def test_extrapolation_window_and_split_errors():
 
     from pdeml.experiments import evaluate
 
-    cfg = ExperimentConfig(method="hard", t_train=300.0, **{**TINY, "num_points": 20})
+    cfg = DiffusionSorptionConfig(method="hard", t_train=300.0, **{**TINY, "num_points": 20})
     # nt = 6 over t_max 500: levels at 0, 100, ..., 500; t <= 300 keeps j = 1..3.
     assert cfg.train_levels == 3
     prob = cfg.model_problem
@@ -146,7 +146,7 @@ def test_extrapolation_window_and_split_errors():
         want = [np.linalg.norm(err[i][:, cols]) / np.linalg.norm(ref[i][:, cols]) for i in (0, 1)]
         np.testing.assert_allclose(out[name]["rel_l2_per_sample"], want, rtol=1e-12)
     with pytest.raises(ValueError, match="keeps 0 of the 5 time steps"):
-        ExperimentConfig(method="hard", t_train=50.0, **TINY)
+        DiffusionSorptionConfig(method="hard", t_train=50.0, **TINY)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 
 from pdeml.constraints import HardConstraint, MoEHardConstraint, Partition
 from pdeml.core import LevenbergMarquardt
-from pdeml.experiments import ExperimentConfig, load_run, run_experiment
+from pdeml.experiments import DiffusionSorptionConfig, load_run, run_experiment
 from pdeml.testing.problems import ReactionDiffusion1D
 
 TINY = dict(nx=16, nt=6, train_samples=4, test_samples=2, steps=6, batch_size=2, num_basis=4,
@@ -66,7 +66,7 @@ def test_carried_training_resumes_bitwise_and_uses_the_carried_starts(tmp_path):
     from pdeml.experiments.common import initial_state, make_optimizer, training_functions
     from pdeml.train import train
 
-    cfg = ExperimentConfig(method="hard", carry_start=True, cache_dir=str(tmp_path / "cache"),
+    cfg = DiffusionSorptionConfig(method="hard", carry_start=True, cache_dir=str(tmp_path / "cache"),
                            **TINY)
     train_set, _ = ds.load_data(cfg)
     u0 = jnp.asarray(train_set.dataset.u0)
@@ -105,7 +105,7 @@ def test_carried_training_resumes_bitwise_and_uses_the_carried_starts(tmp_path):
 
 @pytest.mark.slow  # ~1 min: a whole experiment run (train, evaluate, restore) with carry_start
 def test_run_experiment_with_carry_start_round_trips(tmp_path):
-    cfg = ExperimentConfig(method="hard", carry_start=True, cache_dir=str(tmp_path / "cache"),
+    cfg = DiffusionSorptionConfig(method="hard", carry_start=True, cache_dir=str(tmp_path / "cache"),
                            **TINY)
     res = run_experiment(cfg, tmp_path / "run", progress=False)
     assert 0 < res["test"]["rel_l2_mean"] < 10
@@ -115,6 +115,6 @@ def test_run_experiment_with_carry_start_round_trips(tmp_path):
 
 def test_carry_start_is_validated():
     with pytest.raises(ValueError, match="carry_start needs a hard-constraint method"):
-        ExperimentConfig(method="soft", carry_start=True, **TINY)
+        DiffusionSorptionConfig(method="soft", carry_start=True, **TINY)
     with pytest.raises(ValueError, match="carry_start must be True or False"):
-        ExperimentConfig(method="hard", carry_start=1, **TINY)
+        DiffusionSorptionConfig(method="hard", carry_start=1, **TINY)

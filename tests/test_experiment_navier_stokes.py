@@ -18,7 +18,6 @@ import pytest
 from pdeml.experiments.navier_stokes import (
     NSConfig,
     PeriodicInputNavierStokes2D,
-    add_train_parser,
     build_model,
     fine_test_data,
     load_data,
@@ -27,6 +26,7 @@ from pdeml.experiments.navier_stokes import (
     plot_predictions,
     run_experiment,
 )
+from pdeml.cli.train import add_problem_parser
 from pdeml.pde import NavierStokesSolver
 from pdeml.pde.navier_stokes_solver import fourier_upsample
 from pdeml.train import CheckpointManager
@@ -184,7 +184,7 @@ def _parser():
     sub = p.add_subparsers(dest="command")
     train = sub.add_parser("train")
     problems = train.add_subparsers(dest="problem")
-    add_train_parser(problems)
+    add_problem_parser(problems, "navier-stokes", NSConfig)
     return p
 
 

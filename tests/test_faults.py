@@ -857,29 +857,30 @@ def train_resume_other_config(tmp_path):
 @case("runs", "clear error", "config.json deleted, rerun with --lr 0.01: refused by the "
       "configuration in the checkpoint header, naming learning_rate")
 def experiment_config_deleted(tmp_path):
-    from pdeml.experiments import ExperimentConfig, config_dict
+    from pdeml.experiments import DiffusionSorptionConfig, config_dict
     from pdeml.experiments.common import check_run_config
     from pdeml.train import save_checkpoint
 
-    trained = config_dict(ExperimentConfig(learning_rate=1e-3))
+    trained = config_dict(DiffusionSorptionConfig(learning_rate=1e-3))
     save_checkpoint(tmp_path / "checkpoints" / "ckpt_0000000010.eqx", {"w": jnp.zeros(1)},
                     metadata={"step": 10, "user": {"config": trained}})
-    asked = config_dict(ExperimentConfig(learning_rate=1e-2))
+    asked = config_dict(DiffusionSorptionConfig(learning_rate=1e-2))
     with pytest.raises(ValueError, match="learning_rate: stored 0.001, requested 0.01"):
-        check_run_config(tmp_path, asked, config_dict(ExperimentConfig()))
+        check_run_config(tmp_path, asked, config_dict(DiffusionSorptionConfig()))
 
 
 @case("runs", "clear error", "a run rejected before training (its data step fails) leaves no "
       "run directory and no config.json behind")
 def experiment_rejected_leaves_nothing(tmp_path, monkeypatch):
-    import pdeml.experiments.diffusion_sorption as ds
+    import pdeml.experiments.runner as runner
+    from pdeml.experiments import DiffusionSorptionConfig
 
     def reject(config, **kw):
         raise ValueError("rejected")
 
-    monkeypatch.setattr(ds, "load_data", reject)
+    monkeypatch.setattr(runner, "load_data", reject)
     with pytest.raises(ValueError, match="rejected"):
-        ds.run_experiment(ds.ExperimentConfig(steps=1), tmp_path / "run", progress=False)
+        runner.run_experiment(DiffusionSorptionConfig(steps=1), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 
 

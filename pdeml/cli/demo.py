@@ -132,10 +132,10 @@ def _layer_check() -> dict:
 
 
 def _diffusion_sorption(args, sizes: Sizes, out: Path) -> tuple[dict, dict]:
-    from pdeml.experiments import ExperimentConfig, run_experiment
+    from pdeml.experiments import DiffusionSorptionConfig, run_experiment
 
-    base = ExperimentConfig(steps=sizes.ds_steps, seed=args.seed, data_seed=args.seed,
-                            cache_dir=str(out / "cache"), **sizes.ds_overrides)
+    base = DiffusionSorptionConfig(steps=sizes.ds_steps, seed=args.seed, data_seed=args.seed,
+                                   cache_dir=str(out / "cache"), **sizes.ds_overrides)
     configs = {
         "soft": dataclasses.replace(base, method="soft"),
         "hard": dataclasses.replace(base, method="hard"),

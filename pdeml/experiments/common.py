@@ -1,7 +1,6 @@
 """Pieces shared by the experiments: the optimiser, the training step's batch and loss
-functions (optionally with carried starts), restoring a run from its checkpoints, and the run
-directory's files (configuration check, lock, outputs and evaluations written atomically with
-checksums)."""
+functions (optionally with carried starts), and the run directory's files (configuration
+check, lock, outputs and evaluations written atomically with checksums)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-import equinox as eqx
 import jax
 import numpy as np
 import optax
@@ -78,32 +76,6 @@ def initial_state(config, model, u0_like, num_samples: int):
     if not getattr(config, "carry_start", False):
         return None
     return carried_starts(model, u0_like, num_samples)
-
-
-def restore_run(run_dir, config_cls: type, build_model: Callable, u0_like: Callable | None = None):
-    """``(config, model, step)`` of the newest good checkpoint in ``run_dir``.
-
-    ``config_cls(**config.json)`` is rebuilt, ``build_model(config, key)`` gives the structure
-    the checkpoint is restored into (the same keys as training: ``fold_in(seed, 0)`` for the
-    model, ``fold_in(seed, 1)`` for the training key); ``u0_like(config)``, one zero initial
-    condition, shapes the carried state of a ``carry_start`` run.
-    """
-    from pdeml.train import CheckpointManager
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{run_dir} has no config.json: not a pdeml training run")
-    config = config_cls(**read_json(cfg_path, what="run configuration", required=False))
-    key = jax.random.key(config.seed)
-    model = build_model(config, jax.random.fold_in(key, 0))
-    params = eqx.filter(model, eqx.is_inexact_array)
-    like = {"model": model, "opt_state": make_optimizer(config).init(params),
-            "key": np.asarray(jax.random.key_data(jax.random.fold_in(key, 1)))}
-    if getattr(config, "carry_start", False):
-        like["state"] = initial_state(config, model, u0_like(config), config.train_samples)
-    step, tree, _ = CheckpointManager(run_dir / "checkpoints").restore(like)
-    return config, tree["model"], step
 
 
 def _merged(stored: dict, defaults: dict) -> dict:
@@ -206,3 +178,25 @@ def load_predictions(directory):
     verify_sidecar(path, what="predictions file", required=False)
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg back end (plots need the ``plot`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("plots need matplotlib: pip install 'pdeml[plot]'") from e
+    return plt
+
+
+def save_figure(fig, out_png, *, dpi: int) -> Path:
+    """Lay out ``fig``, write it to ``out_png`` (parents created) and close it."""
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=dpi)
+    pyplot().close(fig)
+    return out_png
