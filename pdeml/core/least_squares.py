@@ -64,6 +64,7 @@ class StructuredLeastSquares(eqx.Module):
     basis: Float[Array, "*grid n"] | None
     points: Array | None
     feature_map: Callable | None
+    probe: Float[Array, "k m n"] | None
 
     def __init__(self, features, pointwise, aux=None, rows=None, targets=None, ridge=0.0, *,
                  basis=None, points=None, feature_map=None):
@@ -106,6 +107,7 @@ class StructuredLeastSquares(eqx.Module):
         self.basis = basis
         self.points = points
         self.feature_map = feature_map
+        self.probe = None if basis is None else _stencil_probe(basis, points, feature_map)
 
     @classmethod
     def from_basis(cls, basis, points, feature_map, pointwise, aux=None, rows=None, targets=None,
@@ -194,13 +196,12 @@ class StructuredLeastSquares(eqx.Module):
         """The size of the terms that cancel when the feature map acts on the field
         ``u = basis @ w`` (e.g. ``u_(i+1) - 2 u_i + u_(i-1)`` over ``dx^2``), per point and
         feature: ``|feature_map(sigma * u)|`` with ``sigma`` a fixed random sign per grid point,
-        a one-probe estimate of ``|stencil| |u|`` (signs that do not cancel). The field, not
-        each basis function: cancellation between basis functions earns no slack."""
-        basis = lax.stop_gradient(self.basis)
-        field = basis @ lax.stop_gradient(w)
-        signs = jax.random.rademacher(jax.random.key(0), field.shape, field.dtype)
-        probe = self.feature_map((signs * field)[..., None], self.points)
-        return jnp.abs(probe[:, :, 0]).T
+        a one-probe estimate of ``|stencil| |u|`` (signs that do not cancel), evaluated as
+        ``|P w|`` with the probe features ``P`` built once with the problem
+        (:func:`_stencil_probe`; the feature map is linear). The field, not each basis
+        function: cancellation between basis functions earns no slack."""
+        w = lax.stop_gradient(w).astype(self.probe.dtype)
+        return jnp.abs(self.probe @ w).T.astype(self.features.dtype)
 
     def residual_size(self, w, terms_sq):
         """The size of the residual's terms: ``sqrt(sum_i t_i^2) + ||rows w|| + ||targets||``."""
@@ -341,6 +342,20 @@ class StructuredLeastSquares(eqx.Module):
             + self.rows.T @ (self.rows @ w - self.targets)
             + self.ridge * w
         )
+
+
+def _stencil_probe(basis, points, feature_map):
+    """``feature_map(sigma * basis)``: the features of the basis with every grid value's sign
+    flipped at random (``sigma``: Rademacher signs from a fixed key, one per grid point), for
+    :meth:`StructuredLeastSquares._stencil_size`. No gradient flows through it; it is an
+    estimate of a rounding scale, so it is kept in float32 (half the memory traffic of the
+    features in float64) unless the basis is in a lower precision."""
+    basis = lax.stop_gradient(basis)
+    signs = jax.random.rademacher(jax.random.key(0), basis.shape[:-1], basis.dtype)
+    probe = lax.stop_gradient(feature_map(signs[..., None] * basis, points))
+    if jnp.finfo(probe.dtype).bits > 32:
+        probe = probe.astype(jnp.float32)
+    return probe
 
 
 # Result codes reported in SolveStats.result.
@@ -681,7 +696,8 @@ def _attach_implicit(w_star, problem: StructuredLeastSquares, adjoint: ImplicitA
         # closed form (basis_tangent), everything else (rows, targets, aux, ridge) by jvp.
         dynamic, _ = eqx.partition(problem, eqx.is_inexact_array)
         spec = jax.tree.map(lambda _: True, dynamic)
-        spec = eqx.tree_at(lambda p: (p.features, p.basis), spec, replace=(False, False))
+        spec = eqx.tree_at(lambda p: (p.features, p.basis, p.probe), spec,
+                           replace=(False, False, False))
 
         def tangent(w, prob, dprob):
             dyn, other = eqx.partition(prob, eqx.is_inexact_array)
