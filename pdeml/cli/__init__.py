@@ -258,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         precision = precision_of(args)
+        # Speed only, never results: large XLA temporaries reuse mapped pages
+        # (pdeml.core.runtime; PDEML_CPU_ALLOCATOR=default leaves malloc alone).
+        from pdeml.core.runtime import set_cpu_allocator_from_environment
+
+        try:
+            set_cpu_allocator_from_environment()
+        except ValueError as e:
+            raise CLIError(str(e)) from None
     except CLIError as e:
         print(f"pdeml: error: {_one_line(e)}", file=sys.stderr)
         return 2
