@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from pdeml.cli import main
-from pdeml.experiments import DiffusionSorptionConfig, load_run, run_experiment
+from pdeml.experiments import DiffusionSorptionConfig, ExperimentConfig, load_run, run_experiment
 
 TINY = dict(nx=16, nt=6, train_samples=4, test_samples=2, steps=4, batch_size=2, num_basis=4,
             num_points=20, width=8, modes=3, layers=1, padding=2, max_lm_steps=30)
@@ -161,3 +161,42 @@ def test_cli_train_extrapolation(tmp_path, capsys):
     assert "(extrapolation):" in capsys.readouterr().out
     t = json.loads((tmp_path / "ex" / "results.json").read_text())["test"]
     assert len(t["extrapolation"]["rel_l2_per_sample"]) == 2
+
+
+@pytest.mark.parametrize("pde", ["diffusion-sorption", "navier-stokes"])
+def test_every_config_field_is_a_train_option(pde):
+    from pdeml.cli import build_parser
+    from pdeml.experiments import REGISTRY
+
+    config_cls = REGISTRY[pde]
+    sub = [a for a in build_parser()._actions if a.dest == "command"][0].choices["train"]
+    parser = [a for a in sub._actions if a.dest == "problem"][0].choices[pde]
+    dests = {a.dest: a for a in parser._actions}
+    for f in dataclasses.fields(config_cls):
+        assert f.name in dests and dests[f.name].help, f.name
+    # The defaults parse back to the default configuration; --lr is --learning-rate.
+    from pdeml.cli.train import config_from_args
+
+    args = parser.parse_args(["--out", "x"])
+    assert config_from_args(config_cls, args) == config_cls()
+    args = parser.parse_args(["--out", "x", "--lr", "0.5", "--no-carry-start"])
+    assert config_from_args(config_cls, args).learning_rate == 0.5
+
+
+def test_config_base_and_stored_configs():
+    from pdeml.experiments import (
+        DiffusionSorptionConfig,
+        NavierStokesConfig,
+        config_class,
+        config_dict,
+    )
+
+    with pytest.raises(TypeError, match="not an experiment"):
+        ExperimentConfig()
+    assert config_class(config_dict(NavierStokesConfig())) is NavierStokesConfig
+    # A configuration stored before some fields existed still names its experiment.
+    assert config_class({"method": "hard", "nx": 16, "row_weight": 1.0}) is DiffusionSorptionConfig
+    with pytest.raises(ValueError, match="fits 2 of the experiments"):
+        config_class({"method": "hard"})
+    with pytest.raises(ValueError, match="lr_decay must be in"):
+        DiffusionSorptionConfig(lr_decay=0.0)
