@@ -24,7 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from pdeml.core.krylov import cg_solve
 from pdeml.core.least_squares import MAX_STEPS_REACHED, NONFINITE, SUCCESS
+from pdeml.core.linesearch import backtracking_line_search
 from pdeml.core.validation import check_real_number, error_if_failed
 
 from .norms import barron_norm
@@ -194,14 +196,11 @@ def _sgd_impl(problem, u0, f, reference, *, step, line_search, max_steps, tol, b
         i, u, g, sg, gn, e, rec = c
         eta = step
         if line_search:
-            # Armijo backtracking on the energy along the Sobolev direction; <g, sg> = ||sg||_{H^1}^2
-            slope = jnp.mean(g * sg)
-
-            def ls_cond(a):
-                k, eta = a
-                return (k < max_backtracks) & (energy(problem, u - eta * sg, f) > e - 0.5 * eta * slope)
-
-            _, eta = jax.lax.while_loop(ls_cond, lambda a: (a[0] + 1, 0.5 * a[1]), (0, eta))
+            # Armijo backtracking on the energy along the Sobolev direction -sg; the slope is
+            # -<g, sg> = -||sg||_{H^1}^2
+            slope = -jnp.mean(g * sg)
+            eta = backtracking_line_search(lambda t: (energy(problem, u - t * sg, f), None), e,
+                                           slope, step=eta, c=0.5, max_steps=max_backtracks).step
         u1 = u - eta * sg
         g1, sg1, gn1, e1, err1, bn1 = _measure(problem, u1, f, reference, barron_s)
         rec = _record(rec, i + 1, energy=e1, h1_error=err1, barron_norm=bn1, gradient_norm=gn1, step_size=jnp.nan)
@@ -270,32 +269,8 @@ def sobolev_gradient_descent(
     return _finish(traj, throw, "sobolev_gradient_descent")
 
 
-def _pcg(matvec, b, precond, *, tol, maxiter):
-    """Preconditioned CG in the grid mean inner product; returns (x, iterations)."""
-    x = jnp.zeros_like(b)
-    r = b
-    z = precond(r)
-    p = z
-    rz = jnp.mean(r * z)
-    stop = (tol**2) * rz
-
-    def cond(c):
-        k, x, r, z, p, rz = c
-        return (k < maxiter) & (rz > stop) & (rz > 0)
-
-    def body(c):
-        k, x, r, z, p, rz = c
-        ap = matvec(p)
-        alpha = rz / jnp.mean(p * ap)
-        x = x + alpha * p
-        r = r - alpha * ap
-        z = precond(r)
-        rz1 = jnp.mean(r * z)
-        p = z + (rz1 / rz) * p
-        return k + 1, x, r, z, p, rz1
-
-    k, x, *_ = jax.lax.while_loop(cond, body, (jnp.asarray(0), x, r, z, p, rz))
-    return x, k
+def _mean_dot(a, b):
+    return jnp.mean(a * b)
 
 
 @eqx.filter_jit
@@ -311,16 +286,16 @@ def _newton_impl(problem, u0, f, reference, *, max_steps, tol, cg_tol, cg_maxite
 
     def body(c):
         i, u, g, sg, gn, e, rec, inner = c
-        delta, k = _pcg(lambda v: hessian_vector_product(problem, u, v, f), -g, sobolev_inverse, tol=cg_tol, maxiter=cg_maxiter)
+        # CG in the grid mean inner product, preconditioned by (I - Laplacian)^{-1}; the
+        # tolerance is relative in the preconditioned norm
+        delta, cg = cg_solve(lambda v: hessian_vector_product(problem, u, v, f), -g, rtol=cg_tol,
+                             max_steps=cg_maxiter, preconditioner=sobolev_inverse, inner=_mean_dot)
+        k = cg.iterations
         eta = jnp.asarray(1.0, dtype)
         if damped:
             slope = jnp.mean(g * delta)  # negative for a descent direction
-
-            def ls_cond(a):
-                j, eta = a
-                return (j < max_backtracks) & (energy(problem, u + eta * delta, f) > e + 0.25 * eta * slope)
-
-            _, eta = jax.lax.while_loop(ls_cond, lambda a: (a[0] + 1, 0.5 * a[1]), (0, eta))
+            eta = backtracking_line_search(lambda t: (energy(problem, u + t * delta, f), None), e,
+                                           slope, step=eta, c=0.25, max_steps=max_backtracks).step
         u1 = u + eta * delta
         g1, sg1, gn1, e1, err1, bn1 = _measure(problem, u1, f, reference, barron_s)
         rec = _record(rec, i + 1, energy=e1, h1_error=err1, barron_norm=bn1, gradient_norm=gn1, step_size=jnp.nan)

@@ -61,7 +61,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from pdeml.core.krylov import conjugate_gradient
 from pdeml.core.least_squares import MAX_STEPS_REACHED, NONFINITE, STAGNATED, SUCCESS
+from pdeml.core.linesearch import backtracking_line_search
 from pdeml.core.validation import error_if_failed
 from pdeml.inverse.operators import LinearOperator
 
@@ -154,9 +156,14 @@ class ConvergenceConditions(eqx.Module):
 
 
 def _is_lpn(prox) -> bool:
-    from pdeml.prox.lpn import LPN
-
-    return isinstance(prox, LPN)
+    """Whether ``prox`` is a learned proximal network ``prox = grad psi``, by the protocol of
+    :class:`pdeml.prox.LPN`: it exposes ``potential`` (``psi`` of one sample), ``psi`` (one value
+    per sample of a batch), ``alpha`` (the strong convexity of ``psi``) and ``event_ndim``. Such
+    a prox gets the LPN convergence conditions, the exact regulariser at its outputs and
+    :func:`lpn_map`."""
+    return (callable(getattr(prox, "potential", None)) and callable(getattr(prox, "psi", None))
+            and getattr(prox, "alpha", None) is not None
+            and getattr(prox, "event_ndim", None) is not None)
 
 
 def convergence_conditions(prox, op: LinearOperator, rho: float, *, norm: float | None = None,
@@ -175,63 +182,6 @@ def convergence_conditions(prox, op: LinearOperator, rho: float, *, norm: float 
         rho=float(rho),
         alpha=alpha,
     )
-
-
-# ----------------------------------------------------------------------------- CG
-
-
-def _cg(matvec, b, x0, tol, maxiter):
-    """Plain CG for SPD ``matvec`` on one sample; stops at ``||r|| <= tol ||b||``."""
-    bnorm = jnp.sqrt(jnp.vdot(b, b))
-    r = b - matvec(x0)
-    rs = jnp.vdot(r, r)
-
-    def cond(s):
-        _, _, _, rs, k = s
-        return (k < maxiter) & (jnp.sqrt(rs) > tol * bnorm)
-
-    def body(s):
-        x, r, p, rs, k = s
-        Ap = matvec(p)
-        a = rs / jnp.vdot(p, Ap)
-        x = x + a * p
-        r = r - a * Ap
-        rs_new = jnp.vdot(r, r)
-        p = r + (rs_new / rs) * p
-        return x, r, p, rs_new, k + 1
-
-    x, _, _, _, k = jax.lax.while_loop(cond, body, (x0, r, r, rs, jnp.asarray(0, jnp.int32)))
-    return x, k
-
-
-def conjugate_gradient(matvec, b, x0=None, *, tol: float = 1e-8, maxiter: int = 100):
-    """Solve ``M x = b`` for a symmetric positive-definite linear ``matvec`` by CG.
-
-    Differentiable: wrapped in :func:`jax.lax.custom_linear_solve` (``symmetric=True``), so the
-    derivative of the solution with respect to ``b`` and to anything ``matvec`` closes over is
-    computed by another CG solve (implicit function theorem), never by unrolling the loop.
-    ``x0`` is a warm start (it changes the path, not the solution).
-
-    Returns:
-        ``(x, iterations)``.
-
-    Example:
-        >>> M = jnp.array([[4.0, 1.0], [1.0, 3.0]])
-        >>> x, k = conjugate_gradient(lambda v: M @ v, jnp.array([1.0, 2.0]))
-        >>> bool(jnp.allclose(M @ x, jnp.array([1.0, 2.0]), atol=1e-5))
-        True
-    """
-    b = jnp.asarray(b)
-    x0 = jnp.zeros_like(b) if x0 is None else jnp.asarray(x0, b.dtype)
-    x0 = jax.lax.stop_gradient(x0)
-
-    def solve(mv, rhs):
-        return _cg(mv, rhs, x0, tol, maxiter)
-
-    def tsolve(mv, rhs):  # the transpose (cotangent) system: no useful warm start
-        return _cg(mv, rhs, jnp.zeros_like(rhs), tol, maxiter)
-
-    return jax.lax.custom_linear_solve(matvec, b, solve, tsolve, symmetric=True, has_aux=True)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -546,9 +496,7 @@ def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_iter: int = 300, to
         ``||grad F(x_k)||`` (the exact gradient, an optimality measure), ``dual_residual``
         ``||x_k - x_{k-1}||``; ``lagrangian`` NaN; ``cg_iterations`` the line-search halvings.
     """
-    from pdeml.prox.lpn import LPN
-
-    if not isinstance(lpn, LPN):
+    if not _is_lpn(lpn):
         raise TypeError(f"lpn_map needs an LPN (its explicit regulariser), got {type(lpn).__name__}")
     if not lpn.alpha > 0:
         raise ValueError(f"lpn_map needs a strongly convex potential (alpha > 0), got {lpn.alpha}")
@@ -650,18 +598,9 @@ def _lpn_map(op, lpn, y, rho, x0, max_iter, tol, memory, max_backtrack):
                                       | ((G1 <= s["G"] + roundoff)
                                          & (jnp.linalg.norm(d1) < jnp.linalg.norm(s["d"]))))
 
-            def ls_cond(ls):
-                _, j, ok = ls
-                return ~ok & (j < max_backtrack)
-
-            def ls_body(ls):
-                t, j, _ = ls
-                t = 0.5 * t
-                Gt = value(s["w"] + t * p)[0]
-                return t, j + 1, jnp.isfinite(Gt) & (Gt <= s["G"] + 1e-4 * t * slope)
-
-            t, j, ok = jax.lax.while_loop(
-                ls_cond, ls_body, (jnp.asarray(1.0, dt), jnp.asarray(0, jnp.int32), ok1))
+            ls = backtracking_line_search(lambda t: (value(s["w"] + t * p)[0], None), s["G"],
+                                          slope, max_steps=max_backtrack, first=(G1, None, ok1))
+            t, j, ok = ls.step, ls.num_backtracks, ls.accepted
             w_new = s["w"] + t * p
             G1, z1, d1, g1, _ = jax.lax.cond(j > 0, lambda: full(w_new), lambda: (G1, z1, d1, g1, scale))
             sv, yv = w_new - s["w"], g1 - g

@@ -31,7 +31,9 @@ import optax
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
+from pdeml.core.krylov import cg_solve
 from pdeml.core.least_squares import MAX_STEPS_REACHED, NONFINITE, SUCCESS
+from pdeml.core.linesearch import backtracking_line_search
 from pdeml.core.validation import error_if_failed
 
 __all__ = ["InversionResult", "invert_potential", "invert_adam", "METHODS", "default_tolerance",
@@ -86,30 +88,6 @@ def default_tolerance(dtype) -> tuple[float, float]:
     return 1e-4, 1e-4
 
 
-def _cg(hvp, b, tol, max_iter):
-    """Conjugate gradients for ``H p = b`` (H symmetric positive definite), from p = 0."""
-    dot = lambda u, v: jnp.vdot(u, v).real  # noqa: E731
-
-    def cond(s):
-        _, r, _, rr, k = s
-        return (jnp.sqrt(rr) > tol) & (k < max_iter)
-
-    def body(s):
-        p, r, d, rr, k = s
-        Hd = hvp(d)
-        dHd = dot(d, Hd)
-        a = rr / jnp.where(dHd > 0, dHd, 1.0)
-        p = p + a * d
-        r = r - a * Hd
-        rr_new = dot(r, r)
-        d = r + (rr_new / jnp.where(rr > 0, rr, 1.0)) * d
-        return p, r, d, rr_new, k + 1
-
-    z = jnp.zeros_like(b)
-    p, *_ = lax.while_loop(cond, body, (z, b, b, dot(b, b), jnp.asarray(0)))
-    return p
-
-
 def _cast_floats(tree, dtype):
     return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
 
@@ -134,7 +112,7 @@ def _newton_step_fn(psi, max_cg, max_backtrack, hvp_dtype):
         forcing = jnp.minimum(0.5, jnp.sqrt(gnorm))
         if lo is None or lo == y.dtype:
             hvp = lambda v: jax.jvp(grad_psi, (y,), (v,))[1]  # noqa: E731
-            p = _cg(hvp, -g, forcing * gnorm, max_cg)
+            p, _ = cg_solve(hvp, -g, atol=forcing * gnorm, rtol=0, max_steps=max_cg)
         else:
             # Mixed precision: the Newton direction only has to be accurate to the forcing
             # term, so CG runs on low-precision Hessian-vector products for the normalised
@@ -144,7 +122,8 @@ def _newton_step_fn(psi, max_cg, max_backtrack, hvp_dtype):
             hvp = lambda v: jax.jvp(grad_lo, (y_lo,), (v,))[1]  # noqa: E731
             rel = jnp.maximum(forcing, 10 * jnp.finfo(lo).eps).astype(lo)
             scale = jnp.where(gnorm > 0, gnorm, 1.0)
-            p = _cg(hvp, (-g / scale).astype(lo), rel, max_cg).astype(y.dtype) * scale
+            p, _ = cg_solve(hvp, (-g / scale).astype(lo), atol=rel, rtol=0, max_steps=max_cg)
+            p = p.astype(y.dtype) * scale
         slope = jnp.vdot(g, p)
         # CG on an SPD system gives a descent direction; fall back to -g if round-off says not.
         p = jnp.where(slope < 0, p, -g)
@@ -158,21 +137,9 @@ def _newton_step_fn(psi, max_cg, max_backtrack, hvp_dtype):
             (f1 <= f0 + 1e-4 * slope)
             | ((jnp.linalg.norm(g1) < gnorm) & (f1 <= f0 + roundoff))
         )
-
-        # The test is carried in the state (not evaluated in the loop condition): XLA:CPU was
-        # seen to hang on the vmapped form with the objective inside the condition.
-        def ls_body(ls):
-            t, j, _, _, _ = ls
-            t = 0.5 * t
-            ft, gt = obj_and_grad(y + t * p, x)
-            return t, j + 1, ft <= f0 + 1e-4 * t * slope, ft, gt
-
-        one = jnp.asarray(1.0, y.dtype)
-        t, _, _, f_new, g_new = lax.while_loop(
-            lambda ls: (~ls[2]) & (ls[1] < max_backtrack), ls_body,
-            (one, jnp.asarray(0, jnp.int32), ok, f1, g1),
-        )
-        return y + t * p, f_new, g_new
+        ls = backtracking_line_search(lambda t: obj_and_grad(y + t * p, x), f0, slope,
+                                      max_steps=max_backtrack, first=(f1, g1, ok))
+        return y + ls.step * p, ls.value, ls.aux
 
     return obj_and_grad, step
 
