@@ -9,6 +9,10 @@ spectral method on the torus.
 Even grid sizes: the Nyquist mode k = N/2 has no well-defined derivative (its ``+N/2`` and
 ``-N/2`` aliases differentiate to opposite signs), so derivatives zero it. Solvers warn on
 even sizes and keep iterates free of that mode; odd sizes avoid the issue entirely.
+
+The wavenumber grid (:func:`wavenumbers`) and the gradient and divergence are those of
+:mod:`pdeml.pde.spectral` (``fftn_wavenumbers``, ``spectral_gradient``,
+``spectral_divergence``), re-exported here.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from __future__ import annotations
 import math
 import warnings
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
+
+from pdeml.pde.spectral import fftn_wavenumbers as wavenumbers
+from pdeml.pde.spectral import spectral_divergence, spectral_gradient
 
 __all__ = [
     "torus_grid",
@@ -71,47 +77,8 @@ def torus_grid(shape: int | tuple[int, ...], dim: int | None = None, dtype=None)
     return jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=-1)
 
 
-def wavenumbers(shape: tuple[int, ...], *, nyquist_zero: bool = False) -> np.ndarray:
-    """Integer wavenumbers ``k`` of ``fftn`` output, shape ``(d, *shape)`` (numpy, static).
-
-    With ``nyquist_zero`` the Nyquist entry (``k_i = -N_i/2`` for even ``N_i``) is set to 0,
-    the convention for odd derivatives.
-    """
-    ks = []
-    for n in shape:
-        k = np.fft.fftfreq(n, d=1.0 / n)
-        if nyquist_zero and n % 2 == 0:
-            k[n // 2] = 0.0
-        ks.append(k)
-    return np.stack(np.meshgrid(*ks, indexing="ij"), axis=0)
-
-
 def _real_ifft(uh, axes):
     return jnp.real(jnp.fft.ifftn(uh, axes=axes))
-
-
-def spectral_gradient(u: Float[Array, "*grid"]) -> Float[Array, "d *grid"]:
-    """Gradient of a periodic field by FFT: ``(d, *grid)`` with ``[i] = du/dx_i``."""
-    shape = u.shape
-    axes = tuple(range(u.ndim))
-    k = jnp.asarray(wavenumbers(shape, nyquist_zero=True), dtype=u.dtype)
-    uh = jnp.fft.fftn(u, axes=axes)
-    return jnp.stack([_real_ifft(2j * math.pi * k[i] * uh, axes) for i in range(u.ndim)])
-
-
-def spectral_divergence(p: Float[Array, "d *grid"]) -> Float[Array, "*grid"]:
-    """Divergence ``sum_i dp_i/dx_i`` of a periodic vector field of shape ``(d, *grid)``."""
-    shape = p.shape[1:]
-    if p.shape[0] != len(shape):
-        raise ValueError(
-            f"p must have shape (d, *grid) with d = grid dimension, got {p.shape}"
-        )
-    axes = tuple(range(len(shape)))
-    k = jnp.asarray(wavenumbers(shape, nyquist_zero=True), dtype=p.dtype)
-    total = 0.0
-    for i in range(len(shape)):
-        total = total + 2j * math.pi * k[i] * jnp.fft.fftn(p[i], axes=axes)
-    return _real_ifft(total, axes)
 
 
 def _sobolev_symbol(shape, dtype, *, drop_nyquist: bool):

@@ -41,6 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from pdeml.pde.spectral import rfftn_wavenumbers
+
 __all__ = [
     "LinearOperator",
     "MatrixOperator",
@@ -500,8 +502,7 @@ class HeatObservation(LinearOperator):
         dtype = jnp.zeros(()).dtype if dtype is None else dtype
         t = self.time if time is None else float(time)
         space = self.in_shape[len(self.in_shape) - self.ndim :]
-        ks = [2 * np.pi * np.fft.fftfreq(n, d=1.0 / n) / self.length for n in space[:-1]]
-        ks.append(2 * np.pi * np.fft.rfftfreq(space[-1], d=1.0 / space[-1]) / self.length)
+        ks = rfftn_wavenumbers(space, self.length)
         k2 = sum(np.meshgrid(*[k**2 for k in ks], indexing="ij"))
         return jnp.asarray(np.exp(-self.kappa * k2 * t), dtype)
 

@@ -20,7 +20,8 @@ order   interior                                   ends (one-sided)
 2       (f_{i-1} - 2 f_i + f_{i+1}) / h^2          (2 f_0 - 5 f_1 + 4 f_2 - f_3) / h^2 and mirror
 ======  =========================================  ==========================================
 
-:func:`spectral_derivative` differentiates periodic fields with the FFT.
+:func:`spectral_derivative` (from :mod:`pdeml.pde.spectral`) differentiates periodic fields
+with the FFT.
 
 References: [HC-MoE] Chalapathi, Du, Krishnapriyan, ICLR 2024 (arXiv:2402.13412); stencils from
 Fornberg, "Generation of finite difference formulas on arbitrarily spaced grids", Math. Comp.
@@ -35,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
+
+from pdeml.pde.spectral import spectral_derivative, spectral_wavenumbers
 
 __all__ = ["fd_derivative", "fd_derivative_at", "spectral_derivative", "spectral_wavenumbers"]
 
@@ -190,58 +193,3 @@ def fd_derivative_at(
     if order:
         out = out / jnp.asarray(spacing, dtype=field.dtype) ** order
     return out
-
-
-def spectral_wavenumbers(n: int, length: float, dtype=None) -> Float[Array, " n//2+1"]:
-    """Angular wavenumbers ``2 pi k / length`` of :func:`jnp.fft.rfft` output, ``k = 0..n//2``."""
-    return 2 * jnp.pi * jnp.fft.rfftfreq(n, d=1.0 / n).astype(dtype) / length
-
-
-@functools.partial(jax.jit, static_argnames=("axis", "order"))
-def spectral_derivative(
-    field: Float[Array, "..."], axis: int, order: int, length: float
-) -> Float[Array, "..."]:
-    """Spectral (Fourier) derivative of a periodic field along one axis.
-
-    ``field`` holds samples at ``x_j = j * length / n``, ``j = 0..n-1`` (the period is not
-    repeated). The derivative multiplies each Fourier coefficient by ``(i k)^order``. For even
-    ``n`` the Nyquist mode ``cos(pi n x / length)`` has no resolvable odd derivative (its
-    derivative vanishes at every sample), so for odd ``order`` its coefficient is set to zero;
-    for even ``order`` it is kept (multiplied by ``(-k^2)^(order/2)``), which makes the
-    even-order derivative exact for every trigonometric polynomial the grid can represent.
-
-    Args:
-        field: real array; differentiated along ``axis``.
-        axis: the periodic axis.
-        order: derivative order >= 0.
-        length: the period along ``axis``.
-
-    Returns:
-        Real array of the shape and dtype of ``field``.
-
-    Example:
-        >>> x = jnp.arange(16) * 2 * jnp.pi / 16
-        >>> d = spectral_derivative(jnp.sin(3 * x), axis=0, order=1, length=2 * jnp.pi)
-        >>> bool(jnp.allclose(d, 3 * jnp.cos(3 * x), atol=1e-5))
-        True
-    """
-    field = jnp.asarray(field)
-    if not isinstance(order, (int, np.integer)) or order < 0:
-        raise ValueError(f"order must be a non-negative integer, got {order!r}")
-    if not isinstance(axis, (int, np.integer)) or not -field.ndim <= axis < field.ndim:
-        raise ValueError(f"axis must be an integer in [-{field.ndim}, {field.ndim}), got {axis!r}")
-    if jnp.iscomplexobj(field):
-        raise TypeError("spectral_derivative expects a real field")
-    if order == 0:
-        return field
-    axis = int(axis) % field.ndim
-    n = field.shape[axis]
-    coeffs = jnp.fft.rfft(field, axis=axis)
-    k = spectral_wavenumbers(n, length, dtype=field.dtype)
-    mult = (1j * k) ** order
-    if n % 2 == 0 and order % 2 == 1:
-        mult = mult.at[-1].set(0)
-    shape = [1] * field.ndim
-    shape[axis] = k.shape[0]
-    out = jnp.fft.irfft(coeffs * mult.astype(coeffs.dtype).reshape(shape), n=n, axis=axis)
-    return out.astype(field.dtype)
