@@ -903,6 +903,9 @@ def main(argv=None) -> int:
     ap.add_argument("--render", action="store_true",
                     help="only rewrite the Markdown and the plot from the JSON in --out")
     ap.add_argument("--note", default="")
+    ap.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
+                    help="glibc malloc setting for the run (pdeml.core.runtime."
+                         "set_cpu_allocator; default tuned, as the pdeml command uses)")
     args = ap.parse_args(argv)
     if args.render:
         with open(os.path.join(args.out, "solver_robustness.json")) as f:
@@ -930,9 +933,13 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     command = " ".join(["python", "benchmarks/solver_robustness.py"]
                        + (sys.argv[1:] if argv is None else list(argv)))
+    from pdeml.core.runtime import set_cpu_allocator
+
+    allocator = set_cpu_allocator(args.allocator)
     with jax.enable_x64(True):
         env = cl.environment(args.note)
         env.pop("x64", None)
+        env["allocator"] = allocator
         specs = make_specs(args.quick, names + (["diffusion-sorption"] if speed and
                                                 "diffusion-sorption" not in names else []))
     if args.append and os.path.exists(json_path):
