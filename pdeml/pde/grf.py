@@ -39,7 +39,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from pdeml.core.validation import check_choice
-from pdeml.pde.spectral import fftfreq
+from pdeml.pde.spectral import fft_frequencies
 
 __all__ = ["GaussianRandomField", "GRF_KINDS"]
 
@@ -119,8 +119,8 @@ class GaussianRandomField(eqx.Module):
             # DFT of a symmetric positive-definite kernel: real, >= 0 up to round-off.
             lam = np.clip(np.real(np.fft.fft2(c)), 0.0, None)
         else:
-            kx = fftfreq(nx)[:, None]
-            ky = fftfreq(ny)[None, :]
+            kx = fft_frequencies(nx)[:, None]
+            ky = fft_frequencies(ny)[None, :]
             k2 = (2 * np.pi / self.length) ** 2 * (kx**2 + ky**2)
             # Continuous coefficients lambda_k; the grid covariance has eigenvalues n lambda_k.
             lam = nx * ny * self.sigma**2 * (k2 + self.tau**2) ** (-self.alpha)

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from pdeml.pde.spectral import fftfreq, rfftfreq
+from pdeml.pde.spectral import fft_frequencies, rfft_frequencies
 
 __all__ = [
     "NavierStokesSolution",
@@ -75,8 +75,8 @@ def _wavenumbers(nx: int, ny: int, length: float, dtype, trailing: int = 0):
     ``*_odd`` have the Nyquist mode zeroed (for odd derivatives); ``inv_k2`` is ``1 / |k|^2``
     with 0 at k = 0; ``mask`` is the 2/3-rule dealiasing mask.
     """
-    ix = fftfreq(nx)
-    iy = rfftfreq(ny)
+    ix = fft_frequencies(nx)
+    iy = rfft_frequencies(ny)
     kx = 2 * np.pi * ix / length
     ky = 2 * np.pi * iy / length
     kx_odd = np.where(np.abs(ix) == nx / 2, 0.0, kx)

@@ -3,8 +3,8 @@ library that builds FFT frequency grids.
 
 Integer frequencies (numpy, float64, static):
 
-- :func:`fftfreq`, :func:`rfftfreq`: the frequencies ``k`` of one axis of ``fft`` / ``rfft``
-  output (``0, 1, ..., -1`` and ``0, ..., n // 2``);
+- :func:`fft_frequencies`, :func:`rfft_frequencies`: the frequencies ``k`` of one axis of
+  ``fft`` / ``rfft`` output (``0, 1, ..., -1`` and ``0, ..., n // 2``);
 - :func:`fftn_wavenumbers`: all axes of ``fftn`` output stacked, ``(d, *shape)``, optionally
   with the Nyquist entry zeroed (the convention for odd derivatives);
 - :func:`rfftn_wavenumbers`: angular wavenumbers ``2 pi k / length`` per axis of ``rfftn``
@@ -32,8 +32,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 __all__ = [
-    "fftfreq",
-    "rfftfreq",
+    "fft_frequencies",
+    "rfft_frequencies",
     "fftn_wavenumbers",
     "rfftn_wavenumbers",
     "spectral_wavenumbers",
@@ -43,21 +43,21 @@ __all__ = [
 ]
 
 
-def fftfreq(n: int) -> np.ndarray:
+def fft_frequencies(n: int) -> np.ndarray:
     """Integer frequencies of ``fft`` output along an axis of ``n`` points (float64, numpy).
 
     Example:
-        >>> fftfreq(4).tolist()
+        >>> fft_frequencies(4).tolist()
         [0.0, 1.0, -2.0, -1.0]
     """
     return np.fft.fftfreq(n, d=1.0 / n)
 
 
-def rfftfreq(n: int) -> np.ndarray:
+def rfft_frequencies(n: int) -> np.ndarray:
     """Integer frequencies ``0..n // 2`` of ``rfft`` output (float64, numpy).
 
     Example:
-        >>> rfftfreq(5).tolist()
+        >>> rfft_frequencies(5).tolist()
         [0.0, 1.0, 2.0]
     """
     return np.fft.rfftfreq(n, d=1.0 / n)
@@ -75,7 +75,7 @@ def fftn_wavenumbers(shape: tuple[int, ...], *, nyquist_zero: bool = False) -> n
     """
     ks = []
     for n in shape:
-        k = fftfreq(n)
+        k = fft_frequencies(n)
         if nyquist_zero and n % 2 == 0:
             k[n // 2] = 0.0
         ks.append(k)
@@ -91,8 +91,8 @@ def rfftn_wavenumbers(shape: tuple[int, ...], length: float) -> list[np.ndarray]
         [(4,), (4,)]
     """
     shape = tuple(shape)
-    ks = [2 * np.pi * fftfreq(n) / length for n in shape[:-1]]
-    ks.append(2 * np.pi * rfftfreq(shape[-1]) / length)
+    ks = [2 * np.pi * fft_frequencies(n) / length for n in shape[:-1]]
+    ks.append(2 * np.pi * rfft_frequencies(shape[-1]) / length)
     return ks
 
 
