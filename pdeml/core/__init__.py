@@ -1,5 +1,5 @@
-"""Shared numerics: least squares, conjugate gradients, line search, implicit differentiation,
-diagnostics, validation."""
+"""Shared numerics: the solver convention (Solution, RESULTS), least squares, conjugate
+gradients, line search, implicit differentiation, diagnostics, validation."""
 
 from pdeml.core.implicit import implicit_solution
 from pdeml.core.krylov import CGStats, cg_solve, conjugate_gradient
@@ -22,6 +22,7 @@ from pdeml.core.least_squares import (
     stop_gradient_arrays,
 )
 from pdeml.core.linesearch import LineSearchResult, armijo_accepts, backtracking_line_search
+from pdeml.core.solution import RESULTS, Solution, max_steps_option, raise_if_failed, result_code
 
 __all__ = [
     "BACKENDS",
@@ -29,6 +30,7 @@ __all__ = [
     "LINEAR_SOLVERS",
     "MAX_STEPS_REACHED",
     "NONFINITE",
+    "RESULTS",
     "RESULT_MESSAGES",
     "STAGNATED",
     "SUCCESS",
@@ -36,6 +38,7 @@ __all__ = [
     "LineSearchResult",
     "LeastSquaresSolution",
     "LevenbergMarquardt",
+    "Solution",
     "SolveStats",
     "StructuredLeastSquares",
     "UnrolledAdjoint",
@@ -44,6 +47,9 @@ __all__ = [
     "cg_solve",
     "conjugate_gradient",
     "implicit_solution",
+    "max_steps_option",
+    "raise_if_failed",
+    "result_code",
     "solve_least_squares",
     "stationarity_test",
     "stop_gradient_arrays",

@@ -30,6 +30,7 @@ Reference: Negiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024 (arXiv:2
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
@@ -40,6 +41,7 @@ from jax import lax
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from pdeml.core.implicit import implicit_solution
+from pdeml.core.solution import RESULTS, Solution, max_steps_option, raise_if_failed, result_code
 from pdeml.core.validation import check_choice
 
 
@@ -358,11 +360,12 @@ def _stencil_probe(basis, points, feature_map):
     return probe
 
 
-# Result codes reported in SolveStats.result.
-SUCCESS = 0
-MAX_STEPS_REACHED = 1
-NONFINITE = 2
-STAGNATED = 3
+# Result codes reported in SolveStats.result (the codes of pdeml.core.RESULTS), and what
+# each means for this solver.
+SUCCESS = RESULTS.SUCCESS
+MAX_STEPS_REACHED = RESULTS.MAX_STEPS_REACHED
+NONFINITE = RESULTS.NONFINITE
+STAGNATED = RESULTS.STAGNATED
 RESULT_MESSAGES = {
     SUCCESS: "converged (the stationarity test holds)",
     MAX_STEPS_REACHED: "did not converge within max_steps (raise max_steps, or start closer: "
@@ -422,11 +425,9 @@ class SolveStats(eqx.Module):
     result: Int[Array, ""]
 
 
-class LeastSquaresSolution(eqx.Module):
-    """The weights ``value`` and the solve's ``stats``."""
-
-    value: Float[Array, " n"]
-    stats: SolveStats
+# solve_least_squares returns a Solution: the weights ``value``, ``result`` (= stats.result)
+# and ``stats`` (a SolveStats).
+LeastSquaresSolution = Solution
 
 
 class LevenbergMarquardt(eqx.Module):
@@ -733,8 +734,7 @@ def _stats_from(problem: StructuredLeastSquares, w, obj, grad, gtg, tri, pde_sq,
     measure, _ = stationarity_test(problem, w, obj, grad, gtg, gtol, size)
     finite = jnp.all(jnp.isfinite(w)) & jnp.isfinite(pde_sq) & jnp.all(jnp.isfinite(grad))
     converged = converged & finite
-    result = jnp.where(converged, SUCCESS, jnp.where(
-        ~finite, NONFINITE, jnp.where(stagnated, STAGNATED, MAX_STEPS_REACHED)))
+    result = result_code(converged, ~finite, stagnated)
     return SolveStats(
         iterations=jnp.asarray(iterations, jnp.int32),
         residual_norm=jnp.sqrt(pde_sq),
@@ -744,7 +744,7 @@ def _stats_from(problem: StructuredLeastSquares, w, obj, grad, gtg, tri, pde_sq,
         converged=converged,
         condition_number=cond,
         rank_deficient=_rank_deficient(sv, qr),
-        result=result.astype(jnp.int32),
+        result=result,
     )
 
 
@@ -778,8 +778,9 @@ def solve_least_squares(
     solver: LevenbergMarquardt = LevenbergMarquardt(),
     adjoint: ImplicitAdjoint | UnrolledAdjoint = ImplicitAdjoint(),
     backend: str = "native",
+    max_steps: int | None = None,
     throw: bool = True,
-) -> LeastSquaresSolution:
+) -> Solution:
     """Solve ``min_w 1/2 ||r(w)||^2`` for a :class:`StructuredLeastSquares` problem.
 
     Args:
@@ -790,23 +791,29 @@ def solve_least_squares(
         backend: ``"native"`` (structured LM above), ``"jaxopt"``, ``"optimistix"`` (its LM
             with its default QR steps) or ``"optimistix-cholesky"`` (normal equations) on the
             same residual; needs the extra of that name; only with :class:`ImplicitAdjoint`.
+        max_steps: the iteration cap (default: ``solver.max_steps``).
         throw: raise ``equinox.EquinoxRuntimeError`` if the solve fails; with ``False`` the
-            failure is only reported in ``stats.converged`` / ``stats.result``.
+            failure is only reported in ``result`` / ``stats.result``.
 
     Returns:
-        :class:`LeastSquaresSolution` with ``value`` (N,) and ``stats``.
+        :class:`~pdeml.core.Solution` with ``value`` (N,), ``result`` (a
+        :class:`~pdeml.core.RESULTS` code, equal to ``stats.result``) and ``stats``
+        (:class:`SolveStats`); ``history`` is ``None``.
 
     Example:
         >>> import jax.numpy as jnp
         >>> T = jnp.stack([jnp.eye(3)])                  # K=1, m=3, N=3: Phi(a) = a - 1
         >>> prob = StructuredLeastSquares(T, lambda a, aux: a[0] - 1.0)
         >>> sol = solve_least_squares(prob)
-        >>> [round(float(v), 5) for v in sol.value], bool(sol.stats.converged)
+        >>> [round(float(v), 5) for v in sol.value], bool(sol.converged)
         ([1.0, 1.0, 1.0], True)
     """
     check_choice("backend", backend, BACKENDS)
     if not isinstance(adjoint, (ImplicitAdjoint, UnrolledAdjoint)):
         raise TypeError(f"adjoint must be ImplicitAdjoint() or UnrolledAdjoint(), got {adjoint!r}")
+    if max_steps is not None:
+        max_steps, _ = max_steps_option(max_steps, solver.max_steps)
+        solver = dataclasses.replace(solver, max_steps=max_steps)
     n = problem.num_basis
     dtype = problem.features.dtype
     w0 = jnp.zeros((n,), dtype) if w0 is None else jnp.asarray(w0, dtype)
@@ -836,10 +843,26 @@ def solve_least_squares(
             stats = _stats(frozen, w_star, iterations, converged, solver)
         w = _attach_implicit(w_star, problem, adjoint)
 
+    sol = Solution(value=w, result=stats.result, stats=stats)
     if throw:
-        messages = tuple(
-            f"Levenberg-Marquardt failed: {RESULT_MESSAGES[code]} (pass throw=False to inspect "
-            "stats)" for code in sorted(RESULT_MESSAGES)
-        )
-        w = eqx.branched_error_if(w, ~stats.converged, stats.result, messages)
-    return LeastSquaresSolution(value=w, stats=stats)
+        sol = raise_if_failed(sol, "Levenberg-Marquardt failed", RESULT_MESSAGES)
+    return sol
+
+
+def external_solution(problem: StructuredLeastSquares, w_star, iterations, converged,
+                      solver: LevenbergMarquardt = LevenbergMarquardt()):
+    """``(w, stats)`` for a point ``w_star`` that another solver returned for ``problem``: what
+    :func:`solve_least_squares` does after an external back end, for callers that run the back
+    end themselves (e.g. to keep its own verdict). ``stats`` are pdeml's diagnostics at
+    ``w_star`` (``converged``, the back end's verdict, counts only where pdeml's stationarity
+    test holds too); ``w`` is ``w_star`` with the implicit adjoint attached.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> prob = StructuredLeastSquares(jnp.stack([jnp.eye(2)]), lambda a, aux: a[0] - 1.0)
+        >>> w, stats = external_solution(prob, jnp.ones(2), 3, jnp.asarray(True))
+        >>> bool(stats.converged), int(stats.iterations)
+        (True, 3)
+    """
+    stats = _stats(stop_gradient_arrays(problem), w_star, iterations, converged, solver)
+    return _attach_implicit(w_star, problem, ImplicitAdjoint()), stats
