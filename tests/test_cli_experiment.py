@@ -200,3 +200,32 @@ def test_config_base_and_stored_configs():
         config_class({"method": "hard"})
     with pytest.raises(ValueError, match="lr_decay must be in"):
         DiffusionSorptionConfig(lr_decay=0.0)
+
+
+def test_cli_eval_navier_stokes_run_and_mixed_runs(tmp_path, capsys):
+    """`pdeml eval` evaluates a Navier-Stokes run as that run evaluated itself (its batch and
+    PDE-residual diagnostics) and plots vorticity; runs of two experiments get no shared plot."""
+    ns = ["train", "navier-stokes", "--method", "soft", "--run-dir", str(tmp_path / "ns"),
+          "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--steps", "2",
+          "--train-samples", "2", "--test-samples", "2", "--nx", "16", "--ny", "16", "--nt", "6",
+          "--width", "8", "--layers", "1"]
+    assert main(ns) == 0
+    ds = ["train", "diffusion-sorption", "--method", "soft", "--run-dir", str(tmp_path / "ds"),
+          "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    for k, v in TINY.items():
+        if k != "padding":
+            ds += [f"--{k.replace('_', '-')}", str(v)]
+    assert main(ds) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "ns"), "--out", str(tmp_path / "o"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    test = summary[str(tmp_path / "ns")]["test"]
+    stored = json.loads((tmp_path / "ns" / "results.json").read_text())["test"]
+    # a soft model has no sampled points: the evaluation is the run's own, to the last bit
+    assert test["rel_l2_per_sample"] == stored["rel_l2_per_sample"]
+    assert "pde_residual_mean" in test
+    assert (tmp_path / "o" / "predictions.png").stat().st_size > 0
+    assert main(["eval", str(tmp_path / "ns"), str(tmp_path / "ds"),
+                 "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different experiments" in err[0]

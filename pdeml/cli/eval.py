@@ -40,16 +40,24 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _plotter(config_type):
+    """The prediction plot of an experiment's configuration class."""
+    from pdeml.experiments import NavierStokesConfig
+    from pdeml.experiments.diffusion_sorption import plot_predictions as plot_ds
+    from pdeml.experiments.navier_stokes_eval import plot_predictions as plot_ns
+
+    return plot_ns if issubclass(config_type, NavierStokesConfig) else plot_ds
+
+
 def run(args: argparse.Namespace) -> int:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    from pdeml.experiments import evaluate, load_data, load_run, plot_predictions
+    from pdeml.experiments import evaluate_run, load_data, load_run
     from pdeml.experiments.common import write_evaluation
 
     out = writable_dir(args.out) if args.out is not None else None
-    rows = []
+    rows, kinds = [], set()
     for d in args.run_dirs:
         if not (d / "config.json").exists():
             raise CLIError(f"{d} is not a training run directory (no config.json)")
@@ -58,10 +66,8 @@ def run(args: argparse.Namespace) -> int:
         except Exception as e:  # checkpoint errors name the file
             raise CLIError(f"cannot load {d}: {e}") from None
         _, test_set = load_data(config)
-        split = None if getattr(config, "t_train", None) is None else config.train_levels
-        metrics, preds = evaluate(model, jnp.asarray(test_set.dataset.u0),
-                                  jnp.asarray(test_set.dataset.u), split_level=split,
-                                  key=jax.random.key(args.seed))
+        # as the run evaluated itself (its batch, training window, residual diagnostics)
+        metrics, preds = evaluate_run(config, model, test_set, key=jax.random.key(args.seed))
         if not 0 <= args.sample < preds.shape[0]:
             raise CLIError(f"--sample must be in [0, {preds.shape[0] - 1}], got {args.sample}")
         # beside the run's own results.json / predictions.npz (eval-<precision>/), never over them
@@ -70,10 +76,15 @@ def run(args: argparse.Namespace) -> int:
                                  {"pred": np.asarray(preds), "ref": np.asarray(test_set.dataset.u),
                                   "u0": np.asarray(test_set.dataset.u0)})
         rows.append((str(d), config.method, step, metrics, where))
+        kinds.add(type(config))
     summary = {str(n): {"method": m, "step": st, "test": met} for n, m, st, met, _ in rows}
     if out is not None:
         write_text_atomic(out / "eval.json", json.dumps(summary, indent=2))
     plots = [p for p in (args.plot, out / "predictions.png" if out is not None else None) if p]
+    if plots and len(kinds) > 1:
+        raise CLIError("the runs are of different experiments "
+                       f"({', '.join(sorted(k.__name__ for k in kinds))}); plot them separately")
+    plot_predictions = _plotter(next(iter(kinds))) if plots else None
     for target in plots:
         plot_predictions({f"{m} ({Path(n).name})": w for n, m, _, _, w in rows}, target,
                          sample=args.sample)
