@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "constraint_layer")
-BACKENDS = ("native", "jaxopt", "optimistix")
+BACKENDS = ("native", "jaxopt", "optimistix", "optimistix-cholesky")
 MODES = ("fwd", "fwd_bwd")
 # (m, N); the issue's acceptance case m = 2e4, N = 16 is listed explicitly.
 FULL_CASES = ((1000, 16), (1000, 64), (10000, 16), (10000, 64), (20000, 16), (100000, 16),
@@ -310,40 +310,68 @@ def run_case(setup: Setup, m: int, n: int, *, backends=BACKENDS, modes=MODES, re
             "max_steps": max_steps, "results": results, "agreement": agreement, "ratios": ratios}
 
 
-def profile_native(setup: Setup, m: int, n: int, *, repeats: int = 10, seed: int = 0) -> dict:
-    """Where the native forward spends its time: setup vs one LM iteration vs final stats.
+def profile_native(setup: Setup, m: int, n: int, *, repeats: int = 10, seed: int = 0,
+                   allocators=("default", "tuned")) -> dict:
+    """Where the native forward spends its time, against the one-read bandwidth bound.
 
     Times (median, compiled, warm) of: building the least-squares problem (feature gather +
-    IC/BC rows); one ``normal_equations`` evaluation (residual, Jacobian, J^T J, J^T r: the
-    per-iteration work besides an N x N Cholesky); one full LM step; the stats (incl. eigvalsh).
+    IC/BC rows + stencil probe); one ``normal_equations`` evaluation (residual, Jacobian,
+    J^T J, J^T r, the residual's size: the per-iteration work besides an N x N factorisation);
+    one full LM step; the stats (incl. the singular values); and ``read_features``, one
+    reduction over the ``(K, m, N)`` features -- the time to read them once, the bound for an
+    iteration that must read every feature. Each part is timed under every allocator setting
+    of ``allocators`` (:func:`pdeml.core.runtime.set_cpu_allocator`), switched in this
+    process, so the comparison shares the machine's state; the tuned setting is left on.
     """
     from pdeml.constraints import HardConstraint, sample_points
-    from pdeml.core import LevenbergMarquardt
-    from pdeml.core.least_squares import _init_state, _lm_step, _stats
+    from pdeml.core import LevenbergMarquardt, solve_least_squares
+    from pdeml.core.runtime import set_cpu_allocator
 
     basis, w_ref = make_basis(setup, n, seed=seed)
     points = sample_points(setup.problem.interior_points(), m, jax.random.key(seed + 1))
     w0 = jnp.asarray(warm_start(w_ref, 1e-2, seed=seed + 2), setup.dtype)
     layer = HardConstraint(setup.problem, num_points=m)
-    solver = LevenbergMarquardt()
 
     def build(basis, data, points):
         return layer.least_squares_problem(basis, data, points)
 
+    def solve(steps):
+        solver = LevenbergMarquardt(max_steps=steps, gtol=1e-300)
+        return lambda p, w: solve_least_squares(p, w, solver=solver, backend="native",
+                                                throw=False).stats.iterations
+
     lsq = jax.jit(build)(basis, setup.data, points)
-    state = jax.jit(lambda p, w: _init_state(p, w, solver))(lsq, w0)
+    # One LM iteration = (solve capped at 11 steps - solve capped at 1 step) / (the difference
+    # of their iteration counts; gtol ~ 0 so that only the rounding floor stops them early):
+    # the loop as the layer runs it.
     parts = {
+        "read_features": (lambda p: jnp.sum(p.features), (lsq,)),
         "build_problem": (build, (basis, setup.data, points)),
-        "normal_equations": (lambda p, w: p.normal_equations(w), (lsq, w0)),
-        "lm_step": (lambda p, s: _lm_step(p, solver, s), (lsq, state)),
-        "stats": (lambda p, w: _stats(p, w, 0, True), (lsq, w0)),
+        "normal_equations": (lambda p, w: p.normal_equations(w, with_size=True), (lsq, w0)),
+        "solve_1_step": (solve(1), (lsq, w0)),
+        "solve_11_steps": (solve(11), (lsq, w0)),
     }
-    out = {}
-    for name, (fn, args) in parts.items():
-        rec = time_function(fn, args, repeats)
-        rec.pop("outputs")
-        out[name] = {"median_s": rec["median_s"], "repeats": rec["repeats"]}
-    return {"m": m, "n": n, "parts": out}
+    out = {"m": m, "n": n, "feature_bytes": int(lsq.features.nbytes), "allocators": {}}
+    for mode in allocators:
+        info = set_cpu_allocator(mode)
+        rec_mode = {"allocator": info, "parts": {}}
+        its = {}
+        for name, (fn, args) in parts.items():
+            rec = time_function(fn, args, repeats)
+            its[name] = rec.pop("outputs")
+            rec_mode["parts"][name] = {"median_s": rec["median_s"], "repeats": rec["repeats"]}
+        t = {k: v["median_s"] for k, v in rec_mode["parts"].items()}
+        steps = int(its["solve_11_steps"]) - int(its["solve_1_step"])
+        rec_mode["iterations_11_vs_1"] = [int(its["solve_11_steps"]), int(its["solve_1_step"])]
+        rec_mode["lm_iteration_s"] = (t["solve_11_steps"] - t["solve_1_step"]) / max(steps, 1)
+        rec_mode["lm_iteration_over_read_bound"] = rec_mode["lm_iteration_s"] / t["read_features"]
+        out["allocators"][mode] = rec_mode
+        print(f"  profile m={m} N={n} allocator={mode}: " + ", ".join(
+            f"{k} {1e3 * v:.2f} ms" for k, v in t.items())
+            + f"; LM iteration {1e3 * rec_mode['lm_iteration_s']:.2f} ms = "
+              f"{rec_mode['lm_iteration_over_read_bound']:.1f}x the one-read bound", flush=True)
+    set_cpu_allocator("tuned")
+    return out
 
 
 def profile_linear_solvers(setup: Setup, m: int, n: int, *, repeats: int = 5,
@@ -440,7 +468,8 @@ def plot(records: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"native": "tab:blue", "jaxopt": "tab:orange", "optimistix": "tab:green"}
+    colors = {"native": "tab:blue", "jaxopt": "tab:orange", "optimistix": "tab:green",
+              "optimistix-cholesky": "tab:red"}
     styles = {16: "-", 64: "--"}
     markers = {16: "o", 64: "s"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
@@ -605,8 +634,15 @@ def main(argv=None) -> int:
                     help="add the records to an existing constraint_layer.json in --out "
                          "(tagged with this run's options) instead of replacing it")
     ap.add_argument("--profile-only", action="store_true",
-                    help="only the profiles of the m=2e4, N=16 case (writes "
-                         "constraint_layer_profile.json)")
+                    help="only the profiles (writes constraint_layer_profile.json): the native "
+                         "forward's parts and one LM iteration against the one-read bound at "
+                         "--profile-cases under both allocator settings, and optimistix's "
+                         "linear solvers at m=2e4, N=16")
+    ap.add_argument("--profile-cases", default="20000:16,100000:16,100000:64",
+                    help="m:N pairs for the native profile (default 20000:16,100000:16,100000:64)")
+    ap.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
+                    help="glibc malloc setting for the run (pdeml.core.runtime."
+                         "set_cpu_allocator; default tuned, as the pdeml command uses)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -624,13 +660,21 @@ def main(argv=None) -> int:
             tuple(int(v) for v in c.split(":")) for c in args.cases.split(","))
     except ValueError:
         ap.error(f"--cases must look like 1000:16,20000:16, got {args.cases!r}")
+    try:
+        profile_cases = tuple(tuple(int(v) for v in c.split(":"))
+                              for c in args.profile_cases.split(","))
+    except ValueError:
+        ap.error(f"--profile-cases must look like 20000:16,100000:64, got {args.profile_cases!r}")
     if args.dtype == "float64":
         # A benchmark script, not library code: choosing the precision here is its job.
         jax.config.update("jax_enable_x64", True)
     dtype = jnp.dtype(args.dtype)
     os.makedirs(args.out, exist_ok=True)
+    from pdeml.core.runtime import set_cpu_allocator
 
+    allocator = set_cpu_allocator(args.allocator)
     env_start = environment(args.note)
+    env_start["allocator"] = allocator
     setup = make_setup(dtype=dtype)
     print(f"reference solution: {setup.reference_seconds:.1f} s", flush=True)
     if custom is not None or args.append:
@@ -665,8 +709,9 @@ def main(argv=None) -> int:
         return 0
     if args.profile_only:
         prof = {"benchmark": "constraint_layer (profiles)", "environment": env_start,
-                "config": {"dtype": args.dtype, "case": list(CRITERION_CASE)},
-                "profile_native": profile_native(setup, *CRITERION_CASE),
+                "config": {"dtype": args.dtype, "case": list(CRITERION_CASE),
+                           "profile_cases": [list(c) for c in profile_cases]},
+                "profile_native": [profile_native(setup, m, n) for m, n in profile_cases],
                 "profile_linear_solvers": profile_linear_solvers(setup, *CRITERION_CASE,
                                                                  repeats=args.repeats)}
         prof["environment"]["load_average_1_5_15_end"] = list(os.getloadavg())

@@ -1,13 +1,18 @@
 """Process-level settings that change speed, never results: the CPU memory allocator.
 
-XLA's CPU back end allocates the temporaries of every compiled call afresh, as one block. glibc's
-``malloc`` serves a block above its mmap threshold (at most 32 MB) with a new ``mmap``, and the
-kernel then zero-fills each 4 KiB page on first touch: for the hard-constraint layer at
-m = 1e5 collocation points this page-fault cost was larger than the arithmetic (measured in
-``benchmarks/constraint_layer.py --profile-only``: gathering the features of 64 basis functions
-at 1e5 points took 38 ms with the default allocator, 9 ms with the tuned one; a copy of a 53 MB
-array 20 ms against 2.7 ms). :func:`set_cpu_allocator` keeps freed memory in the process
-instead, so the next call reuses pages that are already mapped.
+glibc's ``malloc`` serves a block above its mmap threshold (at most 32 MB) with a fresh
+``mmap``, and the kernel zero-fills every 4 KiB page of it on first touch. JAX on CPU allocates
+the arrays a compiled call returns afresh on every call, so a call that returns a large array
+pays that page-fault cost each time. :func:`set_cpu_allocator` keeps freed memory in the
+process instead, so the next call reuses pages that are already mapped.
+
+Measured on the 2-core development CPU (other jobs running; ``benchmarks/constraint_layer.py
+--profile-only`` and ``--allocator``): building the diffusion-sorption least-squares problem at
+m = 1e5 points with N = 64 basis functions (154 MB of features returned) took 238 ms with
+glibc's default and 123 ms tuned; a copy of a 53 MB array 20 ms against 2.7 ms. Work whose
+large arrays stay inside one compiled call gains little: the hard-constraint layer's forward
+at m = 1e5 took 0.22 / 1.14 s (N = 16 / 64) with the default allocator and 0.29 / 0.87 s
+tuned, differences of the order of the machine's noise.
 
 The trade-off: the process's resident memory stays at its high-water mark (memory freed by JAX
 is reused by the process, not returned to the system). That suits a training or benchmark
