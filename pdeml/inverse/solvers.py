@@ -62,14 +62,25 @@ import numpy as np
 from jaxtyping import Array
 
 from pdeml.core.krylov import conjugate_gradient
-from pdeml.core.least_squares import MAX_STEPS_REACHED, NONFINITE, STAGNATED, SUCCESS
 from pdeml.core.linesearch import backtracking_line_search
-from pdeml.core.validation import error_if_failed
+from pdeml.core.solution import (
+    RESULTS,
+    Solution,
+    max_steps_option,
+    raise_if_failed,
+    result_code,
+)
 from pdeml.inverse.operators import LinearOperator
 
 __all__ = [
     "PnPResult",
+    "PnPStats",
+    "PnPHistory",
+    "LPNMapResult",
+    "LPNMapStats",
+    "LPNMapHistory",
     "PNP_MESSAGES",
+    "pnp_messages",
     "ConvergenceConditions",
     "conjugate_gradient",
     "convergence_conditions",
@@ -80,54 +91,135 @@ __all__ = [
 ]
 
 
-class PnPResult(eqx.Module):
-    """Output of :func:`pnp_pgd` / :func:`pnp_admm`.
+class PnPStats(eqx.Module):
+    """Diagnostics of :func:`pnp_pgd` / :func:`pnp_admm`.
 
     Attributes:
-        x: the estimate, ``(*batch, *in_shape)`` (ADMM: the prox output z, PGD: x_k).
-        iterations: iterations run (scalar int).
-        converged: whether the stopping test passed before ``max_iter``.
-        primal_residual, dual_residual, objective, lagrangian: histories, shape
-            ``(max_iter, *batch)``, NaN after the last iteration (and wherever not defined).
-        cg_iterations: CG iterations of each x-update (ADMM; zeros for PGD), ``(max_iter,
-            *batch)``.
-        result: a result code of :mod:`pdeml.core.least_squares` (scalar): ``SUCCESS``,
-            ``MAX_STEPS_REACHED``, ``NONFINITE`` (the prox or the data step returned NaN/inf;
-            the iteration stops at once) or ``STAGNATED`` (:func:`lpn_map`: no step decreases
-            F); messages in ``PNP_MESSAGES``.
+        iterations: iterations run (scalar int; the batch is iterated together).
     """
 
-    x: Array
     iterations: Array
-    converged: Array
+
+
+class PnPHistory(eqx.Module):
+    """Per-iteration records of :func:`pnp_pgd` / :func:`pnp_admm`, each ``(max_steps,
+    *batch)``, NaN after the last iteration (and wherever not defined).
+
+    Attributes:
+        primal_residual: ADMM ``||z - x||``, PGD ``||x_{k+1} - x_k||``.
+        dual_residual: ADMM ``||x_{k+1} - x_k||``, PGD the optimality residual (see the module
+            docstring).
+        objective: ``F`` at the prox output.
+        lagrangian: the augmented Lagrangian (ADMM; NaN for PGD).
+        cg_iterations: CG iterations of each x-update (ADMM; zeros for PGD), int.
+    """
+
     primal_residual: Array
     dual_residual: Array
     objective: Array
     lagrangian: Array
     cg_iterations: Array
-    result: Array
 
 
-PNP_MESSAGES = {
-    SUCCESS: "converged (the stopping test passed)",
-    MAX_STEPS_REACHED: "did not pass the stopping test within max_iter (raise max_iter or "
-                       "loosen tol)",
-    NONFINITE: "an iterate became NaN/inf (the prox returned a non-finite value, or the data "
-               "step diverged): check the prox on inputs of this size",
-    STAGNATED: "stopped: no step decreases the objective any more (round-off limited)",
-}
+class PnPResult(Solution):
+    """The :class:`~pdeml.core.Solution` of :func:`pnp_pgd` / :func:`pnp_admm`.
+
+    Fields: ``value`` the estimate ``(*batch, *in_shape)`` (ADMM: the prox output z, PGD: x_k);
+    ``result`` a :class:`~pdeml.core.RESULTS` code (scalar): ``SUCCESS``,
+    ``MAX_STEPS_REACHED`` or ``NONFINITE`` (the prox or the data step returned NaN/inf; the
+    iteration stops at once), messages in ``PNP_MESSAGES``; ``stats`` a :class:`PnPStats`;
+    ``history`` a :class:`PnPHistory`. ``x``, ``iterations`` and the history's fields
+    (``primal_residual``, ``dual_residual``, ``objective``, ``lagrangian``, ``cg_iterations``)
+    can also be read directly.
+    """
+
+    x = property(lambda self: self.value, doc="The estimate (``value``).")
+    iterations = property(lambda self: self.stats.iterations,
+                          doc="Iterations run (``stats.iterations``).")
+    primal_residual = property(lambda self: self.history.primal_residual)
+    dual_residual = property(lambda self: self.history.dual_residual)
+    objective = property(lambda self: self.history.objective)
+    lagrangian = property(lambda self: self.history.lagrangian)
+    cg_iterations = property(lambda self: self.history.cg_iterations)
 
 
-def _result_code(converged, nonfinite, stagnated=False):
-    return jnp.where(converged, SUCCESS, jnp.where(
-        nonfinite, NONFINITE, jnp.where(stagnated, STAGNATED, MAX_STEPS_REACHED))).astype(jnp.int32)
+class LPNMapStats(eqx.Module):
+    """Diagnostics of :func:`lpn_map`.
+
+    Attributes:
+        iterations: L-BFGS iterations, the largest over the batch (scalar int).
+        sample_iterations: L-BFGS iterations per sample ``(*batch)``.
+        sample_result: :class:`~pdeml.core.RESULTS` code per sample ``(*batch)``
+            (``Solution.result`` is the largest of them).
+    """
+
+    iterations: Array
+    sample_iterations: Array
+    sample_result: Array
 
 
-def _finish(res: PnPResult, throw: bool, what: str) -> PnPResult:
+class LPNMapHistory(eqx.Module):
+    """Per-iteration records of :func:`lpn_map`, each ``(max_steps, *batch)``, NaN (zeros for
+    the counts) after a sample's last iteration.
+
+    Attributes:
+        objective: ``F(x_k)``.
+        gradient_norm: ``||grad F(x_k)||`` (the exact gradient, an optimality measure).
+        step_norm: ``||x_k - x_{k-1}||``.
+        line_search_halvings: halvings of the step the Armijo line search took, int.
+    """
+
+    objective: Array
+    gradient_norm: Array
+    step_norm: Array
+    line_search_halvings: Array
+
+
+class LPNMapResult(Solution):
+    """The :class:`~pdeml.core.Solution` of :func:`lpn_map`: ``value`` the estimate (also
+    ``x``), ``result`` the largest per-sample code (``SUCCESS``, ``MAX_STEPS_REACHED``,
+    ``NONFINITE`` or ``STAGNATED``: no step decreases F), ``stats`` an :class:`LPNMapStats`,
+    ``history`` an :class:`LPNMapHistory`.
+
+    For code written against the PnP result, ``primal_residual`` reads ``gradient_norm``,
+    ``dual_residual`` reads ``step_norm``, ``cg_iterations`` reads ``line_search_halvings`` and
+    ``lagrangian`` is NaN (deprecated names; read the history's own fields).
+    """
+
+    x = property(lambda self: self.value, doc="The estimate (``value``).")
+    iterations = property(lambda self: self.stats.iterations,
+                          doc="L-BFGS iterations, the largest over the batch.")
+    objective = property(lambda self: self.history.objective)
+    primal_residual = property(lambda self: self.history.gradient_norm)
+    dual_residual = property(lambda self: self.history.step_norm)
+    cg_iterations = property(lambda self: self.history.line_search_halvings)
+
+    @property
+    def lagrangian(self):
+        return jnp.full_like(self.history.objective, jnp.nan)
+
+
+def pnp_messages(cap: str = "max_steps") -> dict[int, str]:
+    """Messages of the :class:`~pdeml.core.RESULTS` codes of the PnP solvers and
+    :func:`lpn_map`; ``cap`` names the iteration-cap keyword the caller used."""
+    return {
+        RESULTS.SUCCESS: "converged (the stopping test passed)",
+        RESULTS.MAX_STEPS_REACHED: f"did not pass the stopping test within {cap} (raise {cap} "
+                                   "or loosen tol)",
+        RESULTS.NONFINITE: "an iterate became NaN/inf (the prox returned a non-finite value, or "
+                           "the data step diverged): check the prox on inputs of this size",
+        RESULTS.STAGNATED: "stopped: no step decreases the objective any more (round-off "
+                           "limited)",
+    }
+
+
+PNP_MESSAGES = pnp_messages()
+
+
+def _finish(res: Solution, throw: bool, what: str, cap: str) -> Solution:
     if not throw:
         return res
-    x = error_if_failed(res.x, ~res.converged, res.result, PNP_MESSAGES, what)
-    return eqx.tree_at(lambda r: r.x, res, x)
+    return raise_if_failed(res, what, pnp_messages(cap))
 
 
 class ConvergenceConditions(eqx.Module):
@@ -198,14 +290,12 @@ def _check_rho(rho, dtype):
     return eqx.error_if(rho, ~(jnp.isfinite(rho) & (rho > 0)), "rho must be a finite float > 0")
 
 
-def _check_inputs(op, prox, y, x0, rho, max_iter, tol):
+def _check_inputs(op, prox, y, x0, rho, tol):
     if not isinstance(op, LinearOperator):
         raise TypeError(f"op must be a pdeml.inverse LinearOperator, got {type(op).__name__}")
     if not callable(getattr(prox, "prox", None)):
         raise TypeError(f"prox must have a prox(x) method (the ProximalOperator interface), "
                         f"got {type(prox).__name__}")
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
     if not isinstance(tol, (int, float)) or not tol >= 0:
         raise ValueError(f"tol must be a float >= 0, got {tol!r}")
     y = jnp.asarray(y)
@@ -263,15 +353,16 @@ def _checked_prox(prox, v):
     return z
 
 
-def _history(max_iter, batch, dtype):
-    return jnp.full((max_iter, *batch), jnp.nan, dtype)
+def _history(max_steps, batch, dtype):
+    return jnp.full((max_steps, *batch), jnp.nan, dtype)
 
 
 # ----------------------------------------------------------------------------- PGD
 
 
-def pnp_pgd(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
-            tol: float = 1e-5, track_objective: bool = True, throw: bool = False) -> PnPResult:
+def pnp_pgd(op: LinearOperator, prox, y, rho, *, x0=None, max_steps: int | None = None,
+            tol: float = 1e-5, track_objective: bool = True, throw: bool = False,
+            max_iter: int | None = None) -> PnPResult:
     """Plug-and-play proximal gradient descent: ``x <- prox(x - A^T (A x - y) / rho)``.
 
     Args:
@@ -283,7 +374,8 @@ def pnp_pgd(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
             ``rho >= ||A^T A||`` (see :func:`convergence_conditions`). Python float or traced
             scalar (no recompilation across values).
         x0: start (default ``A^T y``).
-        max_iter: iteration cap; tol: stop when ``max ||x_{k+1} - x_k|| / ||x_{k+1}|| <= tol``.
+        max_steps: iteration cap (default 100; ``max_iter``: its deprecated spelling); tol:
+            stop when ``max ||x_{k+1} - x_k|| / ||x_{k+1}|| <= tol``.
         track_objective: record ``F = h + R`` (needs R, see the module docstring).
         throw: raise ``equinox.EquinoxRuntimeError`` (at run time) if the result is not
             ``SUCCESS``; with ``False`` (default: a fixed iteration budget is a normal use)
@@ -291,7 +383,8 @@ def pnp_pgd(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
             stops the iteration with ``result = NONFINITE`` either way.
 
     Returns:
-        :class:`PnPResult`.
+        :class:`PnPResult`, a :class:`~pdeml.core.Solution` (``value``/``x``, ``result``,
+        ``stats``: :class:`PnPStats`, ``history``: :class:`PnPHistory`).
 
     Example:
         >>> import jax.numpy as jnp
@@ -302,13 +395,14 @@ def pnp_pgd(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
         >>> res.x.tolist()
         [1.5, 0.0]
     """
-    y, x0, rho, batch = _check_inputs(op, prox, y, x0, rho, max_iter, tol)
-    res = _pgd(op, prox, y, rho, x0, max_iter, float(tol), bool(track_objective))
-    return _finish(res, throw, "pnp_pgd")
+    max_steps, cap = max_steps_option(max_steps, 100, max_iter=max_iter)
+    y, x0, rho, batch = _check_inputs(op, prox, y, x0, rho, tol)
+    res = _pgd(op, prox, y, rho, x0, max_steps, float(tol), bool(track_objective))
+    return _finish(res, throw, "pnp_pgd", cap)
 
 
 @eqx.filter_jit
-def _pgd(op, prox, y, rho, x0, max_iter, tol, track):
+def _pgd(op, prox, y, rho, x0, max_steps, tol, track):
     n_event = len(op.in_shape)
     batch = y.shape[: y.ndim - len(op.out_shape)]
     x = op.adjoint(y) if x0 is None else x0
@@ -319,7 +413,7 @@ def _pgd(op, prox, y, rho, x0, max_iter, tol, track):
         return _sum_event(r * r, len(op.out_shape)) / (2 * rho)
 
     def cond(s):
-        return (s["k"] < max_iter) & ~s["done"] & ~s["nonfinite"]
+        return (s["k"] < max_steps) & ~s["done"] & ~s["nonfinite"]
 
     def body(s):
         x, k = s["x"], s["k"]
@@ -340,30 +434,32 @@ def _pgd(op, prox, y, rho, x0, max_iter, tol, track):
 
     init = {"x": x, "k": jnp.asarray(0, jnp.int32), "done": jnp.asarray(False),
             "nonfinite": jnp.asarray(False),
-            "pr": _history(max_iter, batch, dt), "dr": _history(max_iter, batch, dt),
-            "obj": _history(max_iter, batch, dt)}
+            "pr": _history(max_steps, batch, dt), "dr": _history(max_steps, batch, dt),
+            "obj": _history(max_steps, batch, dt)}
     s = jax.lax.while_loop(cond, body, init)
-    return PnPResult(x=s["x"], iterations=s["k"], converged=s["done"], primal_residual=s["pr"],
-                     dual_residual=s["dr"], objective=s["obj"],
-                     lagrangian=_history(max_iter, batch, dt),
-                     cg_iterations=jnp.zeros((max_iter, *batch), jnp.int32),
-                     result=_result_code(s["done"], s["nonfinite"]))
+    history = PnPHistory(primal_residual=s["pr"], dual_residual=s["dr"], objective=s["obj"],
+                         lagrangian=_history(max_steps, batch, dt),
+                         cg_iterations=jnp.zeros((max_steps, *batch), jnp.int32))
+    return PnPResult(value=s["x"], result=result_code(s["done"], s["nonfinite"]),
+                     stats=PnPStats(iterations=s["k"]), history=history)
 
 
 # ----------------------------------------------------------------------------- ADMM
 
 
-def pnp_admm(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
-             tol: float = 1e-5, cg_tol: float | None = None, cg_maxiter: int = 100,
-             track_objective: bool = True, throw: bool = False) -> PnPResult:
+def pnp_admm(op: LinearOperator, prox, y, rho, *, x0=None, max_steps: int | None = None,
+             tol: float = 1e-5, cg_tol: float | None = None, cg_max_steps: int | None = None,
+             track_objective: bool = True, throw: bool = False, max_iter: int | None = None,
+             cg_maxiter: int | None = None) -> PnPResult:
     """Plug-and-play ADMM with a CG data step (see the module docstring for the iteration).
 
     Args:
-        op, prox, y, rho, x0, max_iter, track_objective: as in :func:`pnp_pgd` (the augmented
+        op, prox, y, rho, x0, max_steps, track_objective: as in :func:`pnp_pgd` (the augmented
             Lagrangian is non-increasing for an LPN when ``rho > ||A^T A||``).
         tol: stop when ``max(||z - x||, ||x_{k+1} - x_k||) <= tol ||z||`` for every sample.
         cg_tol: relative residual of each CG solve (default 1e-10 in float64, 1e-5 in float32);
-            cg_maxiter: CG iteration cap. CG is warm-started from the previous x.
+            cg_max_steps: CG iteration cap (default 100; ``cg_maxiter``: its deprecated
+            spelling). CG is warm-started from the previous x.
         throw: raise ``equinox.EquinoxRuntimeError`` (at run time) if the result is not
             ``SUCCESS``; with ``False`` (default: a fixed iteration budget is a normal use)
             the outcome is reported in ``converged`` / ``result``. A prox that returns NaN/inf
@@ -373,30 +469,32 @@ def pnp_admm(op: LinearOperator, prox, y, rho, *, x0=None, max_iter: int = 100,
     iterate satisfies), which makes the Lagrangian decrease from the first iteration.
 
     Returns:
-        :class:`PnPResult` (``x`` is the last prox output z).
+        :class:`PnPResult`, a :class:`~pdeml.core.Solution` (``value``/``x`` is the last prox
+        output z).
 
     Example:
         >>> import jax.numpy as jnp
         >>> from pdeml.inverse.operators import MatrixOperator
         >>> from pdeml.prox import SoftThreshold
         >>> res = pnp_admm(MatrixOperator(jnp.eye(2)), SoftThreshold(0.5), jnp.array([2.0, 0.1]),
-        ...                2.0, max_iter=500, tol=1e-10)
+        ...                2.0, max_steps=500, tol=1e-10)
         >>> [round(v, 4) for v in res.x.tolist()]  # argmin |x - y|^2 / (2 rho) + 0.5 |x|_1 = y - 1
         [1.0, 0.0]
     """
-    y, x0, rho, batch = _check_inputs(op, prox, y, x0, rho, max_iter, tol)
+    max_steps, cap = max_steps_option(max_steps, 100, max_iter=max_iter)
+    cg_max_steps, _ = max_steps_option(cg_max_steps, 100, cg_maxiter=cg_maxiter)
+    y, x0, rho, batch = _check_inputs(op, prox, y, x0, rho, tol)
     if cg_tol is None:
         cg_tol = 1e-10 if y.dtype == jnp.float64 else 1e-5
-    if not cg_tol > 0 or not isinstance(cg_maxiter, int) or cg_maxiter < 1:
-        raise ValueError(f"cg_tol must be > 0 and cg_maxiter a positive int, got {cg_tol!r}, "
-                         f"{cg_maxiter!r}")
-    res = _admm(op, prox, y, rho, x0, max_iter, float(tol), float(cg_tol), cg_maxiter,
+    if not cg_tol > 0:
+        raise ValueError(f"cg_tol must be > 0, got {cg_tol!r}")
+    res = _admm(op, prox, y, rho, x0, max_steps, float(tol), float(cg_tol), cg_max_steps,
                 bool(track_objective))
-    return _finish(res, throw, "pnp_admm")
+    return _finish(res, throw, "pnp_admm", cap)
 
 
 @eqx.filter_jit
-def _admm(op, prox, y, rho, x0, max_iter, tol, cg_tol, cg_maxiter, track):
+def _admm(op, prox, y, rho, x0, max_steps, tol, cg_tol, cg_max_steps, track):
     n_event = len(op.in_shape)
     n_out = len(op.out_shape)
     batch = y.shape[: y.ndim - n_out]
@@ -414,13 +512,13 @@ def _admm(op, prox, y, rho, x0, max_iter, tol, cg_tol, cg_maxiter, track):
     def data_step(rhs, xw):
         def one(b, w):
             return conjugate_gradient(lambda v: op._adjoint(op._apply(v)) + rho * v, b, w,
-                                      tol=cg_tol, maxiter=cg_maxiter)
+                                      tol=cg_tol, maxiter=cg_max_steps)
 
         xs, ks = jax.vmap(one)(rhs.reshape(flat_in), xw.reshape(flat_in))
         return xs.reshape(rhs.shape), ks.reshape(batch)
 
     def cond(s):
-        return (s["k"] < max_iter) & ~s["done"] & ~s["nonfinite"]
+        return (s["k"] < max_steps) & ~s["done"] & ~s["nonfinite"]
 
     def body(s):
         x, u, k = s["x"], s["u"], s["k"]
@@ -443,20 +541,22 @@ def _admm(op, prox, y, rho, x0, max_iter, tol, cg_tol, cg_maxiter, track):
 
     init = {"x": x, "u": u, "z": x, "k": jnp.asarray(0, jnp.int32), "done": jnp.asarray(False),
             "nonfinite": jnp.asarray(False),
-            "pr": _history(max_iter, batch, dt), "dr": _history(max_iter, batch, dt),
-            "obj": _history(max_iter, batch, dt), "lag": _history(max_iter, batch, dt),
-            "cg": jnp.zeros((max_iter, *batch), jnp.int32)}
+            "pr": _history(max_steps, batch, dt), "dr": _history(max_steps, batch, dt),
+            "obj": _history(max_steps, batch, dt), "lag": _history(max_steps, batch, dt),
+            "cg": jnp.zeros((max_steps, *batch), jnp.int32)}
     s = jax.lax.while_loop(cond, body, init)
-    return PnPResult(x=s["z"], iterations=s["k"], converged=s["done"], primal_residual=s["pr"],
-                     dual_residual=s["dr"], objective=s["obj"], lagrangian=s["lag"],
-                     cg_iterations=s["cg"], result=_result_code(s["done"], s["nonfinite"]))
+    history = PnPHistory(primal_residual=s["pr"], dual_residual=s["dr"], objective=s["obj"],
+                         lagrangian=s["lag"], cg_iterations=s["cg"])
+    return PnPResult(value=s["z"], result=result_code(s["done"], s["nonfinite"]),
+                     stats=PnPStats(iterations=s["k"]), history=history)
 
 
 # ----------------------------------------------------------------------------- LPN MAP
 
 
-def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_iter: int = 300, tol: float = 1e-4,
-            memory: int = 10, max_backtrack: int = 30, throw: bool = False) -> PnPResult:
+def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_steps: int | None = None,
+            tol: float = 1e-4, memory: int = 10, max_backtrack: int = 30, throw: bool = False,
+            max_iter: int | None = None) -> LPNMapResult:
     """MAP with an LPN's explicit regulariser, guaranteed for ANY data weight ``rho > 0``.
 
     Minimises the same ``F(x) = ||A x - y||^2 / (2 rho) + R(x)`` as :func:`pnp_pgd` /
@@ -481,7 +581,8 @@ def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_iter: int = 300, to
         op: forward operator; lpn: an :class:`~pdeml.prox.LPN` (strongly convex, alpha > 0).
         y: measurements ``(*batch, *out_shape)``; rho: data weight > 0 (any value).
         x0: start, as a prox input: ``x_0 = f(x0)`` (default ``x0 = A^T y``).
-        max_iter: L-BFGS iterations per sample; tol: stop a sample when
+        max_steps: L-BFGS iterations per sample (default 300; ``max_iter``: its deprecated
+            spelling); tol: stop a sample when
             ``||grad F(x_k)|| <= tol ||x_k||``.
         memory: L-BFGS pairs; max_backtrack: halvings of the step before giving up (then the
             sample stops with ``converged`` reporting the stationarity test and ``result =
@@ -491,10 +592,12 @@ def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_iter: int = 300, to
             the outcome is reported in ``converged`` / ``result``.
 
     Returns:
-        :class:`PnPResult`: ``x``; ``iterations`` (the largest over the batch); ``converged``
-        (every sample passed the test); histories ``objective`` F(x_k), ``primal_residual``
-        ``||grad F(x_k)||`` (the exact gradient, an optimality measure), ``dual_residual``
-        ``||x_k - x_{k-1}||``; ``lagrangian`` NaN; ``cg_iterations`` the line-search halvings.
+        :class:`LPNMapResult`, a :class:`~pdeml.core.Solution`: ``value`` (also ``x``);
+        ``result`` the largest per-sample code (``converged``: every sample passed the test);
+        ``stats`` (:class:`LPNMapStats`): ``iterations`` (the largest over the batch) and the
+        per-sample iterations and codes; ``history`` (:class:`LPNMapHistory`): ``objective``
+        F(x_k), ``gradient_norm`` ``||grad F(x_k)||`` (the exact gradient, an optimality
+        measure), ``step_norm`` ``||x_k - x_{k-1}||`` and ``line_search_halvings``.
     """
     if not _is_lpn(lpn):
         raise TypeError(f"lpn_map needs an LPN (its explicit regulariser), got {type(lpn).__name__}")
@@ -503,9 +606,10 @@ def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_iter: int = 300, to
     for name, v in (("memory", memory), ("max_backtrack", max_backtrack)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    y, x0, rho, batch = _check_inputs(op, lpn, y, x0, rho, max_iter, tol)
-    res = _lpn_map(op, lpn, y, rho, x0, max_iter, float(tol), memory, max_backtrack)
-    return _finish(res, throw, "lpn_map")
+    max_steps, cap = max_steps_option(max_steps, 300, max_iter=max_iter)
+    y, x0, rho, batch = _check_inputs(op, lpn, y, x0, rho, tol)
+    res = _lpn_map(op, lpn, y, rho, x0, max_steps, float(tol), memory, max_backtrack)
+    return _finish(res, throw, "lpn_map", cap)
 
 
 _CAUTIOUS = 1e-6  # an L-BFGS pair (s, y) is kept only if <s, y> > _CAUTIOUS ||s||^2
@@ -541,7 +645,7 @@ def _two_loop(g, S, Y, valid, newest):
 
 
 @eqx.filter_jit
-def _lpn_map(op, lpn, y, rho, x0, max_iter, tol, memory, max_backtrack):
+def _lpn_map(op, lpn, y, rho, x0, max_steps, tol, memory, max_backtrack):
     n_out = len(op.out_shape)
     batch = y.shape[: y.ndim - n_out]
     dt = y.dtype
@@ -569,17 +673,17 @@ def _lpn_map(op, lpn, y, rho, x0, max_iter, tol, memory, max_backtrack):
 
         G0, z0, d0, g0, _ = full(w0)
         S = jnp.zeros((memory, *w0.shape), dt)
-        hist = jnp.full((max_iter,), jnp.nan, dt)
+        hist = jnp.full((max_steps,), jnp.nan, dt)
         st = dict(w=w0, z=z0, G=G0, d=d0, g=g0, S=S, Y=jnp.zeros_like(S),
                   valid=jnp.zeros(memory, bool), newest=jnp.asarray(memory - 1, jnp.int32),
                   k=jnp.asarray(0, jnp.int32), stop=jnp.asarray(False),
-                  obj=hist, gn=hist, step=hist, bt=jnp.zeros(max_iter, jnp.int32))
+                  obj=hist, gn=hist, step=hist, bt=jnp.zeros(max_steps, jnp.int32))
 
         def stationary(s):
             return jnp.linalg.norm(s["d"]) <= tol * jnp.maximum(jnp.linalg.norm(s["z"]), jnp.finfo(dt).tiny)
 
         def cond(s):
-            return (s["k"] < max_iter) & ~s["stop"] & ~stationary(s)
+            return (s["k"] < max_steps) & ~s["stop"] & ~stationary(s)
 
         def body(s):
             g = s["g"]
@@ -622,16 +726,18 @@ def _lpn_map(op, lpn, y, rho, x0, max_iter, tol, memory, max_backtrack):
 
         s = jax.lax.while_loop(cond, body, st)
         conv = stationary(s)
-        code = _result_code(conv, ~(jnp.all(jnp.isfinite(s["z"])) & jnp.isfinite(s["G"])),
+        code = result_code(conv, ~(jnp.all(jnp.isfinite(s["z"])) & jnp.isfinite(s["G"])),
                             s["stop"])
         return s["z"], s["k"], conv, s["obj"], s["gn"], s["step"], s["bt"], code
 
     z, k, conv, obj, gn, step, bt, code = jax.vmap(single)(yf, wf)
-    hist = lambda a: jnp.moveaxis(a, 0, 1).reshape((max_iter, *batch))  # noqa: E731
-    return PnPResult(x=z.reshape((*batch, *op.in_shape)), iterations=jnp.max(k),
-                     converged=jnp.all(conv), primal_residual=hist(gn), dual_residual=hist(step),
-                     objective=hist(obj), lagrangian=_history(max_iter, batch, dt),
-                     cg_iterations=hist(bt), result=jnp.max(code))
+    hist = lambda a: jnp.moveaxis(a, 0, 1).reshape((max_steps, *batch))  # noqa: E731
+    stats = LPNMapStats(iterations=jnp.max(k), sample_iterations=k.reshape(batch),
+                        sample_result=code.reshape(batch))
+    history = LPNMapHistory(objective=hist(obj), gradient_norm=hist(gn), step_norm=hist(step),
+                            line_search_halvings=hist(bt))
+    return LPNMapResult(value=z.reshape((*batch, *op.in_shape)), result=jnp.max(code),
+                        stats=stats, history=history)
 
 
 # ----------------------------------------------------------------------------- Tikhonov
@@ -659,7 +765,7 @@ def tikhonov(op: LinearOperator, y, lam, *, regularizer: str = "identity", x0=No
     """
     if isinstance(lam, (int, float)) and not lam > 0:
         raise ValueError(f"lam must be a float > 0, got {lam!r}")
-    y, x0, lam, batch = _check_inputs(op, _HasProx(), y, x0, lam, 1, 0.0)
+    y, x0, lam, batch = _check_inputs(op, _HasProx(), y, x0, lam, 0.0)
     if regularizer not in ("identity", "gradient"):
         raise ValueError(f"unknown regularizer {regularizer!r}; expected 'identity' or 'gradient'")
     tol = (1e-10 if y.dtype == jnp.float64 else 1e-5) if tol is None else float(tol)

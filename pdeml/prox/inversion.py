@@ -29,56 +29,97 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float, Int
 
 from pdeml.core.krylov import cg_solve
-from pdeml.core.least_squares import MAX_STEPS_REACHED, NONFINITE, SUCCESS
 from pdeml.core.linesearch import backtracking_line_search
-from pdeml.core.validation import error_if_failed
+from pdeml.core.solution import (
+    RESULTS,
+    Solution,
+    max_steps_option,
+    raise_if_failed,
+    result_code,
+)
 
-__all__ = ["InversionResult", "invert_potential", "invert_adam", "METHODS", "default_tolerance",
-           "INVERSION_MESSAGES"]
+__all__ = ["InversionResult", "InversionStats", "invert_potential", "invert_adam", "METHODS",
+           "default_tolerance", "INVERSION_MESSAGES", "inversion_messages"]
 
-# Messages of the result codes (those of pdeml.core.least_squares) an inversion can end with.
-INVERSION_MESSAGES = {
-    SUCCESS: "converged (||f(y) - x|| <= atol + rtol ||x||)",
-    MAX_STEPS_REACHED: "did not reach the tolerance ||f(y) - x|| <= atol + rtol ||x|| within "
-                       "max_iter (raise max_iter, loosen atol/rtol, or start closer: y0=)",
-    NONFINITE: "produced NaN/inf (the potential or its gradient is not finite at the iterate)",
-}
+
+def inversion_messages(cap: str = "max_steps") -> dict[int, str]:
+    """Messages of the :class:`~pdeml.core.RESULTS` codes an inversion can end with; ``cap``
+    names the iteration-cap keyword the caller used."""
+    return {
+        RESULTS.SUCCESS: "converged (||f(y) - x|| <= atol + rtol ||x||)",
+        RESULTS.MAX_STEPS_REACHED: "did not reach the tolerance ||f(y) - x|| <= atol + rtol ||x|| "
+                                   f"within {cap} (raise {cap}, loosen atol/rtol, or start "
+                                   "closer: y0=)",
+        RESULTS.NONFINITE: "produced NaN/inf (the potential or its gradient is not finite at the "
+                           "iterate)",
+    }
+
+
+INVERSION_MESSAGES = inversion_messages()
 
 METHODS = ("newton_cg", "lbfgs")
 
 
-class InversionResult(eqx.Module):
-    """Result of inverting ``f = grad psi`` at a batch of points.
+class InversionStats(eqx.Module):
+    """Diagnostics of an inversion, per sample.
 
     Attributes:
-        y: the inverse, same shape as ``x``.
-        residual: ``||f(y) - x||_2`` per sample.
-        iterations: outer (Newton / L-BFGS / Adam) iterations per sample.
-        converged: ``residual <= atol + rtol ||x||`` per sample.
-
-    ``result`` gives the code of :mod:`pdeml.core.least_squares` per sample (``SUCCESS``,
-    ``MAX_STEPS_REACHED`` or ``NONFINITE``; messages in ``INVERSION_MESSAGES``) and
-    :meth:`check` raises if any sample failed.
+        residual: ``||f(y) - x||_2``.
+        iterations: outer (Newton / L-BFGS / Adam) iterations.
     """
 
-    y: Array
     residual: Float[Array, "..."]
     iterations: Int[Array, "..."]
-    converged: Bool[Array, "..."]
+
+
+class InversionResult(Solution):
+    """The :class:`~pdeml.core.Solution` of inverting ``f = grad psi`` at a batch of points.
+
+    Fields: ``value`` the inverse ``y`` (same shape as ``x``); ``result`` a
+    :class:`~pdeml.core.RESULTS` code per sample (``SUCCESS``, ``MAX_STEPS_REACHED`` or
+    ``NONFINITE``; messages in ``INVERSION_MESSAGES``); ``stats`` an :class:`InversionStats`
+    (``residual`` and ``iterations`` per sample); ``history`` ``None``. ``converged`` is
+    ``residual <= atol + rtol ||x||`` per sample; ``y``, ``residual`` and ``iterations`` read
+    ``value`` and ``stats``; :meth:`check` raises if any sample failed.
+    """
+
+    @classmethod
+    def build(cls, y, residual, iterations, converged) -> InversionResult:
+        """The result from per-sample arrays (the code: ``NONFINITE`` where the residual is not
+        finite, ``MAX_STEPS_REACHED`` where it is finite but above the tolerance)."""
+        return cls(value=y, result=result_code(converged, ~jnp.isfinite(residual)),
+                   stats=InversionStats(residual=residual, iterations=iterations))
+
+    def reshape(self, batch: tuple[int, ...], event: tuple[int, ...]) -> InversionResult:
+        """The same result with the samples laid out as ``batch`` (``value``: ``(*batch,
+        *event)``)."""
+        return type(self)(value=self.value.reshape((*batch, *event)),
+                          result=self.result.reshape(batch),
+                          stats=jax.tree.map(lambda a: a.reshape(batch), self.stats))
 
     @property
-    def result(self) -> Int[Array, "..."]:
-        """Result code per sample: ``SUCCESS``, ``NONFINITE`` or ``MAX_STEPS_REACHED``."""
-        return jnp.where(self.converged, SUCCESS,
-                         jnp.where(jnp.isfinite(self.residual), MAX_STEPS_REACHED, NONFINITE))
+    def y(self) -> Array:
+        """The inverse (``value``)."""
+        return self.value
 
-    def check(self, value, what: str = "inverting the LPN"):
+    @property
+    def residual(self) -> Float[Array, "..."]:
+        """``||f(y) - x||_2`` per sample (``stats.residual``)."""
+        return self.stats.residual
+
+    @property
+    def iterations(self) -> Int[Array, "..."]:
+        """Outer iterations per sample (``stats.iterations``)."""
+        return self.stats.iterations
+
+    def check(self, value, what: str = "inverting the LPN", cap: str = "max_steps"):
         """Return ``value``; raise at run time (also under jit) if any sample failed to converge,
-        with the reason (:func:`pdeml.core.validation.error_if_failed`)."""
-        return error_if_failed(value, ~self.converged, self.result, INVERSION_MESSAGES, what)
+        with the reason (:func:`pdeml.core.raise_if_failed`; ``cap`` names the iteration-cap
+        keyword in the message)."""
+        return raise_if_failed(self, what, inversion_messages(cap), target=value)
 
 
 def default_tolerance(dtype) -> tuple[float, float]:
@@ -224,7 +265,6 @@ def _lbfgs_single(psi, x, y0, atol, rtol, max_iter, memory):
     return y, res, k, res <= tol
 
 
-@eqx.filter_jit
 def invert_potential(
     psi: Callable,
     x: Array,
@@ -233,10 +273,12 @@ def invert_potential(
     method: str = "newton_cg",
     atol: float | None = None,
     rtol: float | None = None,
-    max_iter: int = 100,
-    max_cg: int = 200,
+    max_steps: int | None = None,
+    cg_max_steps: int | None = None,
     lbfgs_memory: int = 20,
     hvp_dtype=None,
+    max_iter: int | None = None,
+    max_cg: int | None = None,
 ) -> InversionResult:
     """Solve ``grad psi(y) = x`` for a batch ``x`` of shape ``(batch, *event)``.
 
@@ -252,7 +294,8 @@ def invert_potential(
         method: ``"newton_cg"`` or ``"lbfgs"``.
         atol, rtol: stop when ``||f(y) - x|| <= atol + rtol ||x||`` (defaults from
             :func:`default_tolerance` for x's dtype).
-        max_iter: outer iterations; ``max_cg``: CG iterations per Newton step;
+        max_steps: outer iterations (default 100); ``cg_max_steps``: CG iterations per Newton
+            step (default 200); ``max_iter`` / ``max_cg``: their deprecated spellings.
         lbfgs_memory: L-BFGS history length.
         hvp_dtype: Newton-CG only: run the CG solves on Hessian-vector products in this
             (lower) precision, e.g. ``jnp.float32`` for a float64 solve (``psi`` must be an
@@ -261,22 +304,33 @@ def invert_potential(
             still certified; on CPU this makes each HVP about 3x cheaper for conv potentials.
 
     Returns:
-        :class:`InversionResult` with per-sample residual, iterations and converged flag.
+        :class:`InversionResult` (a :class:`~pdeml.core.Solution`) with per-sample result
+        codes, residual and iterations.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    max_steps, _ = max_steps_option(max_steps, 100, max_iter=max_iter)
+    cg_max_steps, _ = max_steps_option(cg_max_steps, 200, max_cg=max_cg)
     d_atol, d_rtol = default_tolerance(jnp.result_type(x))
     atol = d_atol if atol is None else atol
     rtol = d_rtol if rtol is None else rtol
     if not (atol >= 0 and rtol >= 0 and atol + rtol > 0):
         raise ValueError(f"atol and rtol must be >= 0 and not both 0, got {atol}, {rtol}")
+    return _invert_potential(psi, x, y0, method, atol, rtol, max_steps, cg_max_steps,
+                             lbfgs_memory, hvp_dtype)
+
+
+@eqx.filter_jit
+def _invert_potential(psi, x, y0, method, atol, rtol, max_steps, cg_max_steps, lbfgs_memory,
+                      hvp_dtype) -> InversionResult:
     y0 = x if y0 is None else y0
     if method == "newton_cg":
-        y, res, k, conv = _newton_cg_batched(psi, x, y0, atol, rtol, max_iter, max_cg, 40, hvp_dtype)
+        y, res, k, conv = _newton_cg_batched(psi, x, y0, atol, rtol, max_steps, cg_max_steps, 40,
+                                             hvp_dtype)
     else:
-        single = lambda xi, yi: _lbfgs_single(psi, xi, yi, atol, rtol, max_iter, lbfgs_memory)  # noqa: E731
+        single = lambda xi, yi: _lbfgs_single(psi, xi, yi, atol, rtol, max_steps, lbfgs_memory)  # noqa: E731
         y, res, k, conv = jax.vmap(single)(x, y0)
-    return InversionResult(y=y, residual=res, iterations=k, converged=conv)
+    return InversionResult.build(y, res, k, conv)
 
 
 @eqx.filter_jit
@@ -325,4 +379,4 @@ def invert_adam(
     y0 = jnp.zeros_like(x) if y0 is None else y0
     y, res, conv = jax.vmap(single)(x, y0)
     iters = jnp.full(res.shape, steps)
-    return InversionResult(y=y, residual=res, iterations=iters, converged=conv)
+    return InversionResult.build(y, res, iters, conv)

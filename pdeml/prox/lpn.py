@@ -18,9 +18,15 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from pdeml.core.solution import max_steps_option, raise_if_failed
 from pdeml.core.validation import error_if_nonfinite
 from pdeml.prox.base import ProximalOperator, check_floating, split_batch
-from pdeml.prox.inversion import InversionResult, default_tolerance, invert_potential
+from pdeml.prox.inversion import (
+    InversionResult,
+    default_tolerance,
+    inversion_messages,
+    invert_potential,
+)
 
 __all__ = ["LPN", "ScaledLPN", "evaluate_regularizer"]
 
@@ -78,10 +84,11 @@ class LPN(ProximalOperator):
         method: str = "newton_cg",
         atol: float | None = None,
         rtol: float | None = None,
-        max_iter: int = 100,
+        max_steps: int | None = None,
         y0=None,
         hvp_dtype=None,
         throw: bool = False,
+        max_iter: int | None = None,
     ) -> InversionResult:
         """``y = f^{-1}(x)``: solves ``min_y psi(y) - <x, y>`` per sample (batched).
 
@@ -90,7 +97,8 @@ class LPN(ProximalOperator):
             method: ``"newton_cg"`` (Hessian-vector products) or ``"lbfgs"``.
             atol, rtol: stop when ``||f(y) - x|| <= atol + rtol ||x||`` (defaults depend on
                 the dtype: 1e-10 for float64, 1e-4 for float32).
-            max_iter: maximum outer iterations.
+            max_steps: maximum outer iterations (default 100; ``max_iter``: its deprecated
+                spelling).
             y0: optional starting point (default ``x``).
             hvp_dtype: Newton-CG in mixed precision: CG on Hessian-vector products in this
                 dtype (e.g. ``jnp.float32`` for float64 ``x``); the residual test stays in
@@ -100,8 +108,9 @@ class LPN(ProximalOperator):
                 ``converged`` / ``result``.
 
         Returns:
-            :class:`~pdeml.prox.InversionResult` with ``y``, ``residual``, ``iterations`` and
-            ``converged`` (batch-shaped).
+            :class:`~pdeml.prox.InversionResult`, a :class:`~pdeml.core.Solution`: ``value``
+            (also ``y``), ``result`` and ``converged`` (batch-shaped), ``stats.residual`` and
+            ``stats.iterations`` (also ``residual``, ``iterations``).
 
         Raises ``ValueError`` if ``alpha == 0`` (psi must be strongly convex for f to be
         invertible everywhere).
@@ -111,20 +120,15 @@ class LPN(ProximalOperator):
                 "inverse needs a strongly convex potential: alpha must be > 0, got "
                 f"{self.alpha}"
             )
+        max_steps, cap = max_steps_option(max_steps, 100, max_iter=max_iter)
         xf, batch, event = self._flatten(x)
         y0f = None if y0 is None else self._start(y0, x, xf)
         r = invert_potential(
-            self.potential, xf, y0=y0f, method=method, atol=atol, rtol=rtol, max_iter=max_iter,
+            self.potential, xf, y0=y0f, method=method, atol=atol, rtol=rtol, max_steps=max_steps,
             hvp_dtype=hvp_dtype,
-        )
-        r = InversionResult(
-            y=r.y.reshape((*batch, *event)),
-            residual=r.residual.reshape(batch),
-            iterations=r.iterations.reshape(batch),
-            converged=r.converged.reshape(batch),
-        )
+        ).reshape(batch, event)
         if throw:
-            r = eqx.tree_at(lambda t: t.y, r, r.check(r.y, "LPN.inverse"))
+            r = raise_if_failed(r, "LPN.inverse", inversion_messages(cap))
         return r
 
     def _start(self, y0, x, xf, name="y0"):
@@ -155,8 +159,9 @@ def evaluate_regularizer(lpn: LPN, x, *, throw: bool = False,
     """``(R(x), inversion result)`` for an :class:`LPN`; ``R`` has the custom gradient of
     :meth:`LPN.regularizer` w.r.t. both ``x`` and the LPN's parameters.
 
-    The inversion's convergence is reported in the result (``converged``, ``result``); with
-    ``throw=True`` a failed sample raises instead.
+    The inversion's convergence is reported in the result, a :class:`~pdeml.core.Solution`
+    (``converged``, ``result``); with ``throw=True`` a failed sample raises instead (when ``R``
+    or the inverse ``info.value`` is computed).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -198,7 +203,10 @@ def evaluate_regularizer(lpn: LPN, x, *, throw: bool = False,
     reg.defvjp(fwd, bwd)
     R = reg(params, jnp.asarray(x), y)
     if throw:
-        R = info.check(R, "LPN.regularizer (inverting the LPN)")
+        cap = "max_iter" if inverse_options.get("max_iter") is not None else "max_steps"
+        what = "LPN.regularizer (inverting the LPN)"
+        R = info.check(R, what, cap)
+        info = raise_if_failed(info, what, inversion_messages(cap))
     return R, info
 
 
@@ -246,7 +254,8 @@ class ScaledLPN(ProximalOperator):
         atol, rtol: inner tolerance ``||grad phi(w) - v|| <= atol + rtol ||v||`` (defaults from
             :func:`~pdeml.prox.inversion.default_tolerance`: 1e-4 each in float32, 1e-10 in
             float64).
-        max_iter: Newton iterations per call.
+        max_steps: Newton iterations per call (default 50; ``max_iter``: its deprecated
+            spelling).
         throw: :meth:`prox` and :meth:`regularizer` raise ``equinox.EquinoxRuntimeError`` (at
             run time, also under jit) when the inner solve of a sample did not converge
             (default); with ``False`` they return unchecked values. :meth:`solve` always
@@ -257,11 +266,11 @@ class ScaledLPN(ProximalOperator):
     weight: Array
     atol: float | None = eqx.field(static=True, default=None)
     rtol: float | None = eqx.field(static=True, default=None)
-    max_iter: int = eqx.field(static=True, default=50)
+    max_steps: int = eqx.field(static=True, default=50)
     throw: bool = eqx.field(static=True, default=True)
 
     def __init__(self, lpn: LPN, weight, *, atol: float | None = None, rtol: float | None = None,
-                 max_iter: int = 50, throw: bool = True):
+                 max_steps: int | None = None, throw: bool = True, max_iter: int | None = None):
         if not isinstance(lpn, LPN):
             raise TypeError(f"lpn must be an LPN, got {type(lpn).__name__}")
         if not lpn.alpha > 0:
@@ -272,13 +281,17 @@ class ScaledLPN(ProximalOperator):
                              f"got {weight!r}")
         self.lpn = lpn
         self.weight = jnp.asarray(weight)  # float64 under x64: c enters the inner equation
-        if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
-            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-        self.atol, self.rtol, self.max_iter, self.throw = atol, rtol, max_iter, bool(throw)
+        max_steps, _ = max_steps_option(max_steps, 50, max_iter=max_iter)
+        self.atol, self.rtol, self.max_steps, self.throw = atol, rtol, max_steps, bool(throw)
 
     # the sample shape and the strong convexity are those of the LPN
     event_ndim = property(lambda self: self.lpn.event_ndim)
     alpha = property(lambda self: self.lpn.alpha)
+
+    @property
+    def max_iter(self) -> int:
+        """Deprecated spelling of :attr:`max_steps`."""
+        return self.max_steps
 
     def _tolerance(self, dtype):
         atol, rtol = default_tolerance(dtype)
@@ -295,13 +308,11 @@ class ScaledLPN(ProximalOperator):
                               "ScaledLPN weight must be in (0, 1]")
         atol, rtol = self._tolerance(vf.dtype)
         info = invert_potential(_WeightedPotential(self.lpn.potential, weight), vf, y0=w0f,
-                                atol=atol, rtol=rtol, max_iter=self.max_iter)
+                                atol=atol, rtol=rtol, max_steps=self.max_steps)
         w = jax.lax.stop_gradient(info.y)
         z = self.lpn._prox_flat(w)
         cR = weight.astype(vf.dtype) * _reg_value(self.lpn, z, w)  # exact: w = f^{-1}(z)
-        info = InversionResult(y=w.reshape((*batch, *event)), residual=info.residual.reshape(batch),
-                               iterations=info.iterations.reshape(batch),
-                               converged=info.converged.reshape(batch))
+        info = eqx.tree_at(lambda r: r.value, info, w).reshape(batch, event)
         z = z.reshape((*batch, *event))
         if throw:
             z = info.check(z, "ScaledLPN (the inner solve of prox_{weight R})")
