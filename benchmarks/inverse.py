@@ -10,9 +10,10 @@ Data (see ``docs/inverse.md``):
   seed 0 for training); validation phantom seed 1; test = the modified Shepp-Logan phantom and
   random phantoms of seed 2.
 
-Priors (trained once with the existing ``pdeml.prox`` training and cached in
-``--out/priors``; re-runs reuse them): an LPN (``FullyConvICNN``, proximal matching) and a
-residual CNN with the same parameter budget trained with the MSE loss, per image domain.
+Priors (the recipes of :mod:`pdeml.inverse.recipes`, trained once and cached, checksummed, in
+``--out/priors``; re-runs reuse them): an LPN (l2 then proximal matching), an LPN-J (with the
+expansiveness penalty) and a residual CNN with the same parameter budget trained with the MSE
+loss, per image domain.
 
 Tasks: deblurring (periodic Gaussian blur sigma_b in {1, 2} x noise {0.02, 0.04}), sparse-view
 CT, compressed sensing at 1/4 and 1/16 measurements, and the PDE inverse problem (heat equation
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -46,124 +46,71 @@ import jax.numpy as jnp
 import numpy as np
 
 from pdeml.inverse import (
-    CNNDenoiser,
     CompressedSensing,
     GaussianBlur,
     HeatObservation,
     Radon,
     lpn_map,
-    matched_cnn,
     measure,
-    near_identity_lpn,
     pnp_admm,
     psnr,
     random_ellipses,
     shepp_logan,
     ssim,
     tikhonov,
-    train_denoiser,
 )
-from pdeml.prox import Schedule, Stage, TotalVariationProx, evaluate_regularizer, train_lpn
+from pdeml.inverse.recipes import (
+    FREE_RHO_FACTORS,
+    LPN_RHO_FACTORS,
+    MAP_NOISE,
+    MAP_RHO_FACTORS,
+    TRAINING_NOISE,
+    PriorCache,
+    PriorRecipe,
+    ct_training_patches,
+    natural_test_crops,
+    natural_training_patches,
+    prior_set,
+    rho_grid,
+    select_on_validation,
+)
+from pdeml.prox import TotalVariationProx, evaluate_regularizer
 
 # Sized for a 2-core CPU (priors ~37 min, the tasks ~20 min): 32 x 32 test images, 16 x 16 training
-# patches. LPN training: l2 (MSE) pre-training, then proximal matching in 4 stages.
+# patches. The priors' recipes (architecture, schedules, noise levels): pdeml.inverse.recipes.
 FULL = dict(size=32, n_test=4, patch=16, batch=16, lpn_l2=10000, lpn_stage=300,
             cnn_steps=11200, hidden=(32, 32, 32), max_iter=150, tune_iter=150, ct_angles=16,
             bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=12, n_denoise=48, map_iter=300)
 QUICK = dict(size=32, n_test=2, patch=16, batch=8, lpn_l2=20, lpn_stage=5,
              cnn_steps=20, hidden=(8, 8), max_iter=10, tune_iter=10, ct_angles=12,
              bm3d_tasks=("deblur_s1_n0.02",), bm3d_iter=5, n_denoise=8, map_iter=10)
-# Prior noise level. For the LPN the PnP-ADMM penalty must satisfy rho > ||A^T A|| (= 1 for
-# blur); MAP with a prior trained at SIGMA_TRAIN corresponds to rho = noise^2 / SIGMA_TRAIN^2, so
-# SIGMA_TRAIN = 0.02 keeps the MAP weighting reachable for the deblurring noise levels 0.02 / 0.04.
-# The same rule per image domain: sigma_t <= noise / sqrt(||A^T A||) for the tasks of that domain.
-# CT (noise 0.01, ||A^T A|| = 4.25) needs sigma_t <= 0.0049: with 0.02 the LPN was held to rho
-# >= 4.5, i.e. an effective noise level 4x the real one (PnP 17.8 dB against TV 20.8).
-SIGMA_TRAIN = {"natural": 0.02, "ct": 0.004}
-# lpn_map has no such condition, so LPN-J MAP uses priors trained at one noise level for both
-# domains (the natural LPN-J, and a CT LPN-J trained at 0.02). With the CT LPN-J at 0.004 MAP is
-# ill-posed (measured: F far below its value at the phantoms on null-space checkerboards, 5.95 dB
-# on the test phantoms); at 0.02 (probes up to 0.3) it gave 29.8 dB on 3 validation phantoms.
-SIGMA_MAP = 0.02
-# Strong convexity of the LPN potential: the Jacobian of the prox is >= ALPHA, so a small value
-# lets it attenuate noise; the quadratic part of the potential starts the prox at the identity
-# (pdeml.inverse.priors). Measured (32x32 held-out crops, noise 0.03, 150 l2 steps): the old
-# FullyConvICNN with alpha 0.5 went 16.9 -> 20.6 dB (identity 30.5 dB); this one 27.8 -> 30.8 dB.
-ALPHA = 0.05
-QUAD_CHANNELS = 4
-# Projected (clipped) ICNN weights with a read-out scaled by 0.1 and biases centred on noisy
-# training patches (pdeml.inverse.near_identity_lpn): the softplus weights with a 1e-2 read-out
-# used before left the ICNN untrained (it contributed 0.02 dB; the prior was a linear filter).
-NONNEGATIVITY = "project"
-L2_LR = (2e-3, 4e-4)
-# "LPN-J": the same LPN trained from scratch (same schedule) with a penalty on the prox's
-# Jacobian eigenvalues above 0.98 (pdeml.prox.expansiveness_penalty, POWER_ITERATIONS power
-# steps) at PROBES noisy training patches, as many with noise log-uniform in [sigma, 15 sigma],
-# and blurred patches (PROBE_BLURS): without it the learned prox is expansive (top eigenvalue
-# 1.2-2.2) and MAP with its R finds spurious minima; CS diverges (docs/inverse.md).
-EXPANSIVENESS_WEIGHT = 10.0
-PROBES = 4
-PROBE_BLURS = (1.0, 2.0)
-POWER_ITERATIONS = 8
-READOUT_SCALE = 0.1
+SIGMA_TRAIN = TRAINING_NOISE
+SIGMA_MAP = MAP_NOISE
 DTYPE = jnp.float32
-# Optional noise-level augmentation for both priors: training noise drawn per sample from this
-# (low, high) range instead of SIGMA_TRAIN (``--train-sigma LOW,HIGH``).
-TRAIN_SIGMA_RANGE = None
 
 
-def _train_sigma(name):
-    return SIGMA_TRAIN[name] if TRAIN_SIGMA_RANGE is None else tuple(TRAIN_SIGMA_RANGE)
-
-
-def _sigma_key():
-    """Config entry for the cache (absent for the default, so default caches stay valid)."""
-    return {} if TRAIN_SIGMA_RANGE is None else {"train_sigma": list(TRAIN_SIGMA_RANGE)}
+def recipe_for(cfg, train_sigma=None):
+    return PriorRecipe(hidden=tuple(cfg["hidden"]), patch=cfg["patch"], batch=cfg["batch"],
+                       l2_steps=cfg["lpn_l2"], pm_stage_steps=cfg["lpn_stage"],
+                       cnn_steps=cfg["cnn_steps"], train_sigma=train_sigma, dtype=DTYPE)
 
 
 # ----------------------------------------------------------------------------- data
 
 
-def _down2(img):
-    c, h, w = img.shape
-    return img[:, : h // 2 * 2, : w // 2 * 2].reshape(c, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
-
-
 def natural_data(cfg):
-    from pdeml.data.images import (
-        PATCH_TEST_IMAGES,
-        PATCH_TRAIN_IMAGES,
-        bundled_image_names,
-        extract_patches,
-        load_bundled_image,
-    )
-
-    have = bundled_image_names()
-    train = [_down2(load_bundled_image(n, dtype=np.float64)) for n in PATCH_TRAIN_IMAGES if n in have]
-    patches = extract_patches(train, cfg["patch"], cfg["patch"] // 2)
-    s = cfg["size"]
-    crops = []
-    for name in PATCH_TEST_IMAGES:  # held out of the prior's training entirely
-        img = _down2(load_bundled_image(name, dtype=np.float64))
-        _, h, w = img.shape
-        for i in range(0, h - s + 1, s):
-            for j in range(0, w - s + 1, s):
-                crops.append(img[:, i : i + s, j : j + s])
-    crops = np.stack(crops)
+    """Training patches, the validation crop and the test crops (the held-out crops with the
+    most structure, interleaving the two images; the first is validation)."""
+    crops = natural_test_crops(cfg["size"])
     natural_data.all_crops = crops  # every held-out crop, for the denoising check
-    # keep crops with structure (std), interleave the two images; the first is validation
     order = np.argsort(-crops.std(axis=(1, 2, 3)))
     chosen = crops[np.sort(order[: cfg["n_test"] + 1])]
-    return patches, chosen[:1], chosen[1 : cfg["n_test"] + 1]
+    return natural_training_patches(cfg["patch"]), chosen[:1], chosen[1 : cfg["n_test"] + 1]
 
 
 def ct_data(cfg):
     s = cfg["size"]
-    train = random_ellipses(s, 200 if cfg is FULL else 16, seed=0)[:, None]
-    patches = np.concatenate([train[:, :, i : i + cfg["patch"], j : j + cfg["patch"]]
-                              for i in range(0, s - cfg["patch"] + 1, cfg["patch"] // 2)
-                              for j in range(0, s - cfg["patch"] + 1, cfg["patch"] // 2)])
-    patches = patches[patches.std(axis=(1, 2, 3)) > 0.01]  # no empty background patches
+    patches = ct_training_patches(s, 200 if cfg is FULL else 16, cfg["patch"])
     val = random_ellipses(s, 1, seed=1)[:, None]
     test = np.concatenate([shepp_logan(s)[None, None],
                            random_ellipses(s, cfg["n_test"] - 1, seed=2)[:, None]])
@@ -171,176 +118,6 @@ def ct_data(cfg):
 
 
 # ----------------------------------------------------------------------------- priors
-
-
-def _sampler(patches, batch):
-    data = jnp.asarray(patches, DTYPE)
-
-    def sample(key):
-        k1, k2 = jax.random.split(key)
-        x = data[jax.random.randint(k1, (batch,), 0, data.shape[0])]
-        flip = jax.random.bernoulli(k2, 0.5, (batch, 1, 1, 1))
-        return jnp.where(flip, x[..., ::-1], x)  # horizontal flips
-
-    return sample
-
-
-def _lpn_skeleton(cfg, patches=None, sigma=None):
-    """The untrained LPN; with ``patches``, its ICNN biases are centred on 256 of them plus
-    training noise (seed 9), as for training; without, only the structure (for loading)."""
-    center = None
-    if patches is not None:
-        x = jnp.asarray(patches[:256], DTYPE)
-        center = x + sigma * jax.random.normal(jax.random.key(9), x.shape, DTYPE)
-    return near_identity_lpn(1, cfg["hidden"], key=jax.random.key(0), alpha=ALPHA, beta=100.0,
-                             quadratic_channels=QUAD_CHANNELS, nonnegativity=NONNEGATIVITY,
-                             readout_scale=READOUT_SCALE, center_on=center, dtype=DTYPE)
-
-
-def _load_or_none(path, want, skeleton):
-    if (path / "config.json").exists():
-        config = json.loads((path / "config.json").read_text())
-        if config.get("want") == want:
-            return eqx.tree_deserialise_leaves(path / "model.eqx", skeleton), config
-    return None
-
-
-def _save(path, model, config):
-    path.mkdir(parents=True, exist_ok=True)
-    eqx.tree_serialise_leaves(path / "model.eqx", model)
-    (path / "config.json").write_text(json.dumps(config, indent=2))
-
-
-def _pm_stages(cfg, gammas):
-    """Proximal matching: one stage per gamma, learning rate 2e-4 -> 2e-5 geometrically."""
-    lrs = np.geomspace(2e-4, 2e-5, len(gammas) + 1)
-    return tuple(Stage("pm", cfg["lpn_stage"], (float(lrs[i]), float(lrs[i + 1])), gamma=float(g))
-                 for i, g in enumerate(gammas))
-
-
-def _lpn_schedule(cfg, gammas):
-    """l2 pre-training then proximal matching, as one schedule."""
-    return Schedule((Stage("l2", cfg["lpn_l2"], L2_LR), *_pm_stages(cfg, gammas)))
-
-
-def _blurred_probes(cfg, sigma):
-    """Extra expansiveness probes: training patches blurred (PROBE_BLURS) plus training noise,
-    i.e. smooth images such as every PnP run here starts from (blur, CT and CS back-projections,
-    the heat equation); half the probes per blur width."""
-    shape = (1, cfg["patch"], cfg["patch"])
-    blurs = [GaussianBlur(shape, float(b)) for b in PROBE_BLURS]
-    k = max(1, PROBES // len(blurs))
-
-    def probe_fn(key, batch):
-        x = batch["x"]
-        smooth = jnp.concatenate([op(x[i * k:(i + 1) * k]) for i, op in enumerate(blurs)])
-        return smooth + sigma * jax.random.normal(key, smooth.shape, smooth.dtype)
-
-    return probe_fn
-
-
-def _lpn_wants(name, patches, cfg, sigma):
-    """Cache keys of the l2 and proximal-matching priors at noise ``sigma``, and the gammas."""
-    n = cfg["patch"] ** 2
-    gmin = sigma * math.sqrt(n)  # about the norm of one patch's noise
-    base = {"kind": "QuadraticICNN(FullyConvICNN)", "hidden": list(cfg["hidden"]), "beta": 100.0,
-            "alpha": ALPHA, "quadratic_channels": QUAD_CHANNELS, "nonnegativity": NONNEGATIVITY,
-            "readout_scale": READOUT_SCALE, "centred_biases": True,
-            "seed": 0, "sigma": sigma, **_sigma_key(), "batch": cfg["batch"], "patch": cfg["patch"],
-            "n_patches": int(patches.shape[0])}
-    want_l2 = dict(base, l2_steps=cfg["lpn_l2"], l2_lr=list(L2_LR))
-    gammas = [m * gmin for m in (8, 4, 2, 1)]
-    want_pm = dict(want_l2, pm_stage_steps=cfg["lpn_stage"], gammas=gammas, pm_lr=[2e-4, 2e-5])
-    return want_l2, want_pm, gammas
-
-
-def get_lpn(out: Path, name, patches, cfg, log):
-    """(LPN after l2 pre-training, after proximal matching, LPN-J, configs), cached under --out,
-    all at the domain's SIGMA_TRAIN."""
-    sigma = SIGMA_TRAIN[name]
-    want_l2, want_pm, gammas = _lpn_wants(name, patches, cfg, sigma)
-    skel = _lpn_skeleton(cfg)
-    sampler = _sampler(patches, cfg["batch"])
-    p_l2, p_pm = out / "priors" / f"lpn_l2_{name}", out / "priors" / f"lpn_pm_{name}"
-    got = _load_or_none(p_l2, want_l2, skel)
-    if got is None:
-        t0 = time.perf_counter()
-        res = train_lpn(_lpn_skeleton(cfg, patches, sigma), sampler, Schedule((Stage("l2", cfg["lpn_l2"], L2_LR),)),
-                        key=jax.random.key(1), sigma=_train_sigma(name), steps_per_call=50,
-                        progress=False)
-        got = (res.model, {"want": want_l2, "train_seconds": time.perf_counter() - t0})
-        _save(p_l2, *got)
-        log(f"trained LPN (l2) {name}: {cfg['lpn_l2']} steps, {got[1]['train_seconds']:.0f} s")
-    else:
-        log(f"reusing {p_l2}")
-    lpn_l2, c_l2 = got
-    got = _load_or_none(p_pm, want_pm, skel)
-    if got is None:
-        t0 = time.perf_counter()
-        res = train_lpn(lpn_l2, sampler, Schedule(_pm_stages(cfg, gammas)), key=jax.random.key(4),
-                        sigma=_train_sigma(name), steps_per_call=cfg["lpn_stage"], progress=False)
-        got = (res.model, {"want": want_pm, "train_seconds": c_l2["train_seconds"]
-                           + time.perf_counter() - t0})
-        _save(p_pm, *got)
-        log(f"trained LPN (pm) {name}: +{4 * cfg['lpn_stage']} steps, "
-            f"{got[1]['train_seconds']:.0f} s in all")
-    else:
-        log(f"reusing {p_pm}")
-    lpn_pm, c_pm = got
-    lpn_j, _ = get_lpn_j(out, name, patches, cfg, log, sigma)
-    return lpn_l2, lpn_pm, lpn_j, c_l2, c_pm
-
-
-def get_lpn_j(out: Path, name, patches, cfg, log, sigma):
-    """LPN-J at training noise ``sigma``: the same network and schedule trained from scratch
-    with the expansiveness penalty from the first step (fine-tuning the trained LPN could not
-    undo its expansiveness: top eigenvalue still 1.5 at noisy validation crops). Cached as
-    ``lpn_j_{name}`` at the domain's SIGMA_TRAIN, ``lpn_j_{name}_sigma{sigma}`` otherwise."""
-    _, want_pm, gammas = _lpn_wants(name, patches, cfg, sigma)
-    own = sigma == SIGMA_TRAIN[name]
-    want_j = dict(want_pm, expansiveness_weight=EXPANSIVENESS_WEIGHT, probes=PROBES,
-                  probe_sigma=[sigma, 15 * sigma], probe_blur=list(PROBE_BLURS),
-                  power_iterations=POWER_ITERATIONS)
-    p_j = out / "priors" / (f"lpn_j_{name}" if own else f"lpn_j_{name}_sigma{sigma:g}")
-    got = _load_or_none(p_j, want_j, _lpn_skeleton(cfg))
-    if got is None:
-        t0 = time.perf_counter()
-        res = train_lpn(_lpn_skeleton(cfg, patches, sigma), _sampler(patches, cfg["batch"]),
-                        _lpn_schedule(cfg, gammas), key=jax.random.key(7),
-                        sigma=_train_sigma(name) if own else sigma, steps_per_call=50,
-                        expansiveness_weight=EXPANSIVENESS_WEIGHT, probes=PROBES,
-                        probe_sigma=(sigma, 15 * sigma), probe_fn=_blurred_probes(cfg, sigma),
-                        power_iterations=POWER_ITERATIONS, progress=False)
-        got = (res.model, {"want": want_j, "train_seconds": time.perf_counter() - t0})
-        _save(p_j, *got)
-        log(f"trained LPN-J {name} (sigma {sigma}): {res.step} steps, {got[1]['train_seconds']:.0f} s")
-    else:
-        log(f"reusing {p_j}")
-    return got
-
-
-def get_cnn(out: Path, name, patches, lpn, cfg, log):
-    path = out / "priors" / f"cnn_{name}"
-    # depth = the ICNN's convolutions on its main path + the read-out
-    skeleton = matched_cnn(lpn, depth=len(cfg["hidden"]) + 1, key=jax.random.key(2))
-    want = {"width": skeleton.layers[0].out_channels, "depth": len(skeleton.layers),
-            "sigma": SIGMA_TRAIN[name], **_sigma_key(), "steps": cfg["cnn_steps"], "batch": cfg["batch"],
-            "patch": cfg["patch"], "n_patches": int(patches.shape[0])}
-    if (path / "config.json").exists():
-        config = json.loads((path / "config.json").read_text())
-        if config.get("cnn") == want:
-            log(f"reusing {path}")
-            return eqx.tree_deserialise_leaves(path / "model.eqx", skeleton), config
-    t0 = time.perf_counter()
-    res = train_denoiser(skeleton, _sampler(patches, cfg["batch"]), sigma=_train_sigma(name),
-                         steps=cfg["cnn_steps"], key=jax.random.key(3), steps_per_call=50,
-                         progress=False)
-    config = {"cnn": want, "train_seconds": time.perf_counter() - t0}
-    path.mkdir(parents=True, exist_ok=True)
-    eqx.tree_serialise_leaves(path / "model.eqx", res.model)
-    (path / "config.json").write_text(json.dumps(config, indent=2))
-    log(f"trained CNN {name}: {cfg['cnn_steps']} steps, {config['train_seconds']:.0f} s")
-    return res.model, config
 
 
 def denoise_eval(priors_d, clean, log, name):
@@ -389,16 +166,15 @@ def _tv(lam):
 def methods_for(task, priors, cfg):
     norm = task["norm"]
     d = task["data"]
-    rho_lpn = [f * norm for f in (1.02, 1.2, 1.5, 2.5, 5.0, 10.0)]
-    rho_free = [f * norm for f in (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)]
+    rho_lpn, rho_free = rho_grid(norm, LPN_RHO_FACTORS), rho_grid(norm, FREE_RHO_FACTORS)
     out = {
         "LPN": [(rho, priors[d]["lpn"], {"rho": rho}) for rho in rho_lpn],
         "LPN-l2": [(rho, priors[d]["lpn_l2"], {"rho": rho}) for rho in rho_lpn],
         "LPN-J": [(rho, priors[d]["lpn_j"], {"rho": rho}) for rho in rho_lpn],
         # the same prior and objective by pdeml.inverse.lpn_map: guaranteed for every rho, so
         # the data weight is free (PnP's rho > ||A^T A|| ties it to the training noise level)
-        "LPN-J MAP": [(f * norm, priors[d]["lpn_j_map"], {"rho": f * norm})
-                      for f in (0.02, 0.05, 0.1, 0.2, 0.5, 1.02, 2.5, 5.0)],
+        "LPN-J MAP": [(rho, priors[d]["lpn_j_map"], {"rho": rho})
+                      for rho in rho_grid(norm, MAP_RHO_FACTORS)],
         "MSE-CNN": [(rho, priors[d]["cnn"], {"rho": rho}) for rho in rho_free],
         # TV minimises ||Ax - y||^2 / 2 + lam TV(x) (prox weight lam / rho); rho changes only how
         # fast ADMM gets there, which matters at the iteration cap (CT: 18.5 dB at rho = ||A^T A||
@@ -469,12 +245,9 @@ def run_task(task, val, test, priors, cfg, key, log):
     recon = {}
     for mname, grid in methods_for(task, priors, cfg).items():
         t0 = time.perf_counter()
-        scores = []
         n_tune, n_max = _iteration_cap(mname, cfg, tuning=True), _iteration_cap(mname, cfg)
-        for rho, prox, hp in grid if len(grid) > 1 else []:
-            r = _run(op, prox, yv, rho, n_tune, mname)
-            scores.append(float(psnr(r.x, jnp.asarray(val, DTYPE)).mean()))
-        best = int(np.nanargmax(scores)) if scores else 0
+        best, scores = select_on_validation(
+            grid, lambda c: _run(op, c[1], yv, c[0], n_tune, mname).x, jnp.asarray(val, DTYPE))
         rho, prox, hp = grid[best]
         tune_s = time.perf_counter() - t0
         # timing on the (compiled) validation problem, one image
@@ -512,14 +285,10 @@ def run_task(task, val, test, priors, cfg, key, log):
             f"SSIM {m['ssim_mean']:.3f}  {hp}  {iters} it, {1e3 * m['seconds_per_iteration_val']:.1f} ms/it")
     if task["name"].startswith("pde"):
         t0 = time.perf_counter()
-        best = None
-        for reg in ("identity", "gradient"):
-            for lam in (1e-4, 1e-3, 1e-2, 3e-2, 1e-1):
-                xv = tikhonov(op, yv, lam, regularizer=reg)
-                sc = float(psnr(xv, jnp.asarray(val, DTYPE)).mean())
-                if best is None or sc > best[0]:
-                    best = (sc, reg, lam)
-        _, reg, lam = best
+        grid = [(reg, lam) for reg in ("identity", "gradient") for lam in (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)]
+        best, _ = select_on_validation(grid, lambda c: tikhonov(op, yv, c[1], regularizer=c[0]),
+                                       jnp.asarray(val, DTYPE))
+        reg, lam = grid[best]
         xt = tikhonov(op, yt, lam, regularizer=reg)
         p = np.asarray(psnr(xt, jnp.asarray(test, DTYPE)))
         q = np.asarray(ssim(xt, jnp.asarray(test, DTYPE))).reshape(len(test), -1).mean(axis=1)
@@ -673,7 +442,7 @@ def main(argv=None):
     p.add_argument("--train-sigma", default=None, metavar="LOW,HIGH",
                    help="train both priors on noise levels drawn from [LOW, HIGH] per sample")
     args = p.parse_args(argv)
-    global TRAIN_SIGMA_RANGE
+    train_sigma = None
     if args.train_sigma:
         try:
             lo, hi = (float(v) for v in args.train_sigma.split(","))
@@ -681,7 +450,7 @@ def main(argv=None):
             p.error(f"--train-sigma must be LOW,HIGH, got {args.train_sigma!r}")
         if not 0 < lo <= hi:
             p.error(f"--train-sigma needs 0 < LOW <= HIGH, got {args.train_sigma!r}")
-        TRAIN_SIGMA_RANGE = (lo, hi)
+        train_sigma = (lo, hi)
     cfg = QUICK if args.quick else FULL
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -694,15 +463,10 @@ def main(argv=None):
     ct_patches, ct_val, ct_test = ct_data(cfg)
     log(f"natural: {nat_patches.shape[0]} training patches, test {nat_test.shape}; "
         f"CT: {ct_patches.shape[0]} training patches, test {ct_test.shape}")
-    priors = {}
-    for name, patches in (("natural", nat_patches), ("ct", ct_patches)):
-        lpn_l2, lpn, lpn_j, _, lcfg = get_lpn(out, name, patches, cfg, log)
-        lpn_j_map, jcfg = ((lpn_j, None) if SIGMA_MAP == SIGMA_TRAIN[name]
-                           else get_lpn_j(out, name, patches, cfg, log, SIGMA_MAP))
-        cnn, ccfg = get_cnn(out, name, patches, lpn, cfg, log)
-        priors[name] = {"lpn": lpn, "lpn_l2": lpn_l2, "lpn_j": lpn_j, "lpn_j_map": lpn_j_map,
-                        "cnn": cnn, "lpn_config": lcfg, "cnn_config": ccfg,
-                        "lpn_j_map_config": jcfg}
+    cache, recipe = PriorCache(out / "priors"), recipe_for(cfg, train_sigma)
+    priors = {name: prior_set(cache, name, patches, recipe, SIGMA_TRAIN[name], map_sigma=SIGMA_MAP,
+                              log=log)
+              for name, patches in (("natural", nat_patches), ("ct", ct_patches))}
     try:
         import bm3d  # noqa: F401
 

@@ -4,7 +4,7 @@
 measures why. Two workloads, the same updates in both modes (``steps`` updates after a warm-up
 run that compiles both):
 
-* ``conv_lpn``: the convolutional LPN prior of ``benchmarks/inverse.py`` (hidden 32^3, batch 16
+* ``conv_lpn``: the natural-image LPN prior of ``pdeml.inverse.recipes`` (hidden 32^3, batch 16
   of 16 x 16 patches, l2 loss; its gradient is a second derivative of the ICNN);
 * ``mlp``: a 2 x 64 tanh MLP regression, batch 256 (dispatch-bound: tiny ops).
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -31,20 +30,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from pdeml.prox import Schedule, Stage, train_lpn  # noqa: E402
-from pdeml.train import train  # noqa: E402
+from pdeml.inverse.recipes import TRAINING_NOISE, PriorRecipe, natural_training_patches
+from pdeml.prox import Schedule, Stage, train_lpn
+from pdeml.train import train
 
 
 def conv_lpn_run(steps):
-    import inverse as inv
-
-    patches, _, _ = inv.natural_data(inv.FULL)
-    sigma = inv.SIGMA_TRAIN["natural"]
-    lpn = inv._lpn_skeleton(inv.FULL, patches, sigma)
-    sampler = inv._sampler(patches, 16)
-    schedule = Schedule((Stage("l2", steps, inv.L2_LR),))
+    recipe = PriorRecipe()  # the benchmark's full-size natural-image LPN
+    patches = natural_training_patches(recipe.patch)
+    sigma = TRAINING_NOISE["natural"]
+    lpn = recipe.skeleton(patches, sigma)
+    sampler = recipe.sampler(patches)
+    schedule = Schedule((Stage("l2", steps, recipe.l2_lr),))
 
     def run(scan):
         return train_lpn(lpn, sampler, schedule, key=jax.random.key(1), sigma=sigma,

@@ -13,6 +13,12 @@
 - Pretrained priors (:mod:`pdeml.inverse.pretrained_priors`): :func:`pretrained` loads a shipped LPN
   prior by name (checksummed), :func:`available_priors`, :func:`pretrained_info` (how it was
   trained, the PSNR measured with it).
+- Recipes (:mod:`pdeml.inverse.recipes`): :class:`PriorRecipe` (how the LPN, LPN-J and MSE-CNN
+  image priors are built and trained), the training data (:func:`natural_training_patches`,
+  :func:`natural_test_crops`, :func:`ct_training_patches`, :func:`patch_sampler`),
+  :class:`PriorCache` (trained priors on disk, atomic and checksummed), :func:`prior_set` (every
+  prior of an image domain, cached), :func:`select_on_validation` and :func:`rho_grid`
+  (hyper-parameters chosen on validation data).
 - Metrics and phantoms: :func:`psnr`, :func:`ssim`, :func:`shepp_logan`, :func:`disc`,
   :func:`random_ellipses`.
 
@@ -46,6 +52,17 @@ from pdeml.inverse.priors import (
     load_near_identity_lpn,
     near_identity_lpn,
 )
+from pdeml.inverse.recipes import (
+    PriorCache,
+    PriorRecipe,
+    ct_training_patches,
+    natural_test_crops,
+    natural_training_patches,
+    patch_sampler,
+    prior_set,
+    rho_grid,
+    select_on_validation,
+)
 from pdeml.inverse.solvers import (
     ConvergenceConditions,
     PnPResult,
@@ -68,12 +85,15 @@ __all__ = [
     "LinearOperator",
     "MatrixOperator",
     "PnPResult",
+    "PriorCache",
+    "PriorRecipe",
     "QuadraticICNN",
     "Radon",
     "available_priors",
     "conjugate_gradient",
     "convergence_conditions",
     "count_parameters",
+    "ct_training_patches",
     "disc",
     "dot_product_test",
     "matched_cnn",
@@ -81,14 +101,20 @@ __all__ = [
     "load_near_identity_lpn",
     "lpn_map",
     "measure",
+    "natural_test_crops",
+    "natural_training_patches",
     "near_identity_lpn",
+    "patch_sampler",
     "pnp_admm",
     "pnp_pgd",
     "pretrained",
     "pretrained_info",
+    "prior_set",
     "psnr",
     "random_ellipses",
     "render_ellipses",
+    "rho_grid",
+    "select_on_validation",
     "shepp_logan",
     "ssim",
     "tikhonov",
