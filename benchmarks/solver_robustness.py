@@ -95,7 +95,6 @@ from pdeml.core import (  # noqa: E402
     RESULT_MESSAGES,
     STAGNATED,
     SUCCESS,
-    ImplicitAdjoint,
     LevenbergMarquardt,
     solve_least_squares,
 )
@@ -410,8 +409,8 @@ def solve(lsq, w0, backend: str, solver: LevenbergMarquardt):
     frozen = ls.stop_gradient_arrays(lsq)
     w_star, iterations, own = levenberg_marquardt_optimistix(
         frozen, w0, solver, linear_solver=BACKEND_LINEAR_SOLVERS[backend])
-    stats = ls._stats(frozen, w_star, iterations, own, solver)
-    return ls._attach_implicit(w_star, lsq, ImplicitAdjoint()), stats, own
+    w, stats = ls.external_solution(lsq, w_star, iterations, own, solver)
+    return w, stats, own
 
 
 def layer_forward(problem: PDEProblem, backend: str, solver: LevenbergMarquardt):
