@@ -159,7 +159,7 @@ def test_select_on_validation_matches_brute_force():
     assert nan_first[0] == 1
 
 
-@pytest.mark.slow  # ~30 s: trains all five tiny priors of two noise levels
+@pytest.mark.slow  # ~20 s on a loaded 2-core CPU: trains all five tiny priors, two noise levels
 def test_prior_set_trains_and_then_reuses_the_cache(tmp_path):
     patches, log = _patches(), []
     first = prior_set(PriorCache(tmp_path), "d", patches, TINY, 0.05, map_sigma=0.1, log=log.append)
