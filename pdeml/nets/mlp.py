@@ -33,6 +33,14 @@ def _float_dtype(dtype):
     return dtype
 
 
+_INITS = ("uniform", "glorot_normal")
+
+
+def _check_init(init):
+    if init not in _INITS:
+        raise ValueError(f"unknown init {init!r}; expected one of {list(_INITS)}")
+
+
 def _check_size(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -41,11 +49,15 @@ def _check_size(name, value):
 class PointwiseLinear(eqx.Module):
     """``y = x @ weight + bias`` over the last (channel) axis.
 
-    Initialised like ``torch.nn.Linear``: entries uniform in ``+-1/sqrt(in_channels)``.
+    Initialised like ``torch.nn.Linear`` (``init="uniform"``, the default): entries uniform in
+    ``+-1/sqrt(in_channels)``. ``init="glorot_normal"``: weights normal with variance
+    ``2 / (in_channels + out_channels)`` (drawn from ``key`` in the ``(out, in)`` layout of
+    ``torch.nn.Linear`` and stored transposed), zero bias.
 
     Arguments:
         in_channels, out_channels: channel counts.
         use_bias: add a bias.
+        init: ``"uniform"`` or ``"glorot_normal"``.
         key: PRNG key.
         dtype: parameter dtype (default: JAX's default float).
 
@@ -62,14 +74,23 @@ class PointwiseLinear(eqx.Module):
     out_channels: int = eqx.field(static=True)
 
     def __init__(self, in_channels: int, out_channels: int, *, use_bias: bool = True,
-                 key: PRNGKeyArray, dtype=None):
+                 init: str = "uniform", key: PRNGKeyArray, dtype=None):
         _check_size("in_channels", in_channels)
         _check_size("out_channels", out_channels)
+        _check_init(init)
         dtype = _float_dtype(dtype)
         kw, kb = jax.random.split(key)
-        lim = 1.0 / math.sqrt(in_channels)
-        self.weight = jax.random.uniform(kw, (in_channels, out_channels), dtype, -lim, lim)
-        self.bias = jax.random.uniform(kb, (out_channels,), dtype, -lim, lim) if use_bias else None
+        shape = (in_channels, out_channels)
+        if init == "uniform":
+            lim = 1.0 / math.sqrt(in_channels)
+            self.weight = jax.random.uniform(kw, shape, dtype, -lim, lim)
+            self.bias = jax.random.uniform(kb, (out_channels,), dtype, -lim, lim) if use_bias else None
+        else:
+            # drawn in the (out, in) layout of torch / eqx.nn.Linear from the layer's key, so a
+            # network built that way with the same keys starts from the same weights
+            std = math.sqrt(2.0 / (in_channels + out_channels))
+            self.weight = std * jax.random.normal(key, shape[::-1], dtype).T
+            self.bias = jnp.zeros((out_channels,), dtype) if use_bias else None
         self.in_channels = in_channels
         self.out_channels = out_channels
 
@@ -96,6 +117,8 @@ class MLP(eqx.Module):
         activation: hidden nonlinearity (default exact GELU); stored as a static field, so pass
             a module-level function (not a fresh ``lambda``/``partial``) to share compilations.
         final_activation: applied to the output (default identity).
+        init: parameter initialisation of every layer, ``"uniform"`` (``torch.nn.Linear``'s,
+            the default) or ``"glorot_normal"`` (zero biases), see :class:`PointwiseLinear`.
         key: PRNG key.
         dtype: parameter dtype.
 
@@ -104,6 +127,10 @@ class MLP(eqx.Module):
         >>> mlp = MLP(2, 1, width=16, depth=2, key=jax.random.key(0))
         >>> mlp(jnp.ones((100, 2))).shape
         (100, 1)
+        >>> tanh_net = MLP(4, 1, width=8, depth=2, activation=jnp.tanh, init="glorot_normal",
+        ...                key=jax.random.key(0))
+        >>> tanh_net(jnp.zeros(4)).shape
+        (1,)
     """
 
     layers: tuple[PointwiseLinear, ...]
@@ -112,14 +139,14 @@ class MLP(eqx.Module):
 
     def __init__(self, in_size: int, out_size: int, *, width: int, depth: int,
                  activation: Callable = gelu, final_activation: Callable | None = None,
-                 key: PRNGKeyArray, dtype=None):
+                 init: str = "uniform", key: PRNGKeyArray, dtype=None):
         _check_size("width", width)
         if not isinstance(depth, int) or depth < 0:
             raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
         sizes = [in_size] + [width] * depth + [out_size]
         keys = jax.random.split(key, len(sizes) - 1)
         self.layers = tuple(
-            PointwiseLinear(a, b, key=k, dtype=dtype) for a, b, k in zip(sizes[:-1], sizes[1:], keys)
+            PointwiseLinear(a, b, init=init, key=k, dtype=dtype) for a, b, k in zip(sizes[:-1], sizes[1:], keys)
         )
         self.activation = activation
         self.final_activation = final_activation

@@ -129,7 +129,13 @@ def _update(carry, step, static, stop, key, loss_fn, optimizer, batch_fn):
         return loss, (metrics, jax.lax.stop_gradient(new))
 
     (loss, (metrics, new_state)), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
-    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+        # Line-search optimisers (optax.lbfgs) use these; the others ignore them.
+        updates, new_opt_state = optimizer.update(
+            grads, opt_state, params, value=loss, grad=grads, value_fn=lambda p: objective(p)[0]
+        )
+    else:
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
     new_params = eqx.apply_updates(params, updates)
     active = step < stop
     finite = jnp.isfinite(loss) & _tree_all_finite(grads)
@@ -259,6 +265,7 @@ def train(
     eval_every: int | None = None,
     filter_spec=eqx.is_inexact_array,
     progress: bool = True,
+    desc: str = "train",
     callback: Callable | None = None,
     metadata: dict | None = None,
     scan: bool | None = None,
@@ -278,6 +285,9 @@ def train(
             ``metrics`` a dict of scalars (may be empty). Traced under JIT.
         optimizer: an ``optax.GradientTransformation``; put gradient clipping, schedules,
             weight decay in it (``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))``).
+            A ``GradientTransformationExtraArgs`` also receives ``value=`` (the loss),
+            ``grad=`` and ``value_fn=`` (the loss of the trainable parameters on this update's
+            batch and key), so line-search optimisers such as ``optax.lbfgs()`` work.
         batch_fn: ``batch_fn(step, key) -> batch``, a JAX-traceable *pure function of the
             step* (``step`` is a traced int32 scalar): resuming reproduces the run only if the
             data of update ``s`` depends on nothing else. Close over arrays to index a dataset.
@@ -298,6 +308,7 @@ def train(
         filter_spec: which leaves are trained, as for :func:`equinox.partition` (a bool pytree
             or a callable); the rest are frozen (no gradient, no optimiser state).
         progress: show a progress bar (tqdm on a TTY, plain lines otherwise).
+        desc: the progress bar's label.
         callback: ``callback(step, model)`` on the host after each compiled call (after any
             checkpoint/evaluation at that step); it may raise to stop training.
         metadata: extra JSON-serialisable data stored in every checkpoint header. On resume it
@@ -416,7 +427,7 @@ def train(
         evaluate(start, model)
         step = start
         stop = jnp.asarray(steps, dtype=jnp.int32)
-        with ProgressBar(steps, initial=start, desc="train", enabled=progress) as bar:
+        with ProgressBar(steps, initial=start, desc=desc, enabled=progress) as bar:
             while step < steps:
                 n = min(steps_per_call, steps - step)
                 new_params, new_opt_state, new_state, losses, metrics, finite = run_chunk(
