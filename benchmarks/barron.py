@@ -33,15 +33,16 @@ from pdeml.barron import (  # noqa: E402
     RidgeSum,
     SemilinearLagrangian,
     barron_norm,
+    deep_ritz,
     manufactured_problem,
     newton_krylov,
     orthogonal_greedy,
+    pinn,
     random_features_fit,
     relative_l2_error,
     sobolev_gradient_descent,
     worst_case_barron_bound,
 )
-from pdeml.barron.ritz import deep_ritz, pinn  # noqa: E402
 
 EPS = 1e-8
 

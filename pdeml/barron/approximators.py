@@ -24,13 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import jax.flatten_util
-import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from pdeml.core.validation import check_positive_int, check_real_number
+from pdeml.core.validation import check_choice, check_positive_int, check_real_number
+from pdeml.train import train
 
 from .networks import CosineNetwork, PeriodicShallowNetwork
 from .norms import _canonical_frequencies
+from .ritz import _optax_optimizer
 from .spectral import wavenumbers
 
 __all__ = [
@@ -127,8 +128,7 @@ def maurey_sample(target: CosineNetwork, width: int, *, key: PRNGKeyArray) -> Co
         >>> maurey_sample(t, 100, key=jax.random.key(0)).width
         100
     """
-    if width < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
+    check_positive_int("width", width)
     c = target.coefficients
     a = jnp.sum(jnp.abs(c))
     idx = jax.random.choice(key, c.shape[0], (width,), p=jnp.abs(c) / a)
@@ -321,8 +321,7 @@ def fit_shallow(
     check_real_number("damping", damping, minimum=0.0)
     check_real_number("ridge", ridge, minimum=0.0)
     _check_data(x, y)
-    if method not in ("lstsq", "adam", "lbfgs", "gauss_newton"):
-        raise ValueError(f"unknown method {method!r}; expected one of ['lstsq', 'adam', 'lbfgs', 'gauss_newton']")
+    check_choice("method", method, ("lstsq", "adam", "lbfgs", "gauss_newton"))
     if x.shape[1] != model.dim:
         raise ValueError(f"x has dimension {x.shape[1]} but the model has dim={model.dim}")
     if method == "lstsq":
@@ -337,58 +336,62 @@ def fit_shallow(
     return _fit_iterative(model, x, y, method=method, steps=steps, learning_rate=learning_rate, damping=damping)
 
 
-@eqx.filter_jit
+class _MSE(eqx.Module):
+    """The mean squared error of the trainable parameters on the samples (a
+    :func:`pdeml.train.train` loss)."""
+
+    static: eqx.Module
+
+    def __call__(self, params, batch, key):
+        return _mse(eqx.combine(params, self.static), *batch), {}
+
+
+class _Samples(eqx.Module):
+    """The full batch ``(x, y)`` at every step."""
+
+    x: Array
+    y: Array
+
+    def __call__(self, step, key):
+        return self.x, self.y
+
+
 def _fit_iterative(model, x, y, *, method, steps, learning_rate, damping):
+    if method == "gauss_newton":
+        return _fit_gauss_newton(model, x, y, steps=steps, damping=damping)
     params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt = _optax_optimizer(method, float(learning_rate) if method == "adam" else None)
+    run = train(params, _MSE(static), opt, _Samples(x, y), steps=steps, key=jax.random.key(0),
+                steps_per_call=steps, progress=False, scan=True)  # one compiled loop, as fast as a hand-written scan
+    hist = jnp.asarray(run.series("loss")[1], x.dtype)
+    return FitResult(eqx.combine(run.model, static), hist)
 
-    def loss_fn(p):
-        return _mse(eqx.combine(p, static), x, y)
 
-    if method == "adam":
-        opt = optax.adam(learning_rate)
+@eqx.filter_jit
+def _fit_gauss_newton(model, x, y, *, steps, damping):
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
 
-        def step(c, _):
-            p, s = c
-            val, g = jax.value_and_grad(loss_fn)(p)
-            upd, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, upd), s), val
+    def resid(f):
+        return jax.vmap(eqx.combine(unravel(f), static))(x) - y
 
-        (params, _), hist = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    elif method == "lbfgs":
-        opt = optax.lbfgs()
-        vg = optax.value_and_grad_from_state(loss_fn)
+    def step(c, _):
+        f, mu = c
+        r = resid(f)
+        jac = jax.jacfwd(resid)(f)
+        jtj = jac.T @ jac
+        jtr = jac.T @ r
+        scale = jnp.diag(jtj) + 1e-12
+        delta = jnp.linalg.solve(jtj + mu * jnp.diag(scale), -jtr)
+        old = jnp.mean(r**2)
+        new = jnp.mean(resid(f + delta) ** 2)
+        ok = new < old
+        f = jnp.where(ok, f + delta, f)
+        mu = jnp.where(ok, mu * 0.3, mu * 10.0)
+        return (f, jnp.clip(mu, 1e-12, 1e12)), jnp.minimum(old, new)
 
-        def step(c, _):
-            p, s = c
-            val, g = vg(p, state=s)
-            upd, s = opt.update(g, s, p, value=val, grad=g, value_fn=loss_fn)
-            return (optax.apply_updates(p, upd), s), val
-
-        (params, _), hist = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    else:
-        flat, unravel = jax.flatten_util.ravel_pytree(params)
-
-        def resid(f):
-            return jax.vmap(eqx.combine(unravel(f), static))(x) - y
-
-        def step(c, _):
-            f, mu = c
-            r = resid(f)
-            jac = jax.jacfwd(resid)(f)
-            jtj = jac.T @ jac
-            jtr = jac.T @ r
-            scale = jnp.diag(jtj) + 1e-12
-            delta = jnp.linalg.solve(jtj + mu * jnp.diag(scale), -jtr)
-            old = jnp.mean(r**2)
-            new = jnp.mean(resid(f + delta) ** 2)
-            ok = new < old
-            f = jnp.where(ok, f + delta, f)
-            mu = jnp.where(ok, mu * 0.3, mu * 10.0)
-            return (f, jnp.clip(mu, 1e-12, 1e12)), jnp.minimum(old, new)
-
-        (flat, _), hist = jax.lax.scan(step, (flat, jnp.asarray(damping, x.dtype)), None, length=steps)
-        params = unravel(flat)
-    return FitResult(eqx.combine(params, static), hist)
+    (flat, _), hist = jax.lax.scan(step, (flat, jnp.asarray(damping, x.dtype)), None, length=steps)
+    return FitResult(eqx.combine(unravel(flat), static), hist)
 
 
 def relative_l2_error(model: Callable, target: Callable, x: Float[Array, "M d"]) -> Float[Array, ""]:

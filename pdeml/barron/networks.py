@@ -6,7 +6,8 @@
 - :class:`PeriodicShallowNetwork`: ``u(x) = sum_j a_j sigma(w_j . phi(x) + b_j)`` with the
   periodic embedding ``phi(x) = (cos 2 pi x, sin 2 pi x)`` and ``sigma`` = tanh or ReLU^k;
   only path-norm upper bounds of its Barron norm are available.
-- :class:`PeriodicMLP`: a deep tanh network on the same embedding (the Deep Ritz default).
+- :class:`PeriodicMLP`: a deep tanh :class:`pdeml.nets.MLP` on the same embedding (the Deep
+  Ritz default).
 
 Reference: [Barron] Marwah, Lipton, Lu, Risteski, ICML 2023 (arXiv:2210.12101); Barron 1993.
 """
@@ -19,6 +20,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from pdeml.core.validation import check_positive_int
+from pdeml.nets import MLP
 
 __all__ = ["CosineNetwork", "PeriodicShallowNetwork", "PeriodicMLP", "periodic_embedding"]
 
@@ -174,43 +178,47 @@ class PeriodicShallowNetwork(eqx.Module):
 
 
 class PeriodicMLP(eqx.Module):
-    """A tanh MLP on the periodic embedding: ``x -> phi(x) -> [Linear, tanh]*depth -> Linear``.
+    """A tanh :class:`pdeml.nets.MLP` on the periodic embedding: ``x -> phi(x) -> MLP -> scalar``,
+    ``depth`` hidden tanh layers of ``width`` units.
+
+    Attributes:
+        mlp: the network on the embedding (``2d`` inputs, one output).
 
     Example:
         >>> import jax
         >>> net = PeriodicMLP.random(2, width=8, depth=2, key=jax.random.key(0))
-        >>> net(jax.numpy.zeros(2)).shape
-        ()
+        >>> net(jax.numpy.zeros(2)).shape, net.num_parameters
+        ((), 121)
     """
 
-    weights: tuple
-    biases: tuple
+    mlp: MLP
+
+    def __check_init__(self):
+        first, last = self.mlp.layers[0], self.mlp.layers[-1]
+        if first.in_channels % 2 or last.out_channels != 1:
+            raise ValueError(
+                f"mlp must map 2d embedding features to one output, got {first.in_channels} -> "
+                f"{last.out_channels}"
+            )
 
     @property
     def dim(self) -> int:
-        return self.weights[0].shape[1] // 2
+        return self.mlp.layers[0].in_channels // 2
 
     @property
     def num_parameters(self) -> int:
-        return sum(w.size + b.size for w, b in zip(self.weights, self.biases))
+        return sum(leaf.size for leaf in jax.tree.leaves(eqx.filter(self.mlp, eqx.is_array)))
 
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
         _check_point(x, self.dim)
-        h = periodic_embedding(x)
-        for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            h = jnp.tanh(w @ h + b)
-        return (self.weights[-1] @ h + self.biases[-1])[0]
+        return self.mlp(periodic_embedding(x))[0]
 
     @classmethod
     def random(cls, dim: int, *, width: int, depth: int, key: PRNGKeyArray, dtype=None) -> "PeriodicMLP":
         """Glorot-normal weights, zero biases; ``depth`` hidden layers of ``width`` units."""
-        if depth < 1 or width < 1:
-            raise ValueError(f"depth and width must be >= 1, got depth={depth}, width={width}")
-        dtype = dtype or jnp.result_type(float)
-        sizes = [2 * dim] + [width] * depth + [1]
-        keys = jax.random.split(key, len(sizes) - 1)
-        weights, biases = [], []
-        for k, (m, n) in zip(keys, zip(sizes[:-1], sizes[1:])):
-            weights.append(jax.random.normal(k, (n, m), dtype) * math.sqrt(2.0 / (m + n)))
-            biases.append(jnp.zeros((n,), dtype))
-        return cls(tuple(weights), tuple(biases))
+        check_positive_int("dim", dim)
+        check_positive_int("width", width)
+        check_positive_int("depth", depth)
+        mlp = MLP(2 * dim, 1, width=width, depth=depth, activation=jnp.tanh, init="glorot_normal",
+                  key=key, dtype=dtype)
+        return cls(mlp)

@@ -28,7 +28,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .networks import CosineNetwork
 from .norms import cosine_network_barron_norm
 from .spectral import check_grid_sizes, spectral_divergence, spectral_gradient, torus_grid
-from pdeml.core.validation import check_real_number
+from pdeml.core.validation import check_choice, check_positive_int, check_real_number
 
 __all__ = [
     "Lagrangian",
@@ -249,8 +249,7 @@ class RidgeSum(eqx.Module):
     ) -> "RidgeSum":
         """Directions with ``min(nonzeros, d)`` entries of +-1 (so ``|w|`` is independent of d),
         amplitudes ``scale * N(0,1) / h^2`` for harmonic h, uniform phases."""
-        if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
+        check_positive_int("dim", dim)
         dtype = dtype or jnp.result_type(float)
         nz = min(nonzeros, dim)
         k1, k2, k3, k4 = jax.random.split(key, 4)
@@ -369,10 +368,8 @@ def make_test_problem(
     T4 regularised p-Laplacian (``delta``, ``q``, ``eps``), T5 polynomial (``gamma``). Without
     ``solution`` a :class:`RidgeSum` drawn from ``key`` (default ``jax.random.key(0)``) is used.
     """
-    if name not in TEST_PROBLEMS:
-        raise ValueError(f"unknown test problem {name!r}; expected one of {list(TEST_PROBLEMS)}")
-    if dim < 1:
-        raise ValueError(f"dim must be >= 1, got {dim}")
+    check_choice("test problem", name, TEST_PROBLEMS)
+    check_positive_int("dim", dim)
     if name == "T1":
         dtype = jnp.result_type(float)
         default_a = jnp.eye(dim, dtype=dtype) + 0.25 * (jnp.ones((dim, dim), dtype) - jnp.eye(dim, dtype=dtype)) / max(dim - 1, 1)

@@ -27,7 +27,7 @@ from jaxtyping import Array, Bool, Float, Int
 from pdeml.core.krylov import cg_solve
 from pdeml.core.least_squares import MAX_STEPS_REACHED, NONFINITE, SUCCESS
 from pdeml.core.linesearch import backtracking_line_search
-from pdeml.core.validation import check_real_number, error_if_failed
+from pdeml.core.validation import check_positive_int, check_real_number, error_if_failed
 
 from .norms import barron_norm
 from .problems import VariationalProblem, energy, euler_lagrange, hessian_vector_product
@@ -106,8 +106,7 @@ def _finish(traj: Trajectory, throw: bool, what: str) -> Trajectory:
 
 
 def _check_options(max_steps, tol, **counts):
-    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
-        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    check_positive_int("max_steps", max_steps)
     check_real_number("tol", tol, minimum=0.0)
     for name, v in counts.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
