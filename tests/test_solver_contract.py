@@ -1,0 +1,201 @@
+"""The solver contract: every public iterative solver returns a :class:`pdeml.core.Solution`,
+runs under ``jit`` and ``vmap``, reports non-convergence at ``max_steps=1`` with a
+:class:`pdeml.core.RESULTS` code, and raises ``equinox.EquinoxRuntimeError`` under
+``throw=True`` -- in float32 and float64.
+
+The Barron solvers (Sobolev descent, Newton-Krylov, Deep Ritz, fitting) do not return a
+``Solution`` yet and are not listed here.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pdeml.core import (
+    MAX_STEPS_REACHED,
+    NONFINITE,
+    RESULTS,
+    STAGNATED,
+    SUCCESS,
+    Solution,
+    StructuredLeastSquares,
+    max_steps_option,
+    solve_least_squares,
+)
+from pdeml.inverse.operators import MatrixOperator
+from pdeml.inverse.solvers import lpn_map, pnp_admm, pnp_pgd
+from pdeml.nets.icnn import DenseICNN
+from pdeml.prox import LPN, SoftThreshold, evaluate_regularizer
+
+DTYPES = (jnp.float32, jnp.float64)
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
+
+
+def _lpn(dtype):
+    return _cast(LPN(DenseICNN(2, (8,), key=jax.random.key(0), alpha=0.5)), dtype)
+
+
+# Each case: make(dtype) -> (solve, easy, hard). solve(data, **options) runs the solver on one
+# problem's data and returns its Solution; ``easy`` converges with the default options, ``hard``
+# does not converge in one step.
+
+
+def _least_squares(dtype):
+    features = jnp.stack([jnp.eye(3, dtype=dtype)])
+
+    def solve(target, **options):
+        # Phi(a) = a^3 - target: nonlinear, so one Levenberg-Marquardt step does not converge.
+        problem = StructuredLeastSquares(features, lambda a, t: a[0] ** 3 - t, aux=target)
+        return solve_least_squares(problem, jnp.full((3,), 3.0, dtype), **options)
+
+    return solve, jnp.asarray([1.0, 2.0, 0.5], dtype), jnp.asarray([1.0, 2.0, 0.5], dtype)
+
+
+def _lpn_inverse(dtype):
+    lpn = _lpn(dtype)
+    easy = jnp.asarray([[0.3, -0.2], [1.0, 0.5]], dtype)
+    return (lambda x, **options: lpn.inverse(x, **options)), easy, 40.0 * easy
+
+
+def _evaluate_regularizer(dtype):
+    lpn = _lpn(dtype)
+    easy = jnp.asarray([[0.3, -0.2], [1.0, 0.5]], dtype)
+    return (lambda x, **options: evaluate_regularizer(lpn, x, **options)[1]), easy, 40.0 * easy
+
+
+def _pnp(solver):
+    def make(dtype):
+        op = MatrixOperator(jnp.asarray([[1.0, 0.2], [0.0, 0.8]], dtype))
+
+        def solve(y, **options):
+            options.setdefault("tol", 1e-4)
+            return solver(op, SoftThreshold(0.1), y, 2.0, **options)
+
+        y = jnp.asarray([2.0, -0.7], dtype)
+        return solve, y, y
+
+    return make
+
+
+def _lpn_map(dtype):
+    lpn = _lpn(dtype)
+    op = MatrixOperator(jnp.asarray([[1.0, 0.2], [0.0, 0.8]], dtype))
+
+    def solve(y, **options):
+        return lpn_map(op, lpn, y, 0.5, **options)
+
+    y = jnp.asarray([1.0, -0.5], dtype)
+    return solve, y, 20.0 * y
+
+
+CASES = {
+    "solve_least_squares": _least_squares,
+    "LPN.inverse": _lpn_inverse,
+    "evaluate_regularizer": _evaluate_regularizer,
+    "pnp_pgd": _pnp(pnp_pgd),
+    "pnp_admm": _pnp(pnp_admm),
+    "lpn_map": _lpn_map,
+}
+
+
+def _failing_options(name):
+    # A stopping test one step cannot pass (an LPN's inverse far out is nearly linear, so one
+    # Newton step meets the float32 default tolerance there).
+    tight = {"pnp_pgd": {"tol": 0.0}, "pnp_admm": {"tol": 0.0},
+             "LPN.inverse": {"atol": 0.0, "rtol": 1e-12},
+             "evaluate_regularizer": {"atol": 0.0, "rtol": 1e-12}}
+    return {"max_steps": 1, "throw": False, **tight.get(name, {})}
+
+
+def _leaves_dtype(tree):
+    return {a.dtype for a in jax.tree.leaves(tree) if eqx.is_inexact_array(a)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_solution_under_jit_and_vmap(name, dtype):
+    solve, easy, _ = CASES[name](dtype)
+    sol = eqx.filter_jit(lambda d: solve(d, throw=False))(easy)
+    assert isinstance(sol, Solution)
+    assert sol.result.dtype == jnp.int32
+    assert bool(jnp.all(sol.converged)) and bool(jnp.all(sol.result == RESULTS.SUCCESS))
+    assert jnp.result_type(sol.value) == dtype and _leaves_dtype(sol.value) == {jnp.dtype(dtype)}
+
+    batch = jnp.stack([easy, 1.1 * easy])
+    many = jax.vmap(lambda d: solve(d, throw=False))(batch)
+    assert isinstance(many, Solution)
+    assert many.result.shape == (2, *sol.result.shape)
+    assert bool(jnp.all(many.converged))
+    # the first problem of the batch is the one solved alone (up to the round-off of batching)
+    atol = (1e-3 if dtype == jnp.float32 else 1e-8) * (1 + float(jnp.abs(sol.value).max()))
+    np.testing.assert_allclose(many.value[0], sol.value, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_max_steps_one_reports_and_throw_raises(name, dtype):
+    solve, _, hard = CASES[name](dtype)
+    options = _failing_options(name)
+    sol = jax.jit(lambda d: solve(d, **options))(hard)
+    assert isinstance(sol, Solution)
+    assert not bool(jnp.all(sol.converged))
+    failed = np.asarray(sol.result)[~np.asarray(sol.converged)]
+    assert set(failed.tolist()) <= {int(MAX_STEPS_REACHED), int(STAGNATED)}
+
+    many = jax.vmap(lambda d: solve(d, **options))(jnp.stack([hard, hard]))
+    assert not bool(jnp.any(many.converged.reshape(2, -1).all(axis=1)))
+
+    # Under equinox.filter_jit the error is raised as EquinoxRuntimeError (plain jax.jit wraps
+    # it in a JaxRuntimeError with the same message).
+    options["throw"] = True
+    with pytest.raises(eqx.EquinoxRuntimeError, match="max_steps"):
+        jax.block_until_ready(eqx.filter_jit(lambda d: solve(d, **options).value)(hard))
+    with pytest.raises(eqx.EquinoxRuntimeError, match="max_steps"):
+        jax.block_until_ready(eqx.filter_jit(jax.vmap(lambda d: solve(d, **options).value))(
+            jnp.stack([hard, hard])))
+    with pytest.raises(Exception, match="max_steps"):
+        jax.block_until_ready(jax.jit(lambda d: solve(d, **options).value)(hard))
+
+
+def test_results_enumeration_keeps_the_codes():
+    assert (SUCCESS, MAX_STEPS_REACHED, NONFINITE, STAGNATED) == (0, 1, 2, 3)
+    assert [int(c) for c in RESULTS] == [0, 1, 2, 3]
+    assert all(RESULTS(c).message for c in range(4))
+    sol = Solution(value=jnp.zeros(2), result=jnp.asarray([0, 2], jnp.int32), stats=None)
+    assert sol.converged.tolist() == [True, False]
+
+
+def test_iteration_cap_has_one_spelling():
+    with pytest.warns(DeprecationWarning, match="use max_steps="):
+        assert max_steps_option(None, 10, max_iter=3) == (3, "max_iter")
+    with pytest.raises(TypeError, match="once"):
+        max_steps_option(5, 10, max_iter=3)
+    with pytest.raises(ValueError, match="max_steps must be a positive integer"):
+        max_steps_option(0, 10)
+    solve, _, hard = _pnp(pnp_pgd)(jnp.float64)
+    new = solve(hard, max_steps=3)
+    with pytest.warns(DeprecationWarning):
+        old = solve(hard, max_iter=3)
+    assert int(new.iterations) == int(old.iterations) == 3
+    np.testing.assert_array_equal(new.value, old.value)
+
+
+def test_lpn_map_diagnostics_have_their_own_names():
+    solve, easy, _ = _lpn_map(jnp.float64)
+    sol = solve(jnp.stack([easy, 2 * easy]), max_steps=20)
+    hist = sol.history
+    assert hist.line_search_halvings.dtype == jnp.int32
+    k = int(sol.stats.iterations)
+    assert np.all(np.isfinite(np.asarray(hist.gradient_norm)[:k]))
+    assert sol.stats.sample_result.shape == (2,) and sol.stats.sample_iterations.shape == (2,)
+    # the names shared with PnPResult read the same records
+    np.testing.assert_array_equal(sol.primal_residual, hist.gradient_norm)
+    np.testing.assert_array_equal(sol.cg_iterations, hist.line_search_halvings)
+    assert bool(jnp.all(jnp.isnan(sol.lagrangian)))
