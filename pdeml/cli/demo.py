@@ -208,7 +208,7 @@ def _lpn_laplace(args, sizes: Sizes) -> tuple[dict, dict]:
     # R on [-2, 2], the range f covers on [-3, 3] (the trained inputs): R(x) needs the y with
     # f(y) = x, and beyond that range y leaves the region the prox was trained on.
     xr = jnp.linspace(-2.0, 2.0, 401, dtype=jnp.float64)[:, None]
-    R, inv = evaluate_regularizer(model, xr, atol=1e-10, rtol=1e-10, max_iter=200)
+    R, inv = evaluate_regularizer(model, xr, atol=1e-10, rtol=1e-10, max_steps=200)
     dev = R - jnp.abs(xr[:, 0])
     c = jnp.mean(dev)
     info = {
@@ -275,7 +275,7 @@ def _inverse_ct(args, sizes: Sizes) -> tuple[dict, dict]:
     info = {"settings": dict(s), "norm_AtA": norm, "methods": {}}
     rho = s["tv_rho_factor"] * norm
     tv = pnp_admm(op, TotalVariationProx(s["tv_lam"] / rho, ndim=2, gap_tol=1e-7, max_iter=100), y,
-                  rho, max_iter=sizes.ct_iters, tol=1e-4)
+                  rho, max_steps=sizes.ct_iters, tol=1e-4)
     info["methods"]["TV"] = {"psnr": float(psnr(tv.x, x)[0, 0]), "ssim": float(ssim(tv.x, x)[0, 0]),
                              "iterations": int(tv.iterations), "converged": bool(tv.converged)}
     images["TV"] = np.asarray(tv.x[0, 0])
@@ -285,7 +285,7 @@ def _inverse_ct(args, sizes: Sizes) -> tuple[dict, dict]:
         print(f"      {source}: the learned prior is skipped", flush=True)
     else:
         prox = jax.tree.map(lambda a: a.astype(dtype) if hasattr(a, "astype") else a, prox)
-        res = lpn_map(op, prox, y, s["map_rho_factor"] * norm, max_iter=sizes.ct_iters, tol=1e-4)
+        res = lpn_map(op, prox, y, s["map_rho_factor"] * norm, max_steps=sizes.ct_iters, tol=1e-4)
         info["methods"]["LPN MAP"] = {"psnr": float(psnr(res.x, x)[0, 0]),
                                       "ssim": float(ssim(res.x, x)[0, 0]),
                                       "iterations": int(res.iterations),
@@ -350,37 +350,11 @@ def _plt():
 
 
 def _figure_ds(run_dirs: dict, path: Path) -> Path:
-    import numpy as np
+    from pdeml.experiments.diffusion_sorption import plot_predictions
 
-    plt = _plt()
-    from pdeml.experiments.common import load_predictions
-
-    loaded = {m: load_predictions(d) for m, d in run_dirs.items()}
-    ref = next(iter(loaded.values()))["ref"][0]
-    fig, axes = plt.subplots(2, len(loaded) + 1, figsize=(4 * (len(loaded) + 1), 6), squeeze=False)
-    kw = dict(aspect="auto", origin="lower", extent=(0, 1, 0, 1))
-    im = axes[0, 0].imshow(ref.T, **kw)
-    axes[0, 0].set_title("reference (own BDF2 solver)")
-    fig.colorbar(im, ax=axes[0, 0])
-    axes[1, 0].axis("off")
     names = {"soft": "PI-SC", "hard": "PI-HC", "moe": "PI-HC-MoE"}
-    for j, (m, d) in enumerate(loaded.items(), start=1):
-        pred = d["pred"][0]
-        err = np.linalg.norm(pred - ref) / np.linalg.norm(ref)
-        im = axes[0, j].imshow(pred.T, **kw)
-        axes[0, j].set_title(f"{names.get(m, m)}: rel. L2 {100 * err:.2f}%")
-        fig.colorbar(im, ax=axes[0, j])
-        im = axes[1, j].imshow(np.abs(pred - ref).T, cmap="magma", **kw)
-        axes[1, j].set_title(f"{names.get(m, m)}: |error|")
-        fig.colorbar(im, ax=axes[1, j])
-    for ax in axes.ravel():
-        ax.set_xlabel("x / L")
-        ax.set_ylabel("t / T")
-    fig.suptitle("diffusion-sorption, test sample 0")
-    fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot_predictions({names.get(m, m): d for m, d in run_dirs.items()}, path, sample=0,
+                            title="diffusion-sorption, test sample 0")
 
 
 def _figure_lpn(curves: dict, path: Path) -> Path:

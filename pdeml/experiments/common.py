@@ -193,10 +193,15 @@ def pyplot():
 
 
 def save_figure(fig, out_png, *, dpi: int) -> Path:
-    """Lay out ``fig``, write it to ``out_png`` (parents created) and close it."""
+    """Lay out ``fig``, write it atomically to ``out_png`` (parents created) and close it."""
+    import io
+
+    from pdeml.core.io import atomic_write
+
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format=out_png.suffix.lstrip(".") or "png")
     pyplot().close(fig)
-    return out_png
+    return atomic_write(out_png, buf.getvalue())  # never a half-written figure

@@ -171,8 +171,10 @@ ExperimentConfig = DiffusionSorptionConfig
 parse_experts = DiffusionSorptionConfig.parse_experts
 
 
-def plot_predictions(run_dirs: dict[str, Path], out_png, *, sample: int = 0) -> Path:
-    """Reference, predictions and errors of one test sample for several runs (needs matplotlib)."""
+def plot_predictions(run_dirs: dict[str, Path], out_png, *, sample: int = 0,
+                     title: str | None = None) -> Path:
+    """Reference, predictions and errors of one test sample for several runs (needs matplotlib);
+    ``run_dirs``: ``{label: directory holding predictions.npz}``."""
     plt = pyplot()
     loaded = {name: load_predictions(d) for name, d in run_dirs.items()}
     ref = next(iter(loaded.values()))["ref"][sample]
@@ -194,4 +196,6 @@ def plot_predictions(run_dirs: dict[str, Path], out_png, *, sample: int = 0) -> 
     for ax in axes.ravel():
         ax.set_xlabel("x / L")
         ax.set_ylabel("t / T")
+    if title is not None:
+        fig.suptitle(title)
     return save_figure(fig, out_png, dpi=110)
