@@ -91,10 +91,10 @@ OURS = {
 
 
 def regularizer_benchmark(lpn, x, *, repeats, adam_steps=(1000, 2000), adam_repeats=1):
-    ref_R, ref = evaluate_regularizer(lpn, x, atol=1e-12, rtol=1e-12, max_iter=500)
+    ref_R, ref = evaluate_regularizer(lpn, x, atol=1e-12, rtol=1e-12, max_steps=500)
     rows = {}
     for name, opts in OURS.items():
-        f = _compiled(lambda m, v, opts=opts: evaluate_regularizer(m, v, atol=1e-6, rtol=0.0, max_iter=500, **opts), lpn, x)
+        f = _compiled(lambda m, v, opts=opts: evaluate_regularizer(m, v, atol=1e-6, rtol=0.0, max_steps=500, **opts), lpn, x)
         (R, info), t = _timed(f, repeats)
         rows[name] = {
             "seconds": t,

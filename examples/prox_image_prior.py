@@ -63,11 +63,11 @@ def main(argv=None):
     noise = [0.0, 0.025, 0.05, 0.1, 0.2, 0.3]
     blur = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
     study = perturbation_study(lpn, test, noise_levels=noise, blur_levels=blur, key=jax.random.key(7),
-                               max_iter=args.max_iter)
+                               max_steps=args.max_iter)
     ts = jnp.linspace(0, 1, 21)
     profiles = []
     for i, j in [(0, 1), (2, 3), (4, 5)]:
-        R, gap, conv = interpolation_profile(lpn, test[i], test[j], ts, max_iter=args.max_iter)
+        R, gap, conv = interpolation_profile(lpn, test[i], test[j], ts, max_steps=args.max_iter)
         d2 = R[:-2] + R[2:] - 2 * R[1:-1]  # second differences: < 0 somewhere = non-convex
         profiles.append({"pair": [i, j], "R": R.tolist(), "max_above_chord": gap,
                          "min_second_difference": float(d2.min()), "converged": conv})

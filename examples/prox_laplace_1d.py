@@ -43,7 +43,7 @@ def _evaluate(lpn: LPN, n: int, dtype, atol) -> dict:
     x = jnp.linspace(-3.0, 3.0, n, dtype=dtype)[:, None]
     f = lpn.prox(x)[:, 0]
     st = soft_threshold(x[:, 0], 1.0)
-    R, info = jax.jit(lambda m, v: evaluate_regularizer(m, v, max_iter=200, atol=atol, rtol=atol))(lpn, x)
+    R, info = jax.jit(lambda m, v: evaluate_regularizer(m, v, max_steps=200, atol=atol, rtol=atol))(lpn, x)
     dev = R - jnp.abs(x[:, 0])
     c = jnp.mean(dev)  # least-squares constant
     ef, eR = jnp.abs(f - st), jnp.abs(dev - c)
