@@ -149,8 +149,6 @@ def test_max_steps_one_reports_and_throw_raises(name, dtype):
     failed = np.asarray(sol.result)[~np.asarray(sol.converged)]
     assert set(failed.tolist()) <= {int(MAX_STEPS_REACHED), int(STAGNATED)}
 
-    many = jax.vmap(lambda d: solve(d, **options))(jnp.stack([hard, hard]))
-    assert not bool(jnp.any(many.converged.reshape(2, -1).all(axis=1)))
 
     # Under equinox.filter_jit the error is raised as EquinoxRuntimeError (plain jax.jit wraps
     # it in a JaxRuntimeError with the same message).
@@ -160,8 +158,6 @@ def test_max_steps_one_reports_and_throw_raises(name, dtype):
     with pytest.raises(eqx.EquinoxRuntimeError, match="max_steps"):
         jax.block_until_ready(eqx.filter_jit(jax.vmap(lambda d: solve(d, **options).value))(
             jnp.stack([hard, hard])))
-    with pytest.raises(Exception, match="max_steps"):
-        jax.block_until_ready(jax.jit(lambda d: solve(d, **options).value)(hard))
 
 
 def test_results_enumeration_keeps_the_codes():
