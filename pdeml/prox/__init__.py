@@ -22,7 +22,13 @@ from pdeml.prox.classical import (
     TotalVariationProx,
     soft_threshold,
 )
-from pdeml.prox.inversion import InversionResult, invert_adam, invert_potential
+from pdeml.prox.inversion import (
+    InversionResult,
+    InversionStats,
+    invert_adam,
+    invert_potential,
+    inversion_messages,
+)
 from pdeml.prox.lpn import LPN, ScaledLPN, evaluate_regularizer
 from pdeml.prox.training import (
     Schedule,
@@ -43,6 +49,8 @@ from pdeml.prox.training import (
 __all__ = [
     "BoxProx",
     "InversionResult",
+    "InversionStats",
+    "inversion_messages",
     "L2BallProjection",
     "L2NormProx",
     "LPN",
