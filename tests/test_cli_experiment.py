@@ -31,13 +31,18 @@ def test_run_experiment_writes_results_and_resumes(tmp_path):
         run_experiment(dataclasses.replace(cfg, steps=5), tmp_path / "run", progress=False)
 
 
-def test_cli_train_and_eval(tmp_path, capsys):
-    args = ["train", "diffusion-sorption", "--method", "soft", "--run-dir", str(tmp_path / "sc"),
-            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+def _tiny_soft_ds(run_dir, cache_dir):
+    """`pdeml train diffusion-sorption --method soft` with the TINY sizes."""
+    args = ["train", "diffusion-sorption", "--method", "soft", "--run-dir", str(run_dir),
+            "--cache-dir", str(cache_dir), "--no-progress"]
     for k, v in TINY.items():
         if k != "padding":
             args += [f"--{k.replace('_', '-')}", str(v)]
-    assert main(args) == 0
+    return args
+
+
+def test_cli_train_and_eval(tmp_path, capsys):
+    assert main(_tiny_soft_ds(tmp_path / "sc", tmp_path / "cache")) == 0
     assert "soft: test relative L2" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "sc"), "--plot", str(tmp_path / "cmp.png")]) == 0
     assert (tmp_path / "cmp.png").stat().st_size > 0
@@ -210,12 +215,7 @@ def test_cli_eval_navier_stokes_run_and_mixed_runs(tmp_path, capsys):
           "--train-samples", "2", "--test-samples", "2", "--nx", "16", "--ny", "16", "--nt", "6",
           "--width", "8", "--layers", "1"]
     assert main(ns) == 0
-    ds = ["train", "diffusion-sorption", "--method", "soft", "--run-dir", str(tmp_path / "ds"),
-          "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
-    for k, v in TINY.items():
-        if k != "padding":
-            ds += [f"--{k.replace('_', '-')}", str(v)]
-    assert main(ds) == 0
+    assert main(_tiny_soft_ds(tmp_path / "ds", tmp_path / "cache")) == 0
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "ns"), "--out", str(tmp_path / "o"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
