@@ -6,6 +6,10 @@ import jax
 from hypothesis import Phase, settings
 
 jax.config.update("jax_enable_x64", True)
+# The command-line tests call pdeml's main() in the test process, and main() tunes glibc's
+# allocator to keep freed memory (right for one training process, wrong for a pytest worker
+# that runs hundreds of tests): the suite leaves the allocator as it is.
+os.environ["PDEML_CPU_ALLOCATOR"] = "default"
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # JAX compiles on the first example, so deadlines are meaningless; derandomize for CI.
