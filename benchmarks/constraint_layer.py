@@ -32,11 +32,6 @@ back end in the same run. Memory: XLA's compiled memory analysis of each functio
 process's resident-set high-water mark (``ru_maxrss``) after each case, which is cumulative over
 the run and so only an upper bound.
 
-Usage::
-
-    python benchmarks/constraint_layer.py [--quick] [--dtype float64] [--repeats 5]
-                                          [--out benchmarks/results/constraint_layer]
-
 Writes ``constraint_layer.json`` and ``constraint_layer.png`` to ``--out``; ``--profile-only``
 writes just the profiles of the m = 2e4, N = 16 case (``constraint_layer_profile.json``):
 where the native forward spends its time, and the forward solve with optimistix's default
@@ -46,12 +41,7 @@ linear solver vs the normal equations + Cholesky.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
-import platform
-import resource
-import statistics
 import sys
 import time
 from typing import NamedTuple
@@ -59,6 +49,19 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (  # noqa: E402
+    env,
+    legendre_fields,
+    mixed_basis,
+    pyplot,
+    read_json,
+    rss_high_water_bytes,
+    savefig,
+    time_function,
+    write_json,
+)
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "constraint_layer")
 BACKENDS = ("native", "jaxopt", "optimistix", "optimistix-cholesky")
@@ -114,21 +117,9 @@ def make_basis(setup: Setup, n: int, *, seed: int = 0) -> tuple[jax.Array, np.nd
     if not (isinstance(n, int) and n >= 2):
         raise ValueError(f"n (number of basis functions) must be an integer >= 2, got {n!r}")
     nx, nt = setup.reference.shape
-    d = math.ceil(math.sqrt(n - 1))
-    if d > min(nx, nt):
+    if np.ceil(np.sqrt(n - 1)) > min(nx, nt):
         raise ValueError(f"grid {nx} x {nt} is too small for N = {n} basis functions")
-    x = np.linspace(-1.0, 1.0, nx)
-    t = np.linspace(-1.0, 1.0, nt)
-    px = np.polynomial.legendre.legvander(x, d - 1)  # (nx, d)
-    pt = np.polynomial.legendre.legvander(t, d - 1)  # (nt, d)
-    fields = np.einsum("xi,tj->xtij", px, pt).reshape(nx, nt, d * d)[..., : n - 1]
-    fields = np.concatenate([setup.reference[..., None], fields], axis=-1).reshape(-1, n)
-    q, r = np.linalg.qr(fields)
-    q *= math.sqrt(nx * nt)
-    mix, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
-    basis = (q @ mix).reshape(nx, nt, n)
-    # fields = q r, so reference = fields[:, 0] = q r[:, 0] = (q mix)(mix^T r[:, 0] / sqrt(nx nt)).
-    w_ref = mix.T @ r[:, 0] / math.sqrt(nx * nt)
+    basis, w_ref = mixed_basis(setup.reference, legendre_fields(nx, nt, n - 1), n, seed)
     return jnp.asarray(basis, setup.dtype), w_ref
 
 
@@ -158,73 +149,19 @@ def _functions(layer, cold: bool):
     def fwd(basis, data, points, w0):
         return layer_solve(layer, basis, data, points, None if cold else w0)
 
-    def loss(basis, data, points, w0):
-        u, stats = fwd(basis, data, points, w0)
-        return jnp.mean(u**2), (u, stats)
-
     def fwd_bwd(basis, data, points, w0):
-        (val, (u, stats)), grad = jax.value_and_grad(loss, has_aux=True)(basis, data, points, w0)
+        def loss(basis):
+            u, stats = fwd(basis, data, points, w0)
+            return jnp.mean(u**2), (u, stats)
+
+        (val, (u, stats)), grad = jax.value_and_grad(loss, has_aux=True)(basis)
         return u, stats, val, grad
 
     return {"fwd": fwd, "fwd_bwd": fwd_bwd}
 
 
-def _memory(compiled) -> dict:
-    try:
-        ma = compiled.memory_analysis()
-    except Exception as e:  # some back ends do not implement it
-        return {"error": repr(e)}
-    if ma is None:
-        return {"error": "memory_analysis() returned None"}
-    keys = ("peak_memory_in_bytes", "argument_size_in_bytes", "output_size_in_bytes",
-            "temp_size_in_bytes", "alias_size_in_bytes", "generated_code_size_in_bytes")
-    out = {k: int(getattr(ma, k)) for k in keys if hasattr(ma, k)}
-    # On CPU, XLA's peak_memory_in_bytes leaves out the temporary buffer (measured: it is about
-    # argument + output even when temp is several times larger), so the figure we report is
-    # the whole allocation of one call: arguments + outputs + temporaries - aliased.
-    out["total_allocation_bytes"] = (out.get("argument_size_in_bytes", 0)
-                                     + out.get("output_size_in_bytes", 0)
-                                     + out.get("temp_size_in_bytes", 0)
-                                     - out.get("alias_size_in_bytes", 0))
-    return out
-
-
-def _rss_high_water_bytes() -> int:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(kb) * (1 if sys.platform == "darwin" else 1024)
-
-
-def time_function(fn, args, repeats: int, *, max_seconds: float = 60.0) -> dict:
-    """AOT-compile ``fn`` for ``args``; return lowering/compile times, median run time, outputs.
-
-    ``repeats`` timed calls follow one warm-up call; fewer (at least one) when one call is so
-    slow that the repeats would exceed ``max_seconds`` (then the noise is small relative to the
-    call anyway). The warm-up time is reported as ``first_call_s``.
-    """
-    t0 = time.perf_counter()
-    lowered = jax.jit(fn).lower(*args)
-    t1 = time.perf_counter()
-    compiled = lowered.compile()
-    t2 = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))  # warm-up
-    t3 = time.perf_counter()
-    first = t3 - t2
-    n = max(1, min(repeats, int(max_seconds / max(first, 1e-9))))
-    times = []
-    for _ in range(n):
-        s = time.perf_counter()
-        out = jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - s)
-    return {
-        "lower_s": t1 - t0,
-        "compile_s": t2 - t1,
-        "first_call_s": first,
-        "times_s": times,
-        "median_s": statistics.median(times),
-        "repeats": n,
-        "memory": _memory(compiled),
-        "outputs": out,
-    }
+def _rel_diff(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
 
 
 def run_case(setup: Setup, m: int, n: int, *, backends=BACKENDS, modes=MODES, repeats: int = 5,
@@ -258,56 +195,57 @@ def run_case(setup: Setup, m: int, n: int, *, backends=BACKENDS, modes=MODES, re
         raise ValueError(f"start must be 'warm' or 'cold', got {start!r}")
     if tuple(backends)[0] != "native":
         raise ValueError(f"backends must start with 'native' (the baseline), got {backends!r}")
-    bad = [md for md in modes if md not in MODES]
-    if bad:
+    if not set(modes) <= set(MODES):
         raise ValueError(f"modes must be a subset of {MODES}, got {modes!r}")
-    problem = setup.problem
     basis, w_ref = make_basis(setup, n, seed=seed)
-    points = sample_points(problem.interior_points(), m, jax.random.key(seed + 1))
+    points = sample_points(setup.problem.interior_points(), m, jax.random.key(seed + 1))
     start_seed = seed + 2 if start_seed is None else start_seed
     w0 = jnp.asarray(warm_start(w_ref, perturbation, seed=start_seed), setup.dtype)
-    args = (basis, setup.data, points, w0)
     solver = LevenbergMarquardt(max_steps=max_steps)
-
     results, outputs = {}, {}
     for backend in backends:
-        layer = HardConstraint(problem, num_points=m, solver=solver, backend=backend, throw=False)
+        layer = HardConstraint(setup.problem, num_points=m, solver=solver, backend=backend,
+                               throw=False)
         fns = _functions(layer, cold=start == "cold")
         results[backend], outputs[backend] = {}, {}
         for mode in modes:
-            rec = time_function(fns[mode], args, repeats)
-            out = rec.pop("outputs")
+            rec = time_function(fns[mode], (basis, setup.data, points, w0), repeats)
+            out = outputs[backend][mode] = rec.pop("outputs")
             stats = out[1]
-            rec["iterations"] = int(stats.iterations)
-            rec["converged"] = bool(stats.converged)
-            rec["residual_norm"] = float(stats.residual_norm)
-            rec["gradient_norm"] = float(stats.gradient_norm)
-            rec["condition_number"] = float(stats.condition_number)
+            rec |= {"iterations": int(stats.iterations), "converged": bool(stats.converged),
+                    "residual_norm": float(stats.residual_norm),
+                    "gradient_norm": float(stats.gradient_norm),
+                    "condition_number": float(stats.condition_number)}
             rec["seconds_per_iteration"] = rec["median_s"] / max(rec["iterations"], 1)
             results[backend][mode] = rec
-            outputs[backend][mode] = out
-        results[backend]["rss_high_water_bytes_after"] = _rss_high_water_bytes()
-
+        results[backend]["rss_high_water_bytes_after"] = rss_high_water_bytes()
     u_nat = np.asarray(outputs["native"][modes[0]][0])
     agreement = {}
-    for backend in backends[1:]:
-        u = np.asarray(outputs[backend][modes[0]][0])
-        agr = {"u_max_abs_diff_rel": float(np.max(np.abs(u - u_nat)) / np.max(np.abs(u_nat)))}
+    for b in backends[1:]:
+        agreement[b] = {"u_max_abs_diff_rel": _rel_diff(outputs[b][modes[0]][0], u_nat)}
         if "fwd_bwd" in modes:
-            g, g_nat = (np.asarray(outputs[b]["fwd_bwd"][3]) for b in (backend, "native"))
-            agr["grad_max_abs_diff_rel"] = float(np.max(np.abs(g - g_nat)) / np.max(np.abs(g_nat)))
-        agreement[backend] = agr
+            agreement[b]["grad_max_abs_diff_rel"] = _rel_diff(outputs[b]["fwd_bwd"][3],
+                                                              outputs["native"]["fwd_bwd"][3])
     if start == "warm":
         u_ref = setup.reference
         agreement["native_vs_reference_rel_l2"] = float(
             np.linalg.norm(u_nat - u_ref) / np.linalg.norm(u_ref))
-    ratios = {
-        b: {md: results[b][md]["median_s"] / results["native"][md]["median_s"] for md in modes}
-        for b in backends
-    }
+    ratios = {b: {md: results[b][md]["median_s"] / results["native"][md]["median_s"]
+                  for md in modes} for b in backends}
     return {"m": m, "n": n, "start": start, "perturbation": perturbation if start == "warm" else None,
             "start_seed": start_seed if start == "warm" else None,
             "max_steps": max_steps, "results": results, "agreement": agreement, "ratios": ratios}
+
+
+def _prepared(setup: Setup, m: int, n: int, seed: int):
+    """``(layer, lsq, w0)`` of one case: the problem prebuilt, the warm start of run_case."""
+    from pdeml.constraints import HardConstraint, sample_points
+
+    basis, w_ref = make_basis(setup, n, seed=seed)
+    points = sample_points(setup.problem.interior_points(), m, jax.random.key(seed + 1))
+    w0 = jnp.asarray(warm_start(w_ref, 1e-2, seed=seed + 2), setup.dtype)
+    layer = HardConstraint(setup.problem, num_points=m)
+    return layer, (basis, setup.data, points), w0
 
 
 def profile_native(setup: Setup, m: int, n: int, *, repeats: int = 10, seed: int = 0,
@@ -323,46 +261,39 @@ def profile_native(setup: Setup, m: int, n: int, *, repeats: int = 10, seed: int
     of ``allocators`` (:func:`pdeml.core.runtime.set_cpu_allocator`), switched in this
     process, so the comparison shares the machine's state; the tuned setting is left on.
     """
-    from pdeml.constraints import HardConstraint, sample_points
     from pdeml.core import LevenbergMarquardt, solve_least_squares
     from pdeml.core.runtime import set_cpu_allocator
 
-    basis, w_ref = make_basis(setup, n, seed=seed)
-    points = sample_points(setup.problem.interior_points(), m, jax.random.key(seed + 1))
-    w0 = jnp.asarray(warm_start(w_ref, 1e-2, seed=seed + 2), setup.dtype)
-    layer = HardConstraint(setup.problem, num_points=m)
-
-    def build(basis, data, points):
-        return layer.least_squares_problem(basis, data, points)
+    layer, args, w0 = _prepared(setup, m, n, seed)
+    build = layer.least_squares_problem
 
     def solve(steps):
         solver = LevenbergMarquardt(max_steps=steps, gtol=1e-300)
         return lambda p, w: solve_least_squares(p, w, solver=solver, backend="native",
                                                 throw=False).stats.iterations
 
-    lsq = jax.jit(build)(basis, setup.data, points)
+    lsq = jax.jit(build)(*args)
     # One LM iteration = (solve capped at 11 steps - solve capped at 1 step) / (the difference
     # of their iteration counts; gtol ~ 0 so that only the rounding floor stops them early):
     # the loop as the layer runs it.
     parts = {
         "read_features": (lambda p: jnp.sum(p.features), (lsq,)),
-        "build_problem": (build, (basis, setup.data, points)),
+        "build_problem": (build, args),
         "normal_equations": (lambda p, w: p.normal_equations(w, with_size=True), (lsq, w0)),
         "solve_1_step": (solve(1), (lsq, w0)),
         "solve_11_steps": (solve(11), (lsq, w0)),
     }
     out = {"m": m, "n": n, "feature_bytes": int(lsq.features.nbytes), "allocators": {}}
     for mode in allocators:
-        info = set_cpu_allocator(mode)
-        rec_mode = {"allocator": info, "parts": {}}
+        rec_mode = {"allocator": set_cpu_allocator(mode), "parts": {}}
         its = {}
-        for name, (fn, args) in parts.items():
-            rec = time_function(fn, args, repeats)
-            its[name] = rec.pop("outputs")
+        for name, (fn, fargs) in parts.items():
+            rec = time_function(fn, fargs, repeats)
+            its[name] = int(rec["outputs"]) if name.startswith("solve") else None
             rec_mode["parts"][name] = {"median_s": rec["median_s"], "repeats": rec["repeats"]}
         t = {k: v["median_s"] for k, v in rec_mode["parts"].items()}
-        steps = int(its["solve_11_steps"]) - int(its["solve_1_step"])
-        rec_mode["iterations_11_vs_1"] = [int(its["solve_11_steps"]), int(its["solve_1_step"])]
+        steps = its["solve_11_steps"] - its["solve_1_step"]
+        rec_mode["iterations_11_vs_1"] = [its["solve_11_steps"], its["solve_1_step"]]
         rec_mode["lm_iteration_s"] = (t["solve_11_steps"] - t["solve_1_step"]) / max(steps, 1)
         rec_mode["lm_iteration_over_read_bound"] = rec_mode["lm_iteration_s"] / t["read_features"]
         out["allocators"][mode] = rec_mode
@@ -388,14 +319,10 @@ def profile_linear_solvers(setup: Setup, m: int, n: int, *, repeats: int = 5,
     import lineax as lx
     import optimistix as optx
 
-    from pdeml.constraints import HardConstraint, sample_points
     from pdeml.core import LevenbergMarquardt, solve_least_squares
 
-    basis, w_ref = make_basis(setup, n, seed=seed)
-    points = sample_points(setup.problem.interior_points(), m, jax.random.key(seed + 1))
-    w0 = jnp.asarray(warm_start(w_ref, 1e-2, seed=seed + 2), setup.dtype)
-    layer = HardConstraint(setup.problem, num_points=m)
-    lsq = jax.jit(layer.least_squares_problem)(basis, setup.data, points)
+    layer, args, w0 = _prepared(setup, m, n, seed)
+    lsq = jax.jit(layer.least_squares_problem)(*args)
     solver = LevenbergMarquardt()
     xtol, _ = solver.tolerances(setup.dtype)
 
@@ -430,51 +357,20 @@ def profile_linear_solvers(setup: Setup, m: int, n: int, *, repeats: int = 5,
 
 
 def environment(note: str = "") -> dict:
-    from importlib import metadata
-
-    def version(dist):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    dev = jax.devices()[0]
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    return {
-        "jax": jax.__version__,
-        "jaxlib": version("jaxlib"),
-        "equinox": version("equinox"),
-        "optimistix": version("optimistix"),
-        "jaxopt": version("jaxopt"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "device": f"{dev.platform}:{dev.device_kind}",
-        "num_devices": jax.device_count(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "load_average_1_5_15": list(os.getloadavg()),
-        "x64": bool(jax.config.jax_enable_x64),
-        "note": note,
-    }
+    """The machine record of this benchmark and of ``solver_robustness.py``."""
+    return env("jax", "jaxlib", "equinox", "optimistix", "jaxopt", "python", "platform",
+               "processor", "device", "num_devices", "cpu_count", "cpu_affinity",
+               "load_average_1_5_15", "x64", note=note)
 
 
 def plot(records: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     colors = {"native": "tab:blue", "jaxopt": "tab:orange", "optimistix": "tab:green",
               "optimistix-cholesky": "tab:red"}
-    styles = {16: "-", 64: "--"}
-    markers = {16: "o", 64: "s"}
+    styles, markers = {16: "-", 64: "--"}, {16: "o", 64: "s"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    # Per-iteration probes (a small max_steps) are not comparable with full solves.
-    # and the acceptance case's extra starts would stack vertically: plot its first start.
+    # Per-iteration probes (a small max_steps) are not comparable with full solves, and the
+    # acceptance case's extra starts would stack vertically: plot its first start.
     warm = [r for r in records if r["start"] == "warm" and r.get("max_steps", 100) == 100
             and r.get("start_seed") in (None, 2)]
     for ax, mode in zip(axes, MODES):
@@ -484,27 +380,23 @@ def plot(records: list[dict], path: str) -> None:
                              and mode in r["results"][backend]), key=lambda r: r["m"])
                 if not rs:
                     continue
-                ax.plot([r["m"] for r in rs], [r["results"][backend][mode]["median_s"] for r in rs],
-                        styles.get(n, ":"), marker=markers.get(n, "x"), color=colors[backend],
+                res = [r["results"][backend][mode] for r in rs]
+                ax.plot([r["m"] for r in rs], [x["median_s"] for x in res], styles.get(n, ":"),
+                        marker=markers.get(n, "x"), color=colors[backend],
                         label=f"{backend}, N={n}")
-                for r in rs:
-                    if not r["results"][backend][mode]["converged"]:
-                        ax.plot(r["m"], r["results"][backend][mode]["median_s"], "x", color="red",
-                                markersize=10)
+                for r, x in zip(rs, res):
+                    if not x["converged"]:
+                        ax.plot(r["m"], x["median_s"], "x", color="red", markersize=10)
         ax.axvline(CRITERION_CASE[0], color="grey", lw=0.6, ls=":")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("collocation points m")
-        ax.set_title({"fwd": "forward (solve + u = b w)",
+        ax.set(xscale="log", yscale="log", xlabel="collocation points m",
+               title={"fwd": "forward (solve + u = b w)",
                       "fwd_bwd": "forward + backward (grad wrt basis)"}[mode])
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("median time per call [s]")
     axes[1].legend(fontsize=8)
     fig.suptitle("Hard-constraint layer, DiffusionSorption 1024x101, warm start "
                  "(red x: not converged)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    savefig(fig, path, 120)
 
 
 def _fmt_table(records: list[dict]) -> str:
@@ -557,9 +449,9 @@ def _criterion(records: list[dict]) -> dict | None:
     return out
 
 
-def _start_seeds(count: int) -> list[int]:
-    """Warm-start seeds of the acceptance case: 2 (the single start used before) onwards."""
-    return list(range(2, 2 + count))
+def _start_seeds(count: int, case) -> list:
+    """Warm-start seeds: for the acceptance case 2 (the single start used before) onwards."""
+    return list(range(2, 2 + count)) if tuple(case) == CRITERION_CASE else [None]
 
 
 def _print_criterion(criterion: dict) -> None:
@@ -611,6 +503,15 @@ def _result(args, cases, setup, env_start, records, profiles, t_start, *, comple
     }
 
 
+def parse_pairs(ap, option: str, text: str | None):
+    """``"1000:16,20000:16"`` -> ``((1000, 16), (20000, 16))`` (``None`` stays ``None``)."""
+    try:
+        return None if text is None else tuple(
+            tuple(int(v) for v in c.split(":")) for c in text.split(","))
+    except ValueError:
+        ap.error(f"{option} must look like 1000:16,20000:16, got {text!r}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small subset (smoke run)")
@@ -644,70 +545,49 @@ def main(argv=None) -> int:
                     help="glibc malloc setting for the run (pdeml.core.runtime."
                          "set_cpu_allocator; default tuned, as the pdeml command uses)")
     args = ap.parse_args(argv)
-    if args.repeats < 1:
-        ap.error("--repeats must be >= 1")
+    for name in ("repeats", "max_steps", "starts"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
     if not args.perturbation >= 0:
         ap.error("--perturbation must be >= 0")
-    if args.max_steps < 1:
-        ap.error("--max-steps must be >= 1")
-    if args.starts < 1:
-        ap.error("--starts must be >= 1")
     backends = tuple(b.strip() for b in args.backends.split(","))
     if backends[0] != "native" or not set(backends) <= set(BACKENDS):
         ap.error(f"--backends must start with native and be among {BACKENDS}, got {args.backends}")
-    try:
-        custom = None if args.cases is None else tuple(
-            tuple(int(v) for v in c.split(":")) for c in args.cases.split(","))
-    except ValueError:
-        ap.error(f"--cases must look like 1000:16,20000:16, got {args.cases!r}")
-    try:
-        profile_cases = tuple(tuple(int(v) for v in c.split(":"))
-                              for c in args.profile_cases.split(","))
-    except ValueError:
-        ap.error(f"--profile-cases must look like 20000:16,100000:64, got {args.profile_cases!r}")
+    custom = parse_pairs(ap, "--cases", args.cases)
+    profile_cases = parse_pairs(ap, "--profile-cases", args.profile_cases)
     if args.dtype == "float64":
         # A benchmark script, not library code: choosing the precision here is its job.
         jax.config.update("jax_enable_x64", True)
-    dtype = jnp.dtype(args.dtype)
     os.makedirs(args.out, exist_ok=True)
     from pdeml.core.runtime import set_cpu_allocator
 
     allocator = set_cpu_allocator(args.allocator)
-    env_start = environment(args.note)
-    env_start["allocator"] = allocator
-    setup = make_setup(dtype=dtype)
+    env_start = environment(args.note) | {"allocator": allocator}
+    setup = make_setup(dtype=jnp.dtype(args.dtype))
     print(f"reference solution: {setup.reference_seconds:.1f} s", flush=True)
+    path = os.path.join(args.out, "constraint_layer.json")
     if custom is not None or args.append:
         cases = custom if custom is not None else (QUICK_CASES if args.quick else FULL_CASES)
-        path = os.path.join(args.out, "constraint_layer.json")
         # A fresh file gets the same self-describing header as a full run (config, machine).
-        result = _result(args, cases, setup, env_start, [], {}, time.perf_counter(),
-                         complete=False)
-        if args.append:
-            with open(path) as f:
-                result = json.load(f)
+        result = read_json(path) if args.append else _result(
+            args, cases, setup, env_start, [], {}, time.perf_counter(), complete=False)
         options = {"backends": list(backends), "max_steps": args.max_steps,
                    "repeats": args.repeats, "environment": environment(args.note)}
         for m, n in cases:
-            starts = _start_seeds(args.starts) if (m, n) == CRITERION_CASE else [None]
-            for start_seed in starts:
+            for start_seed in _start_seeds(args.starts, (m, n)):
                 print(f"--- m={m} N={n} warm (start {start_seed}), back ends {backends}, "
                       f"max_steps={args.max_steps}", flush=True)
                 rec = run_case(setup, m, n, backends=backends, repeats=args.repeats,
                                perturbation=args.perturbation, max_steps=args.max_steps,
                                start_seed=start_seed)
-                rec["run_options"] = options
-                result["records"].append(rec)
+                result["records"].append(rec | {"run_options": options})
                 print(_fmt_table([rec]), flush=True)
                 result["criterion"] = _criterion(result["records"])
-                with open(path, "w") as f:
-                    json.dump(result, f, indent=1)
+                write_json(path, result)
         if result.get("criterion"):
             _print_criterion(result["criterion"])
         plot(result["records"], os.path.join(args.out, "constraint_layer.png"))
-        print(f"wrote {path}")
-        return 0
-    if args.profile_only:
+    elif args.profile_only:
         prof = {"benchmark": "constraint_layer (profiles)", "environment": env_start,
                 "config": {"dtype": args.dtype, "case": list(CRITERION_CASE),
                            "profile_cases": [list(c) for c in profile_cases]},
@@ -716,44 +596,38 @@ def main(argv=None) -> int:
                                                                  repeats=args.repeats)}
         prof["environment"]["load_average_1_5_15_end"] = list(os.getloadavg())
         path = os.path.join(args.out, "constraint_layer_profile.json")
-        with open(path, "w") as f:
-            json.dump(prof, f, indent=1)
+        write_json(path, prof)
         for name, rec in prof["profile_linear_solvers"]["variants"].items():
             print(f"{name:>28}: {rec['median_s']:.4f} s, {rec['iterations']} it, "
                   f"{1e3 * rec['seconds_per_iteration']:.2f} ms/it, x{rec['ratio_to_native']:.1f}")
-        print(f"wrote {path}")
-        return 0
-    cases = QUICK_CASES if args.quick else FULL_CASES
-    records, profiles = [], {}
-    t_start = time.perf_counter()
-    path = os.path.join(args.out, "constraint_layer.json")
-    # The expensive m = 1e5 cases run last and the JSON is rewritten after every step, so an
-    # interrupted run still leaves everything measured so far.
-    plan = [("warm", c, s) for c in cases if c[0] <= CRITERION_CASE[0]
-            for s in (_start_seeds(args.starts) if c == CRITERION_CASE else [None])]
-    if not args.quick:
-        plan.append(("cold", CRITERION_CASE, None))
-    plan.append(("profile", CRITERION_CASE, None))
-    plan += [("warm", c, None) for c in cases if c[0] > CRITERION_CASE[0]]
-    for step, (m, n), start_seed in plan:
-        print(f"--- m={m} N={n} {step}" + (f" (start {start_seed})" if start_seed else ""),
-              flush=True)
-        if step == "profile":
-            profiles["profile_native"] = profile_native(setup, m, n)
-            profiles["profile_linear_solvers"] = profile_linear_solvers(setup, m, n,
-                                                                        repeats=args.repeats)
-        else:
-            records.append(run_case(setup, m, n, repeats=args.repeats, start=step,
-                                    perturbation=args.perturbation, start_seed=start_seed))
-            print(_fmt_table(records[-1:]), flush=True)
-        result = _result(args, cases, setup, env_start, records, profiles, t_start,
-                         complete=(step, (m, n), start_seed) == plan[-1])
-        with open(path, "w") as f:
-            json.dump(result, f, indent=1)
-    criterion = result["criterion"]
-    plot(records, os.path.join(args.out, "constraint_layer.png"))
-    print(_fmt_table(records))
-    _print_criterion(criterion)
+    else:
+        cases = QUICK_CASES if args.quick else FULL_CASES
+        records, profiles = [], {}
+        t_start = time.perf_counter()
+        # The expensive m = 1e5 cases run last and the JSON is rewritten after every step, so
+        # an interrupted run still leaves everything measured so far.
+        plan = [("warm", c, s) for c in cases if c[0] <= CRITERION_CASE[0]
+                for s in _start_seeds(args.starts, c)]
+        plan += [] if args.quick else [("cold", CRITERION_CASE, None)]
+        plan += [("profile", CRITERION_CASE, None)]
+        plan += [("warm", c, None) for c in cases if c[0] > CRITERION_CASE[0]]
+        for step, (m, n), start_seed in plan:
+            print(f"--- m={m} N={n} {step}" + (f" (start {start_seed})" if start_seed else ""),
+                  flush=True)
+            if step == "profile":
+                profiles["profile_native"] = profile_native(setup, m, n)
+                profiles["profile_linear_solvers"] = profile_linear_solvers(
+                    setup, m, n, repeats=args.repeats)
+            else:
+                records.append(run_case(setup, m, n, repeats=args.repeats, start=step,
+                                        perturbation=args.perturbation, start_seed=start_seed))
+                print(_fmt_table(records[-1:]), flush=True)
+            result = _result(args, cases, setup, env_start, records, profiles, t_start,
+                             complete=(step, (m, n), start_seed) == plan[-1])
+            write_json(path, result)
+        plot(records, os.path.join(args.out, "constraint_layer.png"))
+        print(_fmt_table(records))
+        _print_criterion(result["criterion"])
     print(f"wrote {path}")
     return 0
 

@@ -18,23 +18,12 @@ Issue 3 / METHODS.md section 1 (the paper's scaling figure). Two parts, one run:
   Faked CPU devices share the machine's cores, so on a 2-core laptop this measures the
   overhead of sharding, not a speed-up; on several GPUs it is the expert-parallel speed-up.
 
-Measured (2-core CPU, float64, other jobs paused; ``python benchmarks/moe_scaling.py``, 75 s):
-MoE / HC time is 1.18-1.24x (inference) and 1.25-1.55x (training) for m = 1e2 ... 1e5, i.e. on
-one CPU the mixture is not faster at equal total points (the work per LM step, O(m N^2), is
-the same; the experts add K small solves and the blending). Below m = 1e4 both curves are flat
-at ~45 ms: that is drawing the points (``jax.random.choice`` without replacement sorts the
-102,200 candidates twice, ~40 ms on XLA's CPU sort), not the solve (~2 ms at m = 100).
-Faked CPU devices: D = 2 is 0.80x / 0.95x the 1-device time, D = 4 and 8 are 1.3-2.5x slower than 1 device
-(8 faked devices on 2 cores).
+Measured figures: docs/constraints.md (*Cost*).
 
 The basis is the one of ``benchmarks/constraint_layer.py`` (reference solution + Legendre
 fields, orthonormalised and mixed), a stand-in for a trained network's output. Every time is
 the median of ``--repeats`` calls after compilation, and is also given as a ratio to the
 baseline in the same run (MoE / HC; D devices / 1 device).
-
-Usage::
-
-    python benchmarks/moe_scaling.py [--quick] [--out benchmarks/results/moe_scaling]
 
 Writes ``moe_scaling.json`` and ``moe_scaling.png``.
 """
@@ -44,12 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import env, pyplot, savefig, time_function, write_json  # noqa: E402
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "moe_scaling")
 FULL_POINTS = (100, 1000, 10000, 100000)
@@ -58,20 +49,9 @@ DEVICE_COUNTS = (1, 2, 4, 8)
 
 
 def _timed(fn, args, repeats):
-    import jax
-
-    from constraint_layer import _memory
-
-    lowered = jax.jit(fn).lower(*args)
-    compiled = lowered.compile()
-    out = jax.block_until_ready(compiled(*args))  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    return {"median_s": float(np.median(times)), "times_s": times,
-            "memory": _memory(compiled)}, out
+    """``({median_s, times_s, memory}, outputs)`` of ``repeats`` compiled calls after one."""
+    rec = time_function(fn, args, repeats, max_seconds=1e12)
+    return {k: rec[k] for k in ("median_s", "times_s", "memory")}, rec["outputs"]
 
 
 def points_part(m_values, repeats, iterations, nx=1024, nt=101, n=16):
@@ -185,38 +165,31 @@ def devices_part(counts, m, repeats, iterations):
 
 def plot(result, path):
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
     except ImportError:
         print("matplotlib not installed: no plot (pip install 'pdeml[plot]')")
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    pts = result["points"]
-    ms = [r["m_total"] for r in pts]
+    pts, dev, modes = result["points"], result["devices"], (("inference", "C0"), ("training", "C1"))
     for name, style in (("hc", "o-"), ("moe", "s--")):
-        for md, color in (("inference", "C0"), ("training", "C1")):
-            axes[0].loglog(ms, [r["results"][name][md]["median_s"] for r in pts], style,
-                           color=color, label=f"{'PI-HC' if name == 'hc' else 'PI-HC-MoE (K=4)'} {md}")
-    axes[0].set_xlabel("total sampled points m")
-    axes[0].set_ylabel("median time per call [s]")
-    axes[0].set_title(f"DiffusionSorption 1024x101, N=16, {result['config']['iterations']} LM steps")
-    axes[0].legend(fontsize=8)
+        for md, color in modes:
+            axes[0].loglog([r["m_total"] for r in pts],
+                           [r["results"][name][md]["median_s"] for r in pts], style, color=color,
+                           label=f"{'PI-HC' if name == 'hc' else 'PI-HC-MoE (K=4)'} {md}")
+    axes[0].set(xlabel="total sampled points m", ylabel="median time per call [s]",
+                title=f"DiffusionSorption 1024x101, N=16, {result['config']['iterations']} LM steps")
     axes[0].grid(True, which="both", alpha=0.3)
-    dev = result["devices"]
     if dev:
-        ds = [r["devices"] for r in dev]
-        for md, color in (("inference", "C0"), ("training", "C1")):
-            axes[1].plot(ds, [r[md]["median_s"] for r in dev], "o-", color=color, label=md)
+        for md, color in modes:
+            axes[1].plot([r["devices"] for r in dev], [r[md]["median_s"] for r in dev], "o-",
+                         color=color, label=md)
         axes[1].set_xscale("log", base=2)
-        axes[1].set_xlabel(f"devices ({dev[0]['platform']})")
-        axes[1].set_ylabel("median time per call [s]")
-        axes[1].set_title(f"ShardedMoE, K=8, batch 2, {result['config']['device_points']} pts/expert")
-        axes[1].legend(fontsize=8)
+        axes[1].set(xlabel=f"devices ({dev[0]['platform']})", ylabel="median time per call [s]",
+                    title=f"ShardedMoE, K=8, batch 2, {result['config']['device_points']} pts/expert")
         axes[1].grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    for ax in axes[: 1 + bool(dev)]:
+        ax.legend(fontsize=8)
+    savefig(fig, path, 110)
 
 
 def main(argv=None) -> int:
@@ -232,7 +205,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.iterations < 1 or args.device_points < 1:
         ap.error("--repeats, --iterations and --device-points must be >= 1")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     if args.device_worker is not None:
         print(json.dumps(device_worker(args.device_worker, args.device_points, args.repeats,
                                        args.iterations)))
@@ -259,17 +231,14 @@ def main(argv=None) -> int:
                    "MoE = Partition.uniform((1024, 101), (4, 1)), points='total'",
                    "devices_problem": "DiffusionSorption 512 x 51, N = 16, K = 8 experts along x, "
                    "batch 2"},
-        "environment": {"python": platform.python_version(), "jax": jax.__version__,
-                        "machine": platform.machine(), "cpus": os.cpu_count(),
-                        "backend": jax.default_backend(),
-                        "load_average_end": list(os.getloadavg())},
+        "environment": env("python", "jax", "machine", "cpus", "backend",
+                           load_average_end=list(os.getloadavg())),
         "points": pts,
         "devices": dev,
         "total_seconds": time.perf_counter() - t0,
     }
     path = os.path.join(args.out, "moe_scaling.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(path, result)
     plot(result, os.path.join(args.out, "moe_scaling.png"))
     print(f"wrote {path} ({result['total_seconds']:.0f} s)")
     return 0

@@ -3,77 +3,55 @@
 Issue 14 items 7 and 8. Two parts.
 
 **Robustness sweep.** problems x m x N x precision x start x back end. For every problem a
-*truth* field is known and the basis spans it: the basis is the truth plus N - 1 smooth fields,
+*truth* field is known and the basis spans it: the truth plus N - 1 smooth fields,
 orthonormalised over the grid and mixed by a random orthogonal N x N matrix (as
-``benchmarks/constraint_layer.py``'s ``make_basis``), so every basis function carries part of
-the truth. The problems:
+``constraint_layer.make_basis``), so every basis function carries part of the truth. Problems:
 
-* ``diffusion-sorption``: :class:`pdeml.pde.DiffusionSorption` on the paper grid 1024 x 101 with
-  ``constraint_layer.make_setup`` (smooth IC, truth = the stiff reference solver's solution,
-  which is not an exact zero of the finite-difference residual: the least-squares minimiser
-  sits 2e-5..3e-4 (rel. L2) from it in float64) and ``constraint_layer.make_basis`` (truth +
-  tensor Legendre fields).
+* ``diffusion-sorption``: :class:`pdeml.pde.DiffusionSorption` on the paper grid 1024 x 101,
+  ``constraint_layer.make_setup`` and ``make_basis`` (truth = the stiff reference solver's
+  solution, not an exact zero of the finite-difference residual: the least-squares minimiser
+  sits 2e-5..3e-4 (rel. L2) from it in float64).
 * ``navier-stokes``: :class:`pdeml.pde.NavierStokes2D` (32 x 32 x 32, nu = 1e-3, T = 2); truth =
   :class:`pdeml.pde.NavierStokesSolver` from a periodic Gaussian random field, made an exact
-  discrete solution by a forcing equal to its discrete residual (``NavierStokesData(w0,
-  forcing)``); smooth fields = low Fourier modes in (x, y) times Legendre polynomials in t.
+  discrete solution by a forcing equal to its discrete residual; smooth fields = low Fourier
+  modes in (x, y) times Legendre polynomials in t.
 * ``reaction-diffusion``: :class:`pdeml.testing.ReactionDiffusion1D` (``u_t - kappa u_xx +
-  reaction u^3 = f``, 256 x 101) with its ``manufactured`` data for a smooth field (exact
-  discrete solution).
+  reaction u^3 = f``, 256 x 101) with its ``manufactured`` data (exact discrete solution).
 * ``burgers``: viscous Burgers ``u_t + u u_x = nu u_xx + f`` (:class:`ViscousBurgers1D` below,
-  written through the public :class:`pdeml.pde.PDEProblem` interface: features ``(u, u_x, u_t,
-  u_xx)`` by :func:`pdeml.pde.operators.fd_derivative_at`, IC + Dirichlet rows; 256 x 101);
-  truth = a fine-step method-of-lines solution from ``sin(pi x)`` with ``f = 0``, made an exact
-  discrete solution by the forcing equal to its discrete residual (the time-discretisation
-  error, small).
+  through the public :class:`pdeml.pde.PDEProblem` interface; 256 x 101); truth = a fine-step
+  method-of-lines solution from ``sin(pi x)``, made exact by the forcing equal to its discrete
+  residual (the time-discretisation error, small).
 
-Starts: ``own`` (the layer's, :func:`pdeml.constraints.start.linearised_start`, what
-``HardConstraint`` uses with ``w0=None``), ``ones`` and ``random`` (standard normal, the same
-draw for every back end and precision). Back ends: ``native`` (pdeml's structured
-Levenberg-Marquardt), ``optimistix`` (``optimistix.LevenbergMarquardt`` with its default QR
-linear solver) and ``optimistix-cholesky`` (the same with ``lineax.Normal(lineax.Cholesky())``),
-all with :class:`pdeml.core.LevenbergMarquardt` defaults (100 steps; optimistix's own Cauchy
-termination with rtol = atol = xtol = sqrt(eps)). ``converged`` is pdeml's verdict for every back
-end (for optimistix: its own success AND pdeml's stationarity test at the returned point, as
-``solve_least_squares`` does; ``own_verdict`` is optimistix's alone). A case is *solved* when it
-is converged and the rel. L2 error of ``u = basis @ w`` to the truth is within 1e-3 (float64) or
-1e-2 (float32); *false converged* when it is converged but not within that tolerance. A case
-(problem, m, N, precision, start) is *representable* when at least one back end reaches the
-truth from that start in that precision. Times are of compiled calls (features at the points,
-the start, the solve, ``u = basis @ w``): the median of up to three calls after a first one
-(one call when it takes over 2 s).
+Starts: ``own`` (the layer's, :func:`pdeml.constraints.start.linearised_start`), ``ones`` and
+``random`` (standard normal, the same draw for every back end and precision). Back ends:
+``native`` (pdeml's structured Levenberg-Marquardt), ``optimistix`` (``optimistix.
+LevenbergMarquardt``, QR linear solver) and ``optimistix-cholesky`` (``lineax.Normal(lineax.
+Cholesky())``), all with :class:`pdeml.core.LevenbergMarquardt` defaults (100 steps).
+``converged`` is pdeml's verdict for every back end (for optimistix: its own success AND pdeml's
+stationarity test at the returned point, as ``solve_least_squares`` does; ``own_verdict`` is
+optimistix's alone). A case is *solved* when converged and the rel. L2 error of ``u = basis @
+w`` to the truth is within 1e-3 (float64) or 1e-2 (float32); *false converged* when converged
+but not within it; *representable* when some back end reaches the truth from that start in that
+precision. Times are of compiled calls (features, start, solve, ``u``): the median of up to
+three calls after a first one (one call when it takes over 2 s). Each precision runs inside
+``jax.enable_x64``; truths, bases, points and starts are built in float64 and cast.
 
-float32 runs inside ``jax.enable_x64(False)`` and float64 inside ``jax.enable_x64(True)``: the
-script never changes the global setting. Truths, bases, points and starts are built in float64
-and cast.
-
-**Speed comparison** (part of a full run; ``--no-speed`` skips it, ``--speed-only`` runs it
-alone): native vs optimistix QR vs optimistix Cholesky on diffusion-sorption 1024 x 101 at
-m = 2e4 and 1e5, N = 16, float64, from
-the same start (the layer's own), forward (features, start, solve, ``u``) and forward+backward
-(``jax.value_and_grad`` of ``mean(u**2)`` with respect to the basis; the implicit adjoint is
-pdeml's for every back end), and the solve alone (problem and start prebuilt). Medians over
-rounds that call every compiled function once in turn; ratios ``t_backend / t_native`` (how
-many times slower than native); max |u_a - u_b| and the relative gradient difference show that
-the back ends reached the same point.
-
-Usage::
-
-    python benchmarks/solver_robustness.py [--quick] [--out DIR] [--problems P,...]
-        [--precisions float64,float32] [--no-speed | --speed-only] [--append] [--render]
+**Speed comparison** (``--no-speed`` skips it, ``--speed-only`` runs it alone): native vs
+optimistix QR vs Cholesky on diffusion-sorption 1024 x 101 at m = 2e4 and 1e5, N = 16, float64,
+from the layer's own start: forward, forward+backward (``value_and_grad`` of ``mean(u**2)`` wrt
+the basis; pdeml's implicit adjoint for every back end) and the solve alone. Medians over
+rounds that call every compiled function once in turn; ratios ``t_backend / t_native``; max
+|u_a - u_b| and the relative gradient difference show that the back ends agree.
 
 A full run takes ~13 minutes on a 2-core CPU; it can be run in parts (``--problems``,
-``--precisions``, ``--speed-only``) that ``--append`` merges into one JSON.
-
-Writes ``solver_robustness.json``, ``solver_robustness.md`` and ``solver_robustness.png`` to
-``--out`` (default ``benchmarks/results/solver_robustness``).
+``--precisions``, ``--speed-only``) that ``--append`` merges into one JSON. Writes
+``solver_robustness.{json,md,png}`` to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import os
 import statistics
@@ -89,6 +67,18 @@ from jax import lax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import constraint_layer as cl  # noqa: E402  (make_setup, make_basis, environment)
+from _common import (  # noqa: E402
+    command,
+    legendre_fields,
+    md_table,
+    mixed_basis,
+    pyplot,
+    read_json,
+    savefig,
+    timed_calls,
+    write_json,
+    write_text,
+)
 
 from pdeml.constraints.start import linearised_start  # noqa: E402
 from pdeml.core import (  # noqa: E402
@@ -97,6 +87,7 @@ from pdeml.core import (  # noqa: E402
     SUCCESS,
     LevenbergMarquardt,
     solve_least_squares,
+    stop_gradient_arrays,
 )
 from pdeml.pde import PDEProblem  # noqa: E402
 from pdeml.pde.grids import SpaceTimeGrid  # noqa: E402
@@ -155,12 +146,8 @@ class ViscousBurgers1D(PDEProblem):
 
     def features_at(self, basis, points):
         g = self.grid
-        return jnp.stack([
-            fd_derivative_at(basis, points, axis=0, order=0, spacing=g.dx),
-            fd_derivative_at(basis, points, axis=0, order=1, spacing=g.dx),
-            fd_derivative_at(basis, points, axis=1, order=1, spacing=g.dt),
-            fd_derivative_at(basis, points, axis=0, order=2, spacing=g.dx),
-        ])
+        return jnp.stack([fd_derivative_at(basis, points, axis=ax, order=o, spacing=h)
+                          for ax, o, h in ((0, 0, g.dx), (0, 1, g.dx), (1, 1, g.dt), (0, 2, g.dx))])
 
     def pointwise(self, a, f):
         return a[2] + a[0] * a[1] - self.nu * a[3] - f
@@ -170,8 +157,7 @@ class ViscousBurgers1D(PDEProblem):
 
     def constraint_rows(self, basis, data: BurgersData):
         rows = jnp.concatenate([basis[:, 0, :], basis[0, 1:, :], basis[-1, 1:, :]])
-        targets = jnp.concatenate([data.u0, data.left, data.right])
-        return rows, targets
+        return rows, jnp.concatenate([data.u0, data.left, data.right])
 
     def interior_points(self):
         i, j = np.meshgrid(np.arange(1, self.nx - 1), np.arange(1, self.nt), indexing="ij")
@@ -181,9 +167,7 @@ class ViscousBurgers1D(PDEProblem):
 def burgers_method_of_lines(problem: ViscousBurgers1D, u0: np.ndarray) -> np.ndarray:
     """``(nx, nt)``: classical RK4 in time (step ``0.2 dx^2 / nu``) of the central-difference
     semi-discretisation with zero Dirichlet values, saved at the problem's time levels."""
-    g = problem.grid
-    dx = g.dx
-    save_dt = g.dt
+    dx, save_dt = problem.grid.dx, problem.grid.dt
     sub = max(1, math.ceil(save_dt / (0.2 * dx**2 / problem.nu)))
     h = save_dt / sub
 
@@ -233,25 +217,11 @@ class Spec(NamedTuple):
     description: dict
 
 
-def _mixed_basis(truth: np.ndarray, fields: np.ndarray, n: int, seed: int):
-    """Truth + ``fields[..., :n - 1]``, orthonormalised (RMS one) and mixed by a random
-    orthogonal matrix; returns ``(basis, w_ref)`` with ``basis @ w_ref = truth``."""
-    grid = truth.shape
-    size = truth.size
-    stacked = np.concatenate([truth[..., None], fields[..., : n - 1]], axis=-1).reshape(size, n)
-    q, r = np.linalg.qr(stacked)
-    q *= math.sqrt(size)
-    mix, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
-    w_ref = mix.T @ r[:, 0] / math.sqrt(size)
-    return (q @ mix).reshape(*grid, n), w_ref
-
-
-def _legendre_fields(nx: int, nt: int, count: int) -> np.ndarray:
-    """``count`` tensor products ``P_i(x) P_j(t)`` on [-1, 1]^2 (as ``make_basis``)."""
-    d = math.ceil(math.sqrt(count))
-    px = np.polynomial.legendre.legvander(np.linspace(-1, 1, nx), d - 1)
-    pt = np.polynomial.legendre.legvander(np.linspace(-1, 1, nt), d - 1)
-    return np.einsum("xi,tj->xtij", px, pt).reshape(nx, nt, d * d)[..., :count]
+def _spec(name, p, data, truth, fields, seed, problem, truth_text, basis_text) -> Spec:
+    """A :class:`Spec` whose basis is ``truth`` + ``fields``, orthonormalised and mixed."""
+    return Spec(name, p, data, truth, lambda nb: mixed_basis(truth, fields, nb, seed),
+                {"problem": problem, "truth": truth_text, "basis": basis_text,
+                 "interior_points": int(p.interior_points().shape[0])})
 
 
 def diffusion_sorption_spec(nx: int = 1024, nt: int = 101) -> Spec:
@@ -279,8 +249,7 @@ def navier_stokes_spec(n: int = 32, nt: int = 32, t_max: float = 2.0, viscosity:
     w0 = GaussianRandomField().sample(jax.random.key(seed), n, n, dtype=jnp.float64)
     truth = np.asarray(NavierStokesSolver()(p, w0).w, np.float64)
     zero = NavierStokesData(jnp.asarray(truth[..., 0]), jnp.zeros(p.grid_shape))
-    f = manufactured_forcing(p, truth, zero)
-    data = NavierStokesData(np.asarray(truth[..., 0]), f)
+    data = NavierStokesData(np.asarray(truth[..., 0]), manufactured_forcing(p, truth, zero))
     # Smooth periodic fields: Fourier modes cos/sin(2 pi (kx x + ky y)), |k| small, times
     # Legendre polynomials in t; spatial mode fastest.
     x = np.arange(n) / n
@@ -293,17 +262,11 @@ def navier_stokes_spec(n: int = 32, nt: int = 32, t_max: float = 2.0, viscosity:
     pt = np.polynomial.legendre.legvander(np.linspace(-1, 1, nt), 7)
     fields = np.stack([s[:, :, None] * pt[None, None, :, j] for j in range(pt.shape[1])
                        for s in spatial], axis=-1)
-
-    def basis(nb):
-        return _mixed_basis(truth, fields, nb, seed)
-
-    return Spec("navier-stokes", p, data, truth, basis, {
-        "problem": f"NavierStokes2D(nx={n}, ny={n}, nt={nt}, t_max={t_max}, "
-                   f"viscosity={viscosity})",
-        "truth": "NavierStokesSolver from a periodic GRF w0 (seed 0); forcing = its discrete "
+    return _spec("navier-stokes", p, data, truth, fields, seed,
+                 f"NavierStokes2D(nx={n}, ny={n}, nt={nt}, t_max={t_max}, viscosity={viscosity})",
+                 "NavierStokesSolver from a periodic GRF w0 (seed 0); forcing = its discrete "
                  "residual (exact discrete solution)",
-        "basis": "truth + Fourier modes (|k| <= 2) x Legendre in t, orthonormalised, mixed",
-        "interior_points": int(p.interior_points().shape[0])})
+                 "truth + Fourier modes (|k| <= 2) x Legendre in t, orthonormalised, mixed")
 
 
 def reaction_diffusion_spec(nx: int = 256, nt: int = 101, reaction: float = 5.0,
@@ -314,40 +277,26 @@ def reaction_diffusion_spec(nx: int = 256, nt: int = 101, reaction: float = 5.0,
     x, t = (np.asarray(v) for v in p.grid.mesh(jnp.float64))
     truth = (np.exp(-t) * np.sin(np.pi * x) + 0.5 * t * np.sin(3 * np.pi * x)
              + 0.2 * x * np.cos(2 * t))
-    data = p.manufactured(jnp.asarray(truth))
-    data = jax.tree.map(np.asarray, data)
-    fields = _legendre_fields(nx, nt, 63)
-
-    def basis(nb):
-        return _mixed_basis(truth, fields, nb, seed)
-
-    return Spec("reaction-diffusion", p, data, truth, basis, {
-        "problem": f"ReactionDiffusion1D(kappa={kappa}, reaction={reaction}, nx={nx}, nt={nt})",
-        "truth": "exp(-t) sin(pi x) + 0.5 t sin(3 pi x) + 0.2 x cos(2t), manufactured source "
+    data = jax.tree.map(np.asarray, p.manufactured(jnp.asarray(truth)))
+    return _spec("reaction-diffusion", p, data, truth, legendre_fields(nx, nt, 63), seed,
+                 f"ReactionDiffusion1D(kappa={kappa}, reaction={reaction}, nx={nx}, nt={nt})",
+                 "exp(-t) sin(pi x) + 0.5 t sin(3 pi x) + 0.2 x cos(2t), manufactured source "
                  "(exact discrete solution)",
-        "basis": "truth + tensor Legendre fields, orthonormalised, mixed",
-        "interior_points": int(p.interior_points().shape[0])})
+                 "truth + tensor Legendre fields, orthonormalised, mixed")
 
 
 def burgers_spec(nx: int = 256, nt: int = 101, nu: float = 0.03, seed: int = 0) -> Spec:
     p = ViscousBurgers1D(nu=nu, nx=nx, nt=nt)
-    x = np.linspace(0.0, 1.0, nx)
-    truth = burgers_method_of_lines(p, np.sin(np.pi * x))
+    truth = burgers_method_of_lines(p, np.sin(np.pi * np.linspace(0.0, 1.0, nx)))
     zero = BurgersData(jnp.asarray(truth[:, 0]), jnp.zeros(p.grid_shape),
                        jnp.asarray(truth[0, 1:]), jnp.asarray(truth[-1, 1:]))
     f = manufactured_forcing(p, truth, zero)
     data = BurgersData(truth[:, 0], f, truth[0, 1:], truth[-1, 1:])
-    fields = _legendre_fields(nx, nt, 63)
-
-    def basis(nb):
-        return _mixed_basis(truth, fields, nb, seed)
-
-    return Spec("burgers", p, data, truth, basis, {
-        "problem": f"ViscousBurgers1D(nu={nu}, nx={nx}, nt={nt}) (defined in this benchmark)",
-        "truth": "RK4 method of lines from sin(pi x), zero Dirichlet; forcing = its discrete "
+    return _spec("burgers", p, data, truth, legendre_fields(nx, nt, 63), seed,
+                 f"ViscousBurgers1D(nu={nu}, nx={nx}, nt={nt}) (defined in this benchmark)",
+                 "RK4 method of lines from sin(pi x), zero Dirichlet; forcing = its discrete "
                  f"residual (max abs(f) = {np.max(np.abs(f)):.2e}; exact discrete solution)",
-        "basis": "truth + tensor Legendre fields, orthonormalised, mixed",
-        "interior_points": int(p.interior_points().shape[0])})
+                 "truth + tensor Legendre fields, orthonormalised, mixed")
 
 
 # Which (m, N) each problem runs: the full grid of the issue for diffusion-sorption, a trimmed
@@ -358,33 +307,22 @@ FULL_PLAN = {
     "reaction-diffusion": ((1000, 10000, 20000), (16,)),
     "burgers": ((1000, 10000, 20000), (16,)),
 }
-QUICK_PLAN = {
-    "diffusion-sorption": ((200,), (8,)),
-    "navier-stokes": ((200,), (8,)),
-    "reaction-diffusion": ((200,), (8,)),
-    "burgers": ((200,), (8,)),
+QUICK_PLAN = dict.fromkeys(FULL_PLAN, ((200,), (8,)))
+BUILDERS = {"diffusion-sorption": diffusion_sorption_spec, "navier-stokes": navier_stokes_spec,
+            "reaction-diffusion": reaction_diffusion_spec, "burgers": burgers_spec}
+QUICK_SIZES = {
+    # 128 x 21: the least-squares minimiser is 2.7e-4 (rel. L2) from the reference
+    # (64 x 11: 1.2e-3, beyond the float64 tolerance)
+    "diffusion-sorption": dict(nx=128, nt=21),
+    "navier-stokes": dict(n=8, nt=6, t_max=0.5),
+    "reaction-diffusion": dict(nx=32, nt=11),
+    "burgers": dict(nx=32, nt=11),
 }
 
 
 def make_specs(quick: bool, names=tuple(FULL_PLAN)) -> dict[str, Spec]:
     """The problems ``names`` (small grids with ``quick``); call with x64 enabled."""
-    if quick:
-        builders = {
-            # 128 x 21: the least-squares minimiser is 2.7e-4 (rel. L2) from the reference
-            # (64 x 11: 1.2e-3, beyond the float64 tolerance)
-            "diffusion-sorption": lambda: diffusion_sorption_spec(128, 21),
-            "navier-stokes": lambda: navier_stokes_spec(n=8, nt=6, t_max=0.5),
-            "reaction-diffusion": lambda: reaction_diffusion_spec(nx=32, nt=11),
-            "burgers": lambda: burgers_spec(nx=32, nt=11),
-        }
-    else:
-        builders = {
-            "diffusion-sorption": diffusion_sorption_spec,
-            "navier-stokes": navier_stokes_spec,
-            "reaction-diffusion": reaction_diffusion_spec,
-            "burgers": burgers_spec,
-        }
-    return {name: builders[name]() for name in names}
+    return {name: BUILDERS[name](**(QUICK_SIZES[name] if quick else {})) for name in names}
 
 
 # ---- one solve, any back end ----------------------------------------------------------------
@@ -399,17 +337,16 @@ def solve(lsq, w0, backend: str, solver: LevenbergMarquardt):
     (pdeml's stats and verdict at the returned point, pdeml's implicit adjoint), keeping
     optimistix's own verdict, which ``solve_least_squares`` does not return.
     """
-    from pdeml.core import least_squares as ls
+    from pdeml.core.least_squares import external_solution
 
     if backend == "native":
         sol = solve_least_squares(lsq, w0, solver=solver, backend="native", throw=False)
         return sol.value, sol.stats, sol.stats.converged
     from pdeml.interop.optimistix import BACKEND_LINEAR_SOLVERS, levenberg_marquardt_optimistix
 
-    frozen = ls.stop_gradient_arrays(lsq)
     w_star, iterations, own = levenberg_marquardt_optimistix(
-        frozen, w0, solver, linear_solver=BACKEND_LINEAR_SOLVERS[backend])
-    w, stats = ls.external_solution(lsq, w_star, iterations, own, solver)
+        stop_gradient_arrays(lsq), w0, solver, linear_solver=BACKEND_LINEAR_SOLVERS[backend])
+    w, stats = external_solution(lsq, w_star, iterations, own, solver)
     return w, stats, own
 
 
@@ -432,35 +369,22 @@ def layer_forward(problem: PDEProblem, backend: str, solver: LevenbergMarquardt)
     return fwd
 
 
-def _cast(tree, dtype):
-    return jax.tree.map(lambda a: jnp.asarray(a, dtype) if np.issubdtype(np.asarray(a).dtype,
-                                                                       np.floating)
-                        else jnp.asarray(a), tree)
-
-
-def _timed(compiled, args, first_s):
-    """Median of up to three further calls (none when the first took > SINGLE_CALL_S)."""
-    if first_s > SINGLE_CALL_S:
-        return first_s, 1
-    times = []
-    for _ in range(max(1, min(3, int(3 * SINGLE_CALL_S / max(first_s, 1e-9))))):
-        s = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - s)
-    return statistics.median(times), len(times)
+def cast(tree, dtype):
+    """The floating leaves of ``tree`` as ``dtype`` arrays, the others as arrays."""
+    floating = lambda a: np.issubdtype(np.asarray(a).dtype, np.floating)  # noqa: E731
+    return jax.tree.map(lambda a: jnp.asarray(a, dtype) if floating(a) else jnp.asarray(a), tree)
 
 
 def float64_stationarity(spec: Spec, basis64: np.ndarray, points) -> Callable:
     """``w -> max_j |(J^T r)_j| / (||J_j|| ||r||)`` of the problem built in float64 (the
-    stationarity measure of :func:`pdeml.core.least_squares.stationarity_test`), to tell a
-    local minimum from a point that only passed the test in its working precision."""
+    stationarity measure of :func:`pdeml.core.stationarity_test`), to tell a local minimum
+    from a point that only passed the test in its working precision."""
     from pdeml.constraints import HardConstraint
-    from pdeml.core.least_squares import stationarity_test
+    from pdeml.core import stationarity_test
 
     with jax.enable_x64(True):
-        layer = HardConstraint(spec.problem)
-        lsq = layer.least_squares_problem(jnp.asarray(basis64), _cast(spec.data, jnp.float64),
-                                          jnp.asarray(points))
+        lsq = HardConstraint(spec.problem).least_squares_problem(
+            jnp.asarray(basis64), cast(spec.data, jnp.float64), jnp.asarray(points))
 
         @jax.jit
         def measure(lsq, w):
@@ -474,6 +398,32 @@ def float64_stationarity(spec: Spec, basis64: np.ndarray, points) -> Callable:
     return evaluate
 
 
+def _case_record(spec, m, n, precision, start, backend, stats, own, u, stat64, gtol) -> dict:
+    tol = TOLERANCE[precision]
+    rel = float(np.linalg.norm(u - spec.truth) / np.linalg.norm(spec.truth))
+    finite = bool(np.isfinite(rel))
+    converged, result = bool(stats.converged), int(stats.result)
+    within = finite and rel <= tol
+    return {
+        "problem": spec.name, "m": m, "n": n, "precision": precision, "start": start,
+        "backend": backend, "converged": converged, "result": result,
+        "result_name": RESULT_NAMES.get(result, str(result)),
+        "result_message": RESULT_MESSAGES.get(result, ""),
+        "own_verdict": bool(own), "iterations": int(stats.iterations),
+        "stationarity": float(stats.stationarity), "residual_norm": float(stats.residual_norm),
+        "constraint_norm": float(stats.constraint_norm),
+        "condition_number": float(stats.condition_number),
+        "rank_deficient": bool(stats.rank_deficient),
+        "rel_l2": rel if finite else None, "tolerance": tol, "within_tolerance": within,
+        "solved": converged and within, "false_converged": converged and not within,
+        # the stationarity measure at the returned w, evaluated in float64: a false
+        # "converged" with it <= 10 gtol is a genuine local minimum away from the truth
+        "stationarity_float64": stat64,
+        "false_converged_kind": (None if not (converged and not within) else
+                                 "local_minimum" if stat64 <= 10 * gtol else "not_stationary"),
+    }
+
+
 def run_cell(spec: Spec, m: int, n: int, precision: str, backends=BACKENDS, starts=STARTS,
              seed: int = 0) -> list[dict]:
     """All starts x back ends for one (problem, m, N, precision); call inside the precision's
@@ -482,21 +432,13 @@ def run_cell(spec: Spec, m: int, n: int, precision: str, backends=BACKENDS, star
 
     dtype = jnp.dtype(precision)
     solver = LevenbergMarquardt(max_steps=MAX_STEPS)
-    with jax.enable_x64(True):  # built in float64, then cast
+    with jax.enable_x64(True):  # built in float64, then cast; the same points in both precisions
         basis64, _ = spec.basis(n)
-    basis = jnp.asarray(basis64, dtype)
-    data = _cast(spec.data, dtype)
-    with jax.enable_x64(True):  # the same points in both precisions
         points = np.asarray(sample_points(spec.problem.interior_points(), m,
                                           jax.random.key(seed + 1)))
-    points = jnp.asarray(points)
-    start_w = {
-        "own": np.zeros(n),
-        "ones": np.ones(n),
-        "random": np.random.default_rng(1000 + n).standard_normal(n),
-    }
-    truth_norm = np.linalg.norm(spec.truth)
-    tol = TOLERANCE[precision]
+    basis, data, points = jnp.asarray(basis64, dtype), cast(spec.data, dtype), jnp.asarray(points)
+    start_w = {"own": np.zeros(n), "ones": np.ones(n),
+               "random": np.random.default_rng(1000 + n).standard_normal(n)}
     gtol = float(np.finfo(precision).eps) ** 0.5  # the default gtol of the precision
     stationarity64 = float64_stationarity(spec, basis64, points)
     out = []
@@ -509,52 +451,25 @@ def run_cell(spec: Spec, m: int, n: int, precision: str, backends=BACKENDS, star
         for start in starts:
             args = (basis, data, points, jnp.asarray(start_w[start], dtype),
                     jnp.asarray(start == "own"))
-            s = time.perf_counter()
-            u, w, stats, own = jax.block_until_ready(compiled(*args))
-            first_s = time.perf_counter() - s
-            wall_s, repeats = _timed(compiled, args, first_s)
-            u = np.asarray(u, np.float64)
-            stat64 = stationarity64(np.asarray(w, np.float64))
-            rel = float(np.linalg.norm(u - spec.truth) / truth_norm)
-            finite = bool(np.isfinite(rel))
-            converged = bool(stats.converged)
-            within = finite and rel <= tol
-            rec = {
-                "problem": spec.name, "m": m, "n": n, "precision": precision, "start": start,
-                "backend": backend,
-                "converged": converged,
-                "result": int(stats.result),
-                "result_name": RESULT_NAMES.get(int(stats.result), str(int(stats.result))),
-                "result_message": RESULT_MESSAGES.get(int(stats.result), ""),
-                "own_verdict": bool(own),
-                "iterations": int(stats.iterations),
-                "stationarity": float(stats.stationarity),
-                "residual_norm": float(stats.residual_norm),
-                "constraint_norm": float(stats.constraint_norm),
-                "condition_number": float(stats.condition_number),
-                "rank_deficient": bool(stats.rank_deficient),
-                "rel_l2": rel if finite else None,
-                "tolerance": tol,
-                "within_tolerance": within,
-                "solved": converged and within,
-                "false_converged": converged and not within,
-                # the stationarity measure at the returned w, evaluated in float64: a false
-                # "converged" with it <= 10 gtol is a genuine local minimum away from the truth
-                "stationarity_float64": stat64,
-                "false_converged_kind": (None if not (converged and not within) else
-                                         "local_minimum" if stat64 <= 10 * gtol
-                                         else "not_stationary"),
-                "wall_s": wall_s,
-                "timing_calls": repeats,
-                "first_call_s": first_s,
-                "compile_s": compile_s,
-            }
+            (u, w, stats, own), (first_s,) = timed_calls(lambda: compiled(*args), 1)
+            # the median of up to three further calls (none when the first took > SINGLE_CALL_S)
+            wall_s, repeats = first_s, 1
+            if first_s <= SINGLE_CALL_S:
+                _, times = timed_calls(lambda: compiled(*args), max(1, min(
+                    3, int(3 * SINGLE_CALL_S / max(first_s, 1e-9)))))
+                wall_s, repeats = statistics.median(times), len(times)
+            rec = _case_record(spec, m, n, precision, start, backend, stats, own,
+                               np.asarray(u, np.float64),
+                               stationarity64(np.asarray(w, np.float64)), gtol)
+            rec |= {"wall_s": wall_s, "timing_calls": repeats, "first_call_s": first_s,
+                    "compile_s": compile_s}
             out.append(rec)
             verdict = ("SOLVED" if rec["solved"] else
                        f"FALSE-CONV ({rec['false_converged_kind']})" if rec["false_converged"]
                        else "")
+            rel = np.nan if rec["rel_l2"] is None else rec["rel_l2"]
             print(f"{spec.name:>18} m={m:<6} N={n:<2} {precision} {start:>6} {backend:>19}: "
-                  f"conv={'y' if converged else 'n'} ({rec['result_name']}, own "
+                  f"conv={'y' if rec['converged'] else 'n'} ({rec['result_name']}, own "
                   f"{'y' if own else 'n'}) it={rec['iterations']:3d} relL2={rel:.2e} "
                   f"{verdict} {wall_s:.3f}s", flush=True)
     return out
@@ -575,37 +490,37 @@ def mark_representable(cases: list[dict]) -> None:
 
 
 def summarise(cases: list[dict]) -> dict:
+    def count(sel, test):
+        return sum(bool(test(c)) for c in sel)
+
     def table(rows):
         out = {}
-        for b in BACKENDS:
-            for p in PRECISIONS:
-                sel = [c for c in rows if c["backend"] == b and c["precision"] == p]
-                if not sel:
-                    continue
+        for b, p in itertools.product(BACKENDS, PRECISIONS):
+            sel = [c for c in rows if c["backend"] == b and c["precision"] == p]
+            if sel:
                 out.setdefault(b, {})[p] = {
                     "cases": len(sel),
-                    "solved": sum(c["solved"] for c in sel),
-                    "fraction_solved": sum(c["solved"] for c in sel) / len(sel),
-                    "false_converged": sum(c["false_converged"] for c in sel),
-                    "false_converged_local_minimum": sum(
-                        c["false_converged_kind"] == "local_minimum" for c in sel),
-                    "false_converged_not_stationary": sum(
-                        c["false_converged_kind"] == "not_stationary" for c in sel),
-                    "within_tolerance": sum(c["within_tolerance"] for c in sel),
-                    "converged": sum(c["converged"] for c in sel),
+                    "solved": count(sel, lambda c: c["solved"]),
+                    "fraction_solved": count(sel, lambda c: c["solved"]) / len(sel),
+                    "false_converged": count(sel, lambda c: c["false_converged"]),
+                    "false_converged_local_minimum": count(
+                        sel, lambda c: c["false_converged_kind"] == "local_minimum"),
+                    "false_converged_not_stationary": count(
+                        sel, lambda c: c["false_converged_kind"] == "not_stationary"),
+                    "within_tolerance": count(sel, lambda c: c["within_tolerance"]),
+                    "converged": count(sel, lambda c: c["converged"]),
                     # reached the truth but pdeml's test did not accept the point
-                    "at_truth_not_converged": sum(c["within_tolerance"] and not c["converged"]
-                                                  for c in sel),
+                    "at_truth_not_converged": count(
+                        sel, lambda c: c["within_tolerance"] and not c["converged"]),
                     "median_iterations": statistics.median(c["iterations"] for c in sel),
                     "total_wall_s": sum(c["wall_s"] for c in sel),
                 }
         return out
 
-    per_problem = {}
-    for name in dict.fromkeys(c["problem"] for c in cases):
-        per_problem[name] = table([c for c in cases if c["problem"] == name and c["representable"]])
-    return {"all": table(cases), "representable": table([c for c in cases if c["representable"]]),
-            "representable_per_problem": per_problem}
+    rep = [c for c in cases if c["representable"]]
+    return {"all": table(cases), "representable": table(rep),
+            "representable_per_problem": {name: table([c for c in rep if c["problem"] == name])
+                                          for name in dict.fromkeys(c["problem"] for c in cases)}}
 
 
 # ---- speed comparison -----------------------------------------------------------------------
@@ -622,68 +537,61 @@ def speed_comparison(spec: Spec, cases=SPEED_CASES, rounds: int = 15, seed: int 
     from pdeml.constraints import HardConstraint, sample_points
 
     solver = LevenbergMarquardt(max_steps=MAX_STEPS)
+    start = lambda lsq, data, points: linearised_start(spec.problem, lsq, data, points)  # noqa
     out = []
     for m, n in cases:
-        basis64, _ = spec.basis(n)
-        basis = jnp.asarray(basis64, jnp.float64)
-        data = _cast(spec.data, jnp.float64)
+        basis = jnp.asarray(spec.basis(n)[0], jnp.float64)
+        data = cast(spec.data, jnp.float64)
         points = sample_points(spec.problem.interior_points(), m, jax.random.key(seed + 1))
         args = (basis, data, points)
-        zeros = jnp.zeros(n)
         layer = HardConstraint(spec.problem, solver=solver, throw=False)
 
         def shared(basis, data, points):
-            lsq = layer.least_squares_problem(basis, data, points)
-            w0 = linearised_start(spec.problem, lsq, data, points)
+            w0 = start(layer.least_squares_problem(basis, data, points), data, points)
             return jnp.einsum("...n,n->...", basis, w0)
 
-        fns = {("shared", "fwd"): shared}
         # the solve alone: the problem and the layer's start prebuilt, the same for all
         lsq = jax.jit(layer.least_squares_problem)(*args)
-        w_start = jax.jit(lambda lsq, data, points: linearised_start(spec.problem, lsq, data,
-                                                                     points))(lsq, data, points)
-        solve_args = (lsq, w_start)
-        for backend in BACKENDS:
-            fns[(backend, "solve")] = (lambda lsq, w0, backend=backend:
-                                       solve(lsq, w0, backend, solver))
+        solve_args = (lsq, jax.jit(start)(lsq, data, points))
+        fns = {("shared", "fwd"): (shared, args)}
         for backend in BACKENDS:
             fwd = layer_forward(spec.problem, backend, solver)
+            run = (lambda b, data, points, fwd=fwd:
+                   fwd(b, data, points, jnp.zeros(n), jnp.asarray(True)))
 
-            def f_fwd(basis, data, points, fwd=fwd):
-                u, _, stats, own = fwd(basis, data, points, zeros, jnp.asarray(True))
+            def f_fwd(basis, data, points, run=run):
+                u, _, stats, own = run(basis, data, points)
                 return u, stats, own
 
-            def f_bwd(basis, data, points, fwd=fwd):
+            def f_bwd(basis, data, points, f_fwd=f_fwd):
                 def loss(b):
-                    u, _, stats, own = fwd(b, data, points, zeros, jnp.asarray(True))
-                    return jnp.mean(u**2), (u, stats, own)
+                    out = f_fwd(b, data, points)
+                    return jnp.mean(out[0] ** 2), out
                 (val, aux), grad = jax.value_and_grad(loss, has_aux=True)(basis)
                 return aux, val, grad
 
-            fns[(backend, "fwd")] = f_fwd
-            fns[(backend, "fwd_bwd")] = f_bwd
+            fns[(backend, "solve")] = (lambda lsq, w0, backend=backend:
+                                       solve(lsq, w0, backend, solver)), solve_args
+            fns[(backend, "fwd")] = f_fwd, args
+            fns[(backend, "fwd_bwd")] = f_bwd, args
         compiled, compile_s, outputs, times = {}, {}, {}, {}
-        fn_args = {key: solve_args if key[1] == "solve" else args for key in fns}
-        for key, fn in fns.items():
+        for key, (fn, fargs) in fns.items():
             t0 = time.perf_counter()
-            compiled[key] = jax.jit(fn).lower(*fn_args[key]).compile()
+            compiled[key] = jax.jit(fn).lower(*fargs).compile()
             compile_s[key] = time.perf_counter() - t0
-            outputs[key] = jax.block_until_ready(compiled[key](*fn_args[key]))  # warm-up
+            outputs[key] = jax.block_until_ready(compiled[key](*fargs))  # warm-up
             times[key] = []
         for _ in range(rounds):
-            for key in fns:
-                t0 = time.perf_counter()
-                jax.block_until_ready(compiled[key](*fn_args[key]))
-                times[key].append(time.perf_counter() - t0)
-        res = {"shared": {"fwd": {"median_s": statistics.median(times[("shared", "fwd")]),
-                                  "min_s": min(times[("shared", "fwd")]),
-                                  "times_s": times[("shared", "fwd")]}}}
+            for key, (_, fargs) in fns.items():
+                times[key] += timed_calls(lambda: compiled[key](*fargs), 1)[1]
+        t = times[("shared", "fwd")]
+        res = {"shared": {"fwd": {"median_s": statistics.median(t), "min_s": min(t),
+                                  "times_s": t}}}
         for backend in BACKENDS:
             res[backend] = {}
             for mode in MODES:
                 o = outputs[(backend, mode)]
-                stats, own = {"solve": (o[1], o[2]), "fwd": (o[1], o[2]),
-                              "fwd_bwd": (o[0][1], o[0][2])}[mode]
+                stats, own = o[0][1:] if mode == "fwd_bwd" else o[1:3]
                 t = times[(backend, mode)]
                 res[backend][mode] = {
                     "median_s": statistics.median(t), "min_s": min(t), "times_s": t,
@@ -695,10 +603,10 @@ def speed_comparison(spec: Spec, cases=SPEED_CASES, rounds: int = 15, seed: int 
             u = np.asarray(outputs[(backend, "fwd")][0])
             res[backend]["rel_l2_to_truth"] = float(np.linalg.norm(u - spec.truth)
                                                     / np.linalg.norm(spec.truth))
-            print(f"speed m={m} N={n} {backend:>19}: solve {res[backend]['solve']['median_s']:.4f} "
-                  f"s, fwd {res[backend]['fwd']['median_s']:.4f} s "
-                  f"({res[backend]['fwd']['iterations']} it), fwd+bwd "
-                  f"{res[backend]['fwd_bwd']['median_s']:.4f} s", flush=True)
+            r = res[backend]
+            print(f"speed m={m} N={n} {backend:>19}: solve {r['solve']['median_s']:.4f} s, fwd "
+                  f"{r['fwd']['median_s']:.4f} s ({r['fwd']['iterations']} it), fwd+bwd "
+                  f"{r['fwd_bwd']['median_s']:.4f} s", flush=True)
         print(f"speed m={m} N={n} shared (features, rows, start, u): "
               f"{res['shared']['fwd']['median_s']:.4f} s", flush=True)
         u_nat = np.asarray(outputs[("native", "fwd")][0])
@@ -727,71 +635,59 @@ def speed_comparison(spec: Spec, cases=SPEED_CASES, rounds: int = 15, seed: int 
 
 
 def plot(summary: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     width = 0.38
     colors = {"float64": "tab:blue", "float32": "tab:orange"}
-    for ax, part, title in zip(axes, ("all", "representable"),
-                               ("all cases", "representable cases")):
+    for ax, part in zip(axes, ("all", "representable")):
         tab = summary[part]
         for k, p in enumerate(PRECISIONS):
-            xs, ys, labels = [], [], []
-            for i, b in enumerate(BACKENDS):
-                if p in tab.get(b, {}):
-                    xs.append(i + (k - 0.5) * width)
-                    ys.append(tab[b][p]["fraction_solved"])
-                    labels.append(f"{tab[b][p]['solved']}/{tab[b][p]['cases']}\n"
-                                  f"fc {tab[b][p]['false_converged']}")
-            bars = ax.bar(xs, ys, width, color=colors[p], label=p)
-            for bar, lab in zip(bars, labels):
-                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, lab,
+            cells = [(i + (k - 0.5) * width, tab[b][p]) for i, b in enumerate(BACKENDS)
+                     if p in tab.get(b, {})]
+            bars = ax.bar([x for x, _ in cells], [s["fraction_solved"] for _, s in cells], width,
+                          color=colors[p], label=p)
+            for bar, (_, s) in zip(bars, cells):
+                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01,
+                        f"{s['solved']}/{s['cases']}\nfc {s['false_converged']}",
                         ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(BACKENDS)))
         ax.set_xticklabels(BACKENDS, fontsize=8)
-        ax.set_ylim(0, 1.2)
-        ax.set_title(title)
+        ax.set(ylim=(0, 1.2), title=f"{part} cases")
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("fraction solved to the truth")
     axes[0].legend(fontsize=8, loc="upper right")
     fig.suptitle("Hard-constraint solve robustness (solved/cases, fc = false converged)",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    savefig(fig, path, 120)
 
 
 def _summary_md(tab: dict) -> list[str]:
-    lines = ["| back end | precision | cases | solved | fraction solved | false converged "
-             "(local min. / not stationary) | converged | at the truth, not converged | "
-             "median iterations |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for b, per in tab.items():
-        for p, s in per.items():
-            lines.append(f"| {b} | {p} | {s['cases']} | {s['solved']} | "
-                         f"{s['fraction_solved']:.2f} | {s['false_converged']} "
-                         f"({s['false_converged_local_minimum']} / "
-                         f"{s['false_converged_not_stationary']}) | "
-                         f"{s['converged']} | {s['at_truth_not_converged']} | "
-                         f"{s['median_iterations']:g} |")
-    return lines
+    return md_table(
+        ["back end", "precision", "cases", "solved", "fraction solved",
+         "false converged (local min. / not stationary)", "converged",
+         "at the truth, not converged", "median iterations"],
+        [[b, p, s["cases"], s["solved"], f"{s['fraction_solved']:.2f}",
+          f"{s['false_converged']} ({s['false_converged_local_minimum']} / "
+          f"{s['false_converged_not_stationary']})", s["converged"],
+          s["at_truth_not_converged"], f"{s['median_iterations']:g}"]
+         for b, per in tab.items() for p, s in per.items()])
+
+
+def _e(x, spec):
+    return format(x, spec) if x is not None else str(x)
 
 
 def markdown(result: dict) -> str:
-    lines = ["# Solver robustness (`benchmarks/solver_robustness.py`)", ""]
-    cfg = result["config"]
-    env = result["environment"]
-    lines += [f"{'Quick smoke run' if cfg['quick'] else 'Full run'} on {env['device']} "
-              f"({env['cpu_count']} CPUs), jax {env['jax']}, optimistix {env['optimistix']}; "
-              f"{result['total_seconds']:.0f} s in {len(result['runs'])} part(s):", ""]
+    cfg, env, summary = result["config"], result["environment"], result["summary"]
+    yn = lambda v: "y" if v else "n"  # noqa: E731
+    lines = ["# Solver robustness (`benchmarks/solver_robustness.py`)", "",
+             f"{'Quick smoke run' if cfg['quick'] else 'Full run'} on {env['device']} "
+             f"({env['cpu_count']} CPUs), jax {env['jax']}, optimistix {env['optimistix']}; "
+             f"{result['total_seconds']:.0f} s in {len(result['runs'])} part(s):", ""]
     lines += [f"* `{r['command']}` ({r.get('seconds', 0):.0f} s, load average at the end "
               f"{', '.join(f'{v:.1f}' for v in r.get('load_average_1_5_15_end', []))})"
               for r in result["runs"]]
-    lines += [""]
-    lines += ["A case is (problem, m, N, precision, start, back end). **solved**: pdeml's "
+    lines += ["", "A case is (problem, m, N, precision, start, back end). **solved**: pdeml's "
               "`converged` and rel. L2 of u to the truth <= 1e-3 (float64) / 1e-2 (float32). "
               "**false converged**: `converged` but not within that tolerance. "
               "**representable**: at least one back end reaches the truth (rel. L2 within the "
@@ -804,51 +700,39 @@ def markdown(result: dict) -> str:
               "the truth), else **not stationary** (the test passed only in the working "
               "precision). **at the truth, not converged**: within the tolerance but not "
               "`converged` (pdeml's test rejected the point: STAGNATED or MAX_STEPS_REACHED).",
-              ""]
-    lines += ["## What ran", "", "| problem | setup | m | N |", "|---|---|---|---|"]
-    for name, p in result["problems"].items():
-        lines.append(f"| {name} | {p['description']['problem']}; truth: "
-                     f"{p['description']['truth']} | "
-                     f"{', '.join(str(v) for v in p['m_values'])} | "
-                     f"{', '.join(str(v) for v in p['n_values'])} |")
+              "", "## What ran", ""]
+    lines += md_table(["problem", "setup", "m", "N"], [
+        [name, f"{p['description']['problem']}; truth: {p['description']['truth']}",
+         ", ".join(map(str, p["m_values"])), ", ".join(map(str, p["n_values"]))]
+        for name, p in result["problems"].items()])
     lines += ["", f"Precisions {', '.join(PRECISIONS)}; starts {', '.join(STARTS)} (own = the "
               "layer's linearised start, ones, random = standard normal); back ends "
               f"{', '.join(BACKENDS)}; LevenbergMarquardt(max_steps={MAX_STEPS}) defaults.", ""]
-    lines += ["## Summary: all cases", ""] + _summary_md(result["summary"]["all"])
-    lines += ["", "## Summary: representable cases", ""] + _summary_md(
-        result["summary"]["representable"])
-    lines += ["", "## Representable cases per problem", "",
-              "| problem | back end | precision | solved / cases | false converged |",
-              "|---|---|---|---|---|"]
-    for name, tab in result["summary"]["representable_per_problem"].items():
-        for b, per in tab.items():
-            for p, s in per.items():
-                lines.append(f"| {name} | {b} | {p} | {s['solved']}/{s['cases']} | "
-                             f"{s['false_converged']} |")
+    lines += ["## Summary: all cases", ""] + _summary_md(summary["all"])
+    lines += ["", "## Summary: representable cases", ""] + _summary_md(summary["representable"])
+    lines += ["", "## Representable cases per problem", ""] + md_table(
+        ["problem", "back end", "precision", "solved / cases", "false converged"],
+        [[name, b, p, f"{s['solved']}/{s['cases']}", s["false_converged"]]
+         for name, tab in summary["representable_per_problem"].items()
+         for b, per in tab.items() for p, s in per.items()])
     bad = [c for c in result["cases"] if c["false_converged"]]
     if bad:
-        lines += ["", "## False converged cases", "",
-                  "| problem | m | N | precision | start | back end | result | it | "
-                  "stationarity | in float64 | kind | residual | IC/BC violation | rel. L2 |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for c in bad:
-            lines.append(f"| {c['problem']} | {c['m']} | {c['n']} | {c['precision']} | "
-                         f"{c['start']} | {c['backend']} | {c['result_name']} | "
-                         f"{c['iterations']} | {c['stationarity']:.1e} | "
-                         f"{c['stationarity_float64']:.1e} | {c['false_converged_kind']} | "
-                         f"{c['residual_norm']:.2e} | {c['constraint_norm']:.2e} | "
-                         f"{c['rel_l2'] if c['rel_l2'] is None else format(c['rel_l2'], '.2e')} |")
-    lines += ["", "## All cases", "",
-              "| problem | m | N | precision | start | back end | converged (result) | "
-              "own verdict | it | rel. L2 | solved | time s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for c in result["cases"]:
-        rel = "nan" if c["rel_l2"] is None else f"{c['rel_l2']:.1e}"
-        lines.append(f"| {c['problem']} | {c['m']} | {c['n']} | {c['precision']} | {c['start']} | "
-                     f"{c['backend']} | {'y' if c['converged'] else 'n'} ({c['result_name']}) | "
-                     f"{'y' if c['own_verdict'] else 'n'} | {c['iterations']} | {rel} | "
-                     f"{'y' if c['solved'] else ('FALSE' if c['false_converged'] else 'n')} | "
-                     f"{c['wall_s']:.3f} |")
+        lines += ["", "## False converged cases", ""] + md_table(
+            ["problem", "m", "N", "precision", "start", "back end", "result", "it",
+             "stationarity", "in float64", "kind", "residual", "IC/BC violation", "rel. L2"],
+            [[c["problem"], c["m"], c["n"], c["precision"], c["start"], c["backend"],
+              c["result_name"], c["iterations"], f"{c['stationarity']:.1e}",
+              f"{c['stationarity_float64']:.1e}", c["false_converged_kind"],
+              f"{c['residual_norm']:.2e}", f"{c['constraint_norm']:.2e}", _e(c["rel_l2"], ".2e")]
+             for c in bad])
+    lines += ["", "## All cases", ""] + md_table(
+        ["problem", "m", "N", "precision", "start", "back end", "converged (result)",
+         "own verdict", "it", "rel. L2", "solved", "time s"],
+        [[c["problem"], c["m"], c["n"], c["precision"], c["start"], c["backend"],
+          f"{yn(c['converged'])} ({c['result_name']})", yn(c["own_verdict"]), c["iterations"],
+          "nan" if c["rel_l2"] is None else f"{c['rel_l2']:.1e}",
+          "y" if c["solved"] else ("FALSE" if c["false_converged"] else "n"), f"{c['wall_s']:.3f}"]
+         for c in result["cases"]])
     if result.get("speed"):
         lines += ["", "## Speed: native vs optimistix (QR and normal-equations Cholesky)", "",
                   "diffusion-sorption 1024 x 101, float64, the layer's own start for every back "
@@ -857,26 +741,26 @@ def markdown(result: dict) -> str:
                   "rounds that call every compiled function once in turn; ratio = t_backend / "
                   "t_native. solve = the Levenberg-Marquardt solve alone (problem and start "
                   "prebuilt); `shared` is what every back end does besides the solve (features, "
-                  "IC/BC rows, the start, u).", "",
-                  "| m | N | back end | solve s (it) | solve ratio | fwd s | fwd ratio | "
-                  "fwd+bwd s | fwd+bwd ratio | max abs(u - u_native) | grad rel. diff | "
-                  "rel. L2 to truth |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "IC/BC rows, the start, u).", ""]
+        rows = []
         for r in result["speed"]:
             if "shared" in r["results"]:
-                lines.append(f"| {r['m']} | {r['n']} | shared | | | "
-                             f"{r['results']['shared']['fwd']['median_s']:.4f} | | | | | | |")
+                rows.append(f"| {r['m']} | {r['n']} | shared | | | "
+                            f"{r['results']['shared']['fwd']['median_s']:.4f} | | | | | | |")
             for b in BACKENDS:
                 x, a = r["results"][b], r["agreement"][b]
                 rt = r["ratio_backend_over_native"][b]
-                lines.append(
-                    f"| {r['m']} | {r['n']} | {b} | {x['solve']['median_s']:.4f} "
-                    f"({x['solve']['iterations']}"
-                    f"{'' if x['solve']['converged'] else ', not conv.'}) | {rt['solve']:.1f} | "
-                    f"{x['fwd']['median_s']:.4f} | {rt['fwd']:.1f} | "
-                    f"{x['fwd_bwd']['median_s']:.4f} | {rt['fwd_bwd']:.1f} | "
-                    f"{a['u_max_abs_diff_vs_native']:.1e} | "
-                    f"{a['grad_max_abs_diff_rel_vs_native']:.1e} | {x['rel_l2_to_truth']:.1e} |")
+                rows.append([r["m"], r["n"], b, f"{x['solve']['median_s']:.4f} "
+                             f"({x['solve']['iterations']}"
+                             f"{'' if x['solve']['converged'] else ', not conv.'})",
+                             f"{rt['solve']:.1f}", f"{x['fwd']['median_s']:.4f}", f"{rt['fwd']:.1f}",
+                             f"{x['fwd_bwd']['median_s']:.4f}", f"{rt['fwd_bwd']:.1f}",
+                             f"{a['u_max_abs_diff_vs_native']:.1e}",
+                             f"{a['grad_max_abs_diff_rel_vs_native']:.1e}",
+                             f"{x['rel_l2_to_truth']:.1e}"])
+        lines += md_table(["m", "N", "back end", "solve s (it)", "solve ratio", "fwd s",
+                           "fwd ratio", "fwd+bwd s", "fwd+bwd ratio", "max abs(u - u_native)",
+                           "grad rel. diff", "rel. L2 to truth"], rows)
         lines.append("")
         for r in result["speed"]:
             s, b = r["speedup_vs_best_optimistix"], r["best_optimistix"]
@@ -906,18 +790,17 @@ def main(argv=None) -> int:
                     help="glibc malloc setting for the run (pdeml.core.runtime."
                          "set_cpu_allocator; default tuned, as the pdeml command uses)")
     args = ap.parse_args(argv)
+    json_path = os.path.join(args.out, "solver_robustness.json")
+    png, md = (os.path.join(args.out, f"solver_robustness.{x}") for x in ("png", "md"))
     if args.render:
-        with open(os.path.join(args.out, "solver_robustness.json")) as f:
-            result = json.load(f)
+        result = read_json(json_path)
         if result["cases"]:
-            plot(result["summary"], os.path.join(args.out, "solver_robustness.png"))
-        with open(os.path.join(args.out, "solver_robustness.md"), "w") as f:
-            f.write(markdown(result))
+            plot(result["summary"], png)
+        write_text(md, markdown(result))
         return 0
     plan = QUICK_PLAN if args.quick else FULL_PLAN
     names = list(plan) if args.problems is None else [p.strip() for p in args.problems.split(",")]
-    bad = [p for p in names if p not in plan]
-    if bad:
+    if bad := [p for p in names if p not in plan]:
         ap.error(f"unknown problems {bad}; choose from {list(plan)}")
     precisions = [p.strip() for p in args.precisions.split(",")]
     if not precisions or not set(precisions) <= set(PRECISIONS):
@@ -928,10 +811,7 @@ def main(argv=None) -> int:
         if args.quick or args.no_speed:
             ap.error("--speed-only excludes --quick and --no-speed")
     os.makedirs(args.out, exist_ok=True)
-    json_path = os.path.join(args.out, "solver_robustness.json")
     t_start = time.perf_counter()
-    command = " ".join(["python", "benchmarks/solver_robustness.py"]
-                       + (sys.argv[1:] if argv is None else list(argv)))
     from pdeml.core.runtime import set_cpu_allocator
 
     allocator = set_cpu_allocator(args.allocator)
@@ -942,8 +822,7 @@ def main(argv=None) -> int:
         specs = make_specs(args.quick, names + (["diffusion-sorption"] if speed and
                                                 "diffusion-sorption" not in names else []))
     if args.append and os.path.exists(json_path):
-        with open(json_path) as f:
-            result = json.load(f)
+        result = read_json(json_path)
         if result["config"]["quick"] != args.quick:
             ap.error("--append: the existing JSON was written with a different --quick")
     else:
@@ -958,37 +837,31 @@ def main(argv=None) -> int:
                 "representable": "some back end reaches the truth from the same start, same "
                                  "precision, same (problem, m, N)",
             },
-            "environment": env,
-            "runs": [],
-            "problems": {},
-            "cases": [],
-            "summary": None,
+            "environment": env, "runs": [], "problems": {}, "cases": [], "summary": None,
             "speed": None,
         }
     if args.speed_only:  # replaces the speed comparison of an earlier part
         result["runs"] = [r for r in result["runs"] if "--speed-only" not in r["command"]]
-    run = {"command": command, "environment": env}
+    run = {"command": command("solver_robustness.py", argv), "environment": env}
     result["runs"].append(run)
 
     def write():
         run["seconds"] = time.perf_counter() - t_start
         run["load_average_1_5_15_end"] = list(os.getloadavg())
         result["total_seconds"] = sum(r.get("seconds", 0.0) for r in result["runs"])
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(json_path, result)
 
     for name in names:
-        spec = specs[name]
         ms, ns = plan[name]
-        result["problems"][name] = {"description": spec.description, "m_values": list(ms),
-                                    "n_values": list(ns)}
+        result["problems"][name] = {"description": specs[name].description,
+                                    "m_values": list(ms), "n_values": list(ns)}
         for precision in precisions:
             # a rerun of a part replaces its cases
             result["cases"] = [c for c in result["cases"]
                                if (c["problem"], c["precision"]) != (name, precision)]
             with jax.enable_x64(precision == "float64"):
                 for m, n in itertools.product(ms, ns):
-                    result["cases"] += run_cell(spec, m, n, precision)
+                    result["cases"] += run_cell(specs[name], m, n, precision)
                     mark_representable(result["cases"])
                     result["summary"] = summarise(result["cases"])
                     write()
@@ -999,10 +872,9 @@ def main(argv=None) -> int:
     if result["cases"]:
         mark_representable(result["cases"])
         result["summary"] = summarise(result["cases"])
-        plot(result["summary"], os.path.join(args.out, "solver_robustness.png"))
+        plot(result["summary"], png)
     write()
-    with open(os.path.join(args.out, "solver_robustness.md"), "w") as f:
-        f.write(markdown(result))
+    write_text(md, markdown(result))
     if result["summary"]:
         print("\n".join(_summary_md(result["summary"]["all"])))
         print("\n".join(_summary_md(result["summary"]["representable"])))
