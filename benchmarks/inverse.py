@@ -35,8 +35,8 @@ Run:  python benchmarks/inverse.py --out benchmarks/results/inverse           (f
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -45,7 +45,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pdeml.inverse import (
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import env, md_table, pyplot, savefig, write_json, write_text  # noqa: E402
+
+from pdeml.inverse import (  # noqa: E402
     CompressedSensing,
     GaussianBlur,
     HeatObservation,
@@ -59,7 +62,7 @@ from pdeml.inverse import (
     ssim,
     tikhonov,
 )
-from pdeml.inverse.recipes import (
+from pdeml.inverse.recipes import (  # noqa: E402
     FREE_RHO_FACTORS,
     LPN_RHO_FACTORS,
     MAP_NOISE,
@@ -74,7 +77,7 @@ from pdeml.inverse.recipes import (
     rho_grid,
     select_on_validation,
 )
-from pdeml.prox import TotalVariationProx, evaluate_regularizer
+from pdeml.prox import TotalVariationProx, evaluate_regularizer  # noqa: E402
 
 # Sized for a 2-core CPU (priors ~37 min, the tasks ~20 min): 32 x 32 test images, 16 x 16 training
 # patches. The priors' recipes (architecture, schedules, noise levels): pdeml.inverse.recipes.
@@ -235,6 +238,14 @@ def _objective_at_truth(op, lpn, y, x_rec, truth, rho):
             "inversions_converged": ok_rec and ok_true}
 
 
+def _scores(x, test) -> dict:
+    """PSNR and SSIM of the reconstructions ``x`` of ``test``, per image and mean +- std."""
+    p = np.asarray(psnr(x, jnp.asarray(test, DTYPE)))
+    q = np.asarray(ssim(x, jnp.asarray(test, DTYPE))).reshape(len(test), -1).mean(axis=1)
+    return {"psnr": p.tolist(), "ssim": q.tolist(), "psnr_mean": float(p.mean()),
+            "psnr_std": float(p.std()), "ssim_mean": float(q.mean()), "ssim_std": float(q.std())}
+
+
 def run_task(task, val, test, priors, cfg, key, log):
     op = task["op"]
     kv, kt = jax.random.split(key)
@@ -257,12 +268,7 @@ def run_task(task, val, test, priors, cfg, key, log):
         iters = int(r.iterations)
         # test set, batched
         rt = jax.block_until_ready(_run(op, prox, yt, rho, n_max, mname))
-        p = np.asarray(psnr(rt.x, jnp.asarray(test, DTYPE)))
-        q = np.asarray(ssim(rt.x, jnp.asarray(test, DTYPE)))
-        q = q.reshape(len(test), -1).mean(axis=1)
-        m = {"hyper": hp, "tuning_psnr": scores, "psnr": p.tolist(), "ssim": q.tolist(),
-             "psnr_mean": float(p.mean()), "psnr_std": float(p.std()),
-             "ssim_mean": float(q.mean()), "ssim_std": float(q.std()),
+        m = {"hyper": hp, "tuning_psnr": scores, **_scores(rt.x, test),
              "iterations_val": iters, "converged_val": bool(r.converged),
              "seconds_to_convergence_val": wall, "seconds_per_iteration_val": wall / max(iters, 1),
              "test_iterations": int(rt.iterations), "tuning_seconds": tune_s}
@@ -272,12 +278,14 @@ def run_task(task, val, test, priors, cfg, key, log):
             obj = np.asarray(rt.objective)[:n]
             mapped = mname == "LPN-J MAP"  # monitored: F itself (line search); no Lagrangian
             scale = np.nanmax(np.abs(obj if mapped else lag), axis=0) + 1e-12
-            m["guarantee"] = {"rho_over_norm": rho / task["norm"], "alpha": priors[task["data"]]["lpn"].alpha,
-                              "condition": "any rho (line search)" if mapped else "rho > ||A^T A||",
-                              "lagrangian_max_relative_increase": None if mapped else _max_relative_increase(lag, scale),
-                              "objective_max_relative_increase": _max_relative_increase(obj, scale)}
-            m["test_iterations_per_image"] = np.sum(np.isfinite(np.asarray(rt.objective)), axis=0).tolist()
-        if mname.startswith("LPN"):
+            m["guarantee"] = {
+                "rho_over_norm": rho / task["norm"], "alpha": priors[task["data"]]["lpn"].alpha,
+                "condition": "any rho (line search)" if mapped else "rho > ||A^T A||",
+                "lagrangian_max_relative_increase":
+                    None if mapped else _max_relative_increase(lag, scale),
+                "objective_max_relative_increase": _max_relative_increase(obj, scale)}
+            m["test_iterations_per_image"] = np.sum(np.isfinite(np.asarray(rt.objective)),
+                                                    axis=0).tolist()
             m["truth_vs_reconstruction"] = _objective_at_truth(op, prox, yt, rt.x, test, rho)
         rec["methods"][mname] = m
         recon[mname] = np.asarray(rt.x[0, 0])
@@ -290,15 +298,12 @@ def run_task(task, val, test, priors, cfg, key, log):
                                        jnp.asarray(val, DTYPE))
         reg, lam = grid[best]
         xt = tikhonov(op, yt, lam, regularizer=reg)
-        p = np.asarray(psnr(xt, jnp.asarray(test, DTYPE)))
-        q = np.asarray(ssim(xt, jnp.asarray(test, DTYPE))).reshape(len(test), -1).mean(axis=1)
-        rec["methods"]["Tikhonov"] = {"hyper": {"regularizer": reg, "lam": lam}, "psnr": p.tolist(),
-                                      "ssim": q.tolist(), "psnr_mean": float(p.mean()),
-                                      "psnr_std": float(p.std()), "ssim_mean": float(q.mean()),
-                                      "ssim_std": float(q.std()),
-                                      "seconds_total": time.perf_counter() - t0}
+        m = rec["methods"]["Tikhonov"] = {"hyper": {"regularizer": reg, "lam": lam},
+                                          **_scores(xt, test),
+                                          "seconds_total": time.perf_counter() - t0}
         recon["Tikhonov"] = np.asarray(xt[0, 0])
-        log(f"  {task['name']:18s} Tikhonov PSNR {p.mean():6.2f} +- {p.std():.2f}  ({reg}, {lam})")
+        log(f"  {task['name']:18s} Tikhonov PSNR {m['psnr_mean']:6.2f} +- {m['psnr_std']:.2f}  "
+            f"({reg}, {lam})")
     recon["truth"] = np.asarray(test[0, 0])
     adj = np.asarray(op.adjoint(yt[:1]))[0, 0]
     recon["A^T y"] = adj if adj.shape == recon["truth"].shape else None
@@ -309,68 +314,61 @@ def run_task(task, val, test, priors, cfg, key, log):
 
 
 def _markdown(results):
-    lines = ["# Inverse problems: PSNR / SSIM on held-out images (mean +- std)", ""]
     c = results["config"]
-    lines += [f"Sizes: {c['size']}x{c['size']} images, {c['n_test']} test images per task (+1 "
-              f"validation image for the hyper-parameters), priors trained on {c['patch']}x"
-              f"{c['patch']} patches (batch {c['batch']}): LPN {c['lpn_l2']} l2 steps + 4 x "
-              f"{c['lpn_stage']} proximal-matching steps, CNN {c['cnn_steps']} MSE steps; PnP-ADMM "
-              f"at most {c['max_iter']} iterations (tol 1e-4); CT {c['ct_angles']} angles; "
-              "float32; training noise sigma " + ", ".join(f"{k} {v}" for k, v in results["sigma_train"].items()) + ". "
-              "LPN = after proximal matching, LPN-l2 = the same network after the l2 stage only. "
-              f"LPN-J MAP (lpn_map, any rho) uses LPN-J priors trained at sigma "
-              f"{results.get('sigma_map', 'sigma_train')} in both domains.",
-              "", "Priors as denoisers (PSNR dB at the training noise, held-out images):", "",
-              "| data | identity | LPN-l2 | LPN | LPN-J | MSE-CNN | LPN / CNN parameters |",
-              "|---|---|---|---|---|---|---|"]
-    for name, pr in results["priors"].items():
-        d = pr["denoise_psnr"]
-        lines.append(f"| {name} | {d['identity']:.2f} | {d['lpn_l2']:.2f} | {d['lpn']:.2f} | {d['lpn_j']:.2f} | "
-                     f"{d['cnn']:.2f} | {pr['lpn_parameters']} / {pr['cnn_parameters']} |")
-    lines += ["", "PSNR dB / SSIM (mean +- std over the test images):", ""]
+    lines = ["# Inverse problems: PSNR / SSIM on held-out images (mean +- std)", "",
+             f"Sizes: {c['size']}x{c['size']} images, {c['n_test']} test images per task (+1 "
+             f"validation image for the hyper-parameters), priors trained on {c['patch']}x"
+             f"{c['patch']} patches (batch {c['batch']}): LPN {c['lpn_l2']} l2 steps + 4 x "
+             f"{c['lpn_stage']} proximal-matching steps, CNN {c['cnn_steps']} MSE steps; PnP-ADMM "
+             f"at most {c['max_iter']} iterations (tol 1e-4); CT {c['ct_angles']} angles; "
+             "float32; training noise sigma "
+             + ", ".join(f"{k} {v}" for k, v in results["sigma_train"].items()) + ". "
+             "LPN = after proximal matching, LPN-l2 = the same network after the l2 stage only. "
+             f"LPN-J MAP (lpn_map, any rho) uses LPN-J priors trained at sigma "
+             f"{results.get('sigma_map', 'sigma_train')} in both domains.",
+             "", "Priors as denoisers (PSNR dB at the training noise, held-out images):", ""]
+    lines += md_table(["data", "identity", "LPN-l2", "LPN", "LPN-J", "MSE-CNN",
+                       "LPN / CNN parameters"],
+                      [[name] + [f"{pr['denoise_psnr'][k]:.2f}"
+                                 for k in ("identity", "lpn_l2", "lpn", "lpn_j", "cnn")]
+                       + [f"{pr['lpn_parameters']} / {pr['cnn_parameters']}"]
+                       for name, pr in results["priors"].items()])
     methods = ["LPN", "LPN-l2", "LPN-J", "LPN-J MAP", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
-    lines.append("| task | " + " | ".join(methods) + " |")
-    lines.append("|---" * (len(methods) + 1) + "|")
-    for name, rec in results["tasks"].items():
-        cells = []
-        for m in methods:
-            r = rec["methods"].get(m)
-            cells.append("-" if r is None else f"{r['psnr_mean']:.2f} +- {r['psnr_std']:.2f} / "
-                         f"{r['ssim_mean']:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    def table(methods, cell):
+        return md_table(["task"] + methods, [
+            [name] + ["-" if rec["methods"].get(m) is None else cell(m, rec["methods"][m])
+                      for m in methods] for name, rec in results["tasks"].items()])
+
+    def time_cell(m, r):
+        stop = ("" if r["converged_val"] else ", cap" if r["iterations_val"] >= _iteration_cap(m, c)
+                else ", line search stopped")
+        return (f"{1e3 * r['seconds_per_iteration_val']:.1f} ms / "
+                f"{r['seconds_to_convergence_val']:.2f} s ({r['iterations_val']} it{stop})")
+
+    lines += ["", "PSNR dB / SSIM (mean +- std over the test images):", ""]
+    lines += table(methods, lambda m, r: f"{r['psnr_mean']:.2f} +- {r['psnr_std']:.2f} / "
+                                         f"{r['ssim_mean']:.3f}")
     lines += ["", "Time per iteration / to convergence (one validation image, after compilation, tol "
-              "1e-4 relative; PnP-ADMM, and L-BFGS for LPN-J MAP):", "",
-              "| task | " + " | ".join(methods[:7]) + " |", "|---" * 8 + "|"]
-    for name, rec in results["tasks"].items():
-        cells = []
-        for m in methods[:7]:
-            r = rec["methods"].get(m)
-            cap = _iteration_cap(m, c)
-            cells.append("-" if r is None else
-                         f"{1e3 * r['seconds_per_iteration_val']:.1f} ms / "
-                         f"{r['seconds_to_convergence_val']:.2f} s ({r['iterations_val']} it"
-                         + ("" if r["converged_val"] else ", cap" if r["iterations_val"] >= cap
-                            else ", line search stopped") + ")")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+              "1e-4 relative; PnP-ADMM, and L-BFGS for LPN-J MAP):", ""]
+    lines += table(methods[:7], time_cell)
     lines += ["", "LPN convergence condition and monitored quantities (test batch; float32, so "
-              "relative increases of a few 1e-7 are round-off):", "",
-              "| task | LPN | condition | rho / norm(A^T A) | alpha | max rel. increase of Lagrangian "
-              "| of objective | test images whose reconstruction has a lower objective than the truth |",
-              "|---|---|---|---|---|---|---|---|"]
+              "relative increases of a few 1e-7 are round-off):", ""]
+    rows = []
     for name, rec in results["tasks"].items():
         for m in ("LPN-J", "LPN-J MAP", "LPN"):
-            if m not in rec["methods"]:
-                continue
-            g = rec["methods"][m]["guarantee"]
-            lag = g["lagrangian_max_relative_increase"]
-            lines.append(f"| {name} | {m} | {g.get('condition', 'rho > ||A^T A||')} | "
-                         f"{g['rho_over_norm']:.2f} | {g['alpha']} | "
-                         f"{'-' if lag is None else f'{lag:.2e}'} | "
-                         f"{g['objective_max_relative_increase']:.2e} | "
-                         f"{_lower_count(rec['methods'][m])} |")
-    lines += ["", "Checks:", ""]
-    for k, v in results["checks"].items():
-        lines.append(f"- {k}: {v}")
+            if m in rec["methods"]:
+                g = rec["methods"][m]["guarantee"]
+                lag = g["lagrangian_max_relative_increase"]
+                rows.append([name, m, g.get("condition", "rho > ||A^T A||"),
+                             f"{g['rho_over_norm']:.2f}", g["alpha"],
+                             "-" if lag is None else f"{lag:.2e}",
+                             f"{g['objective_max_relative_increase']:.2e}",
+                             _lower_count(rec["methods"][m])])
+    lines += md_table(["task", "LPN", "condition", "rho / norm(A^T A)", "alpha",
+                       "max rel. increase of Lagrangian", "of objective", "test images whose "
+                       "reconstruction has a lower objective than the truth"], rows)
+    lines += ["", "Checks:", ""] + [f"- {k}: {v}" for k, v in results["checks"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -383,36 +381,22 @@ def _lower_count(m):
 
 
 def _checks(results):
+    """PSNR differences (dB) of the LPN variants to TV, and to the MSE-CNN (deblurring) and
+    Tikhonov (the PDE task) where those ran."""
     out = {}
     for name, rec in results["tasks"].items():
         M = rec["methods"]
-        lpn = M["LPN"]["psnr_mean"]
-        out[f"{name}: LPN - TV (dB)"] = round(lpn - M["TV"]["psnr_mean"], 3)
-        out[f"{name}: LPN-l2 - TV (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["TV"]["psnr_mean"], 3)
-        out[f"{name}: LPN-J - TV (dB)"] = round(M["LPN-J"]["psnr_mean"] - M["TV"]["psnr_mean"], 3)
-        if "LPN-J MAP" in M:
-            out[f"{name}: LPN-J MAP - TV (dB)"] = round(M["LPN-J MAP"]["psnr_mean"] - M["TV"]["psnr_mean"], 3)
-        if name.startswith("deblur"):
-            out[f"{name}: LPN - MSE-CNN (dB)"] = round(lpn - M["MSE-CNN"]["psnr_mean"], 3)
-            out[f"{name}: LPN-l2 - MSE-CNN (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["MSE-CNN"]["psnr_mean"], 3)
-            out[f"{name}: LPN-J - MSE-CNN (dB)"] = round(M["LPN-J"]["psnr_mean"] - M["MSE-CNN"]["psnr_mean"], 3)
-            if "LPN-J MAP" in M:
-                out[f"{name}: LPN-J MAP - MSE-CNN (dB)"] = round(M["LPN-J MAP"]["psnr_mean"] - M["MSE-CNN"]["psnr_mean"], 3)
-        if "Tikhonov" in M:
-            out[f"{name}: LPN - Tikhonov (dB)"] = round(lpn - M["Tikhonov"]["psnr_mean"], 3)
-            out[f"{name}: LPN-l2 - Tikhonov (dB)"] = round(M["LPN-l2"]["psnr_mean"] - M["Tikhonov"]["psnr_mean"], 3)
-            out[f"{name}: LPN-J - Tikhonov (dB)"] = round(M["LPN-J"]["psnr_mean"] - M["Tikhonov"]["psnr_mean"], 3)
-            if "LPN-J MAP" in M:
-                out[f"{name}: LPN-J MAP - Tikhonov (dB)"] = round(M["LPN-J MAP"]["psnr_mean"] - M["Tikhonov"]["psnr_mean"], 3)
+        refs = ["TV"] + ["MSE-CNN"] * name.startswith("deblur") + ["Tikhonov"] * ("Tikhonov" in M)
+        for ref in refs:
+            for lpn in ("LPN", "LPN-l2", "LPN-J", "LPN-J MAP"):
+                if lpn in M:
+                    out[f"{name}: {lpn} - {ref} (dB)"] = round(
+                        M[lpn]["psnr_mean"] - M[ref]["psnr_mean"], 3)
     return out
 
 
 def _plot(recons, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cols = ["truth", "A^T y", "LPN", "LPN-l2", "LPN-J", "LPN-J MAP", "MSE-CNN", "TV", "BM3D", "Tikhonov"]
     fig, ax = plt.subplots(len(recons), len(cols), figsize=(2.0 * len(cols), 2.0 * len(recons)))
     ax = np.atleast_2d(ax)
@@ -420,17 +404,14 @@ def _plot(recons, path):
         for j, c in enumerate(cols):
             a = ax[i, j]
             a.axis("off")
-            img = rec.get(c)
-            if img is None:
-                continue
-            a.imshow(np.clip(img, 0, 1) if c != "A^T y" else img, cmap="gray",
-                     vmin=0 if c != "A^T y" else None, vmax=1 if c != "A^T y" else None)
-            if i == 0:
-                a.set_title(c, fontsize=9)
+            img, raw = rec.get(c), c == "A^T y"
+            if img is not None:
+                a.imshow(img if raw else np.clip(img, 0, 1), cmap="gray",
+                         vmin=None if raw else 0, vmax=None if raw else 1)
+                a.set_title(c if i == 0 else "", fontsize=9)
         ax[i, 0].text(-0.1, 0.5, name, transform=ax[i, 0].transAxes, rotation=90,
                       va="center", ha="right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    savefig(fig, path, 90)
 
 
 def main(argv=None):
@@ -476,8 +457,7 @@ def main(argv=None):
         log("bm3d not installed: BM3D skipped (pip install bm3d)")
     results = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
                "quick": args.quick, "sigma_train": SIGMA_TRAIN, "sigma_map": SIGMA_MAP, "dtype": str(jnp.dtype(DTYPE)),
-               "platform": platform.platform(), "jax": jax.__version__,
-               "devices": [str(d) for d in jax.devices()], "priors": {}, "tasks": {}}
+               **env("platform", "jax", "devices"), "priors": {}, "tasks": {}}
     from pdeml.inverse import count_parameters
 
     rng = np.random.default_rng(0)
@@ -502,11 +482,11 @@ def main(argv=None):
         rec, recon = run_task(task, val, test, priors, cfg, jax.random.key(100 + i), log)
         results["tasks"][task["name"]] = rec
         recons[task["name"]] = recon
-        (out / "inverse.json").write_text(json.dumps(results, indent=1))
+        write_json(out / "inverse.json", results)
     results["checks"] = _checks(results)
     results["total_seconds"] = time.perf_counter() - t_start
-    (out / "inverse.json").write_text(json.dumps(results, indent=1))
-    (out / "inverse.md").write_text(_markdown(results))
+    write_json(out / "inverse.json", results)
+    write_text(out / "inverse.md", _markdown(results))
     _plot(recons, out / "inverse.png")
     log(f"done: {out / 'inverse.json'}")
     for k, v in results["checks"].items():

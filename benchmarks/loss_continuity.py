@@ -6,39 +6,27 @@ walk along a straight line in parameter space, ``theta_i = theta_0 + i * delta *
 random direction with the same norm as ``theta_0`` in every leaf, ``delta`` a small relative
 step), evaluate the batch physics loss at every point with the same collocation points, and
 count the steps whose loss changes by more than a factor of 2. Three ways to start each solve:
-
-* ``rows_fit``: the IC/BC rows fitted alone (the layer's earlier default start);
-* ``linearised``: :func:`pdeml.constraints.start.linearised_start` (the layer's default);
-* ``carried``: the previous point's solution (what carrying w through training would do).
-
-Problems: diffusion-sorption (the benchmark configuration of benchmarks/diffusion_sorption.py)
-and Navier-Stokes (that of benchmarks/navier_stokes.py), the model at initialisation or after
-``--trained-steps`` Adam steps of the experiment runner.
+``rows_fit`` (the IC/BC rows fitted alone, the layer's earlier default), ``linearised``
+(:func:`pdeml.constraints.start.linearised_start`, the layer's default) and ``carried`` (the
+previous point's solution). Problems: diffusion-sorption and Navier-Stokes (the configurations
+of benchmarks/diffusion_sorption.py and navier_stokes.py), the model at initialisation or
+after ``--trained-steps`` Adam steps of the experiment runner.
 
 In training (``--training``): each problem is trained at its benchmark settings twice, with
-the layer's own (linearised) start and with carried starts (``carry_start=True``: each
-sample's solve starts from its solution at its previous visit, part of the checkpointed
-training state). After every update the physics loss of a fixed monitoring batch (4 training
-ICs, fixed collocation points) is evaluated, from the own start or from the monitoring
-batch's solutions one update earlier, matching the run; a jump is a change by more than 2x
-between consecutive updates. Also recorded: test rel. L2, LM iterations and time per step.
+the layer's own (linearised) start and with carried starts (``carry_start=True``). After every
+update the physics loss of a fixed monitoring batch (4 training ICs, fixed collocation points)
+is evaluated, from the own start or from the monitoring batch's solutions one update earlier,
+matching the run; a jump is a change by more than 2x between consecutive updates. Also
+recorded: test rel. L2, LM iterations and time per step.
 
-Usage::
-
-    python benchmarks/loss_continuity.py [--points 100] [--delta 1e-4] [--quick]
-                                         [--out benchmarks/results/loss_continuity]
-    python benchmarks/loss_continuity.py --training [--quick]
-
-Writes ``loss_continuity.json``, ``loss_continuity.md`` and ``loss_continuity.png``
-(``training.json``, ``training.md``, ``training.png`` with ``--training``).
+Writes ``loss_continuity.{json,md,png}`` (``training.{json,md,png}`` with ``--training``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
-import platform
 import sys
 import time
 
@@ -49,6 +37,9 @@ jax.config.update("jax_enable_x64", True)
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import env, log_ratio_jumps, md_table, pyplot, savefig, write_json, write_text  # noqa: E402
 
 from pdeml.constraints import physics_loss  # noqa: E402
 from pdeml.constraints.start import linearised_start  # noqa: E402
@@ -70,19 +61,14 @@ def rows_fit_start(lsq):
 def _problem_models(quick: bool, trained_steps: int, out_dir: str):
     """``{name: (model, data, config)}``: each model at initialisation, or trained for
     ``trained_steps`` Adam steps by the experiment runner (run directory under ``out_dir``)."""
-    import dataclasses
-
     from pdeml.experiments import diffusion_sorption as ds
     from pdeml.experiments import navier_stokes as ns
 
-    cfg = ds.DiffusionSorptionConfig(method="hard", nx=64, nt=26, train_samples=32,
-                                     test_samples=2, width=32, layers=4, num_basis=16,
-                                     num_points=1000)
-    if quick:
-        cfg = ds.DiffusionSorptionConfig(method="hard", nx=32, nt=11, train_samples=4,
-                                         test_samples=2, width=8, layers=2, num_basis=8,
-                                         num_points=100)
-    configs = {"diffusion_sorption": (ds, cfg)}
+    size = (dict(nx=32, nt=11, train_samples=4, width=8, layers=2, num_basis=8, num_points=100)
+            if quick else dict(nx=64, nt=26, train_samples=32, width=32, layers=4, num_basis=16,
+                               num_points=1000))
+    configs = {"diffusion_sorption": (ds, ds.DiffusionSorptionConfig(method="hard",
+                                                                     test_samples=2, **size))}
     if not quick:
         configs["navier_stokes"] = (ns, ns.NSConfig(method="hard", train_samples=16,
                                                     test_samples=2))
@@ -104,9 +90,8 @@ def _direction(model, key):
     """A random direction with the norm of the model's parameters, leaf by leaf."""
     params, static = eqx.partition(model, eqx.is_inexact_array)
     leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
     dirs = []
-    for leaf, k in zip(leaves, keys):
+    for leaf, k in zip(leaves, jax.random.split(key, len(leaves))):
         z = jax.random.normal(k, leaf.shape, leaf.dtype)
         dirs.append(z * jnp.linalg.norm(leaf) / jnp.maximum(jnp.linalg.norm(z), 1e-30))
     return params, static, jax.tree.unflatten(treedef, dirs)
@@ -116,21 +101,19 @@ def walk(model, data, *, points: int, delta: float, key) -> dict:
     """The loss along ``theta_0 + i delta d`` for every start; returns per-start series."""
     params, static, direction = _direction(model, jax.random.fold_in(key, 1))
     layer = model.layer
-    problem = layer.problem
     k_points = jax.random.split(jax.random.fold_in(key, 2), data.shape[0])
 
     def one(p, u0, k, w0, start):
-        m = eqx.combine(p, static)
-        basis = m.basis(u0)
+        basis = eqx.combine(p, static).basis(u0)
         pts = layer.select_points(k)
         lsq = layer.least_squares_problem(basis, u0, pts)
         if start == "rows_fit":
             w0 = rows_fit_start(lsq)
         elif start == "linearised":
-            w0 = linearised_start(problem, lsq, u0, pts)
+            w0 = linearised_start(layer.problem, lsq, u0, pts)
         u, info = layer(basis, u0, points=pts, w0=jax.lax.stop_gradient(w0))
-        loss, _ = physics_loss(problem, u, u0)
-        return loss, info.w, info.stats.iterations, info.stats.converged
+        return physics_loss(layer.problem, u, u0)[0], info.w, info.stats.iterations, \
+            info.stats.converged
 
     fns = {s: eqx.filter_jit(lambda p, w0s, s=s: jax.vmap(
         lambda u0, k, w0: one(p, u0, k, w0, s))(data, k_points, w0s)) for s in STARTS}
@@ -142,76 +125,58 @@ def walk(model, data, *, points: int, delta: float, key) -> dict:
         t0 = time.perf_counter()
         for i in range(points):
             p = jax.tree.map(lambda a, d: a + (i * delta) * d, params, direction)
-            if start == "carried" and i == 0:
-                loss, w, it, c = fns["linearised"](p, w0s)
-            else:
-                loss, w, it, c = fns[start](p, w0s)
-            w0s = w
+            fn = fns["linearised" if start == "carried" and i == 0 else start]
+            loss, w0s, it, c = fn(p, w0s)
             losses.append(np.asarray(loss, np.float64))
             iters.append(np.asarray(it))
             conv.append(np.asarray(c))
         losses = np.stack(losses)  # (points, batch)
-        ratio = np.abs(np.log(losses[1:] / losses[:-1]))
-        jumps = ratio > np.log(2.0)
-        series[start] = {
-            "loss": losses.mean(axis=1).tolist(),
-            "jump_fraction": float(jumps.mean()),
-            "jumps": int(jumps.sum()),
-            "steps_compared": int(jumps.size),
-            "max_abs_log_ratio": float(ratio.max()),
-            "mean_iterations": float(np.mean(iters)),
-            "converged_fraction": float(np.mean(conv)),
-            "seconds": time.perf_counter() - t0,
-        }
+        series[start] = {"loss": losses.mean(axis=1).tolist(), **log_ratio_jumps(losses),
+                         "mean_iterations": float(np.mean(iters)),
+                         "converged_fraction": float(np.mean(conv)),
+                         "seconds": time.perf_counter() - t0}
     return series
 
 
-def plot(records: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(records), figsize=(5.5 * len(records), 4), squeeze=False)
+def _plot(records: dict, path: str, series: str, title: str, xlabel: str) -> None:
+    """One panel per problem: the loss ``series`` of every start, log scale."""
+    fig, axes = pyplot().subplots(1, len(records), figsize=(5.5 * len(records), 4), squeeze=False)
     for ax, (name, rec) in zip(axes[0], records.items()):
-        for start, s in rec["series"].items():
-            ax.semilogy(s["loss"], label=f"{start} ({s['jumps']} jumps)")
-        ax.set_title(f"{name}: batch loss along a line, step {rec['delta']:g}")
-        ax.set_xlabel("step i (theta_0 + i delta d)")
-        ax.set_ylabel("mean physics loss")
+        for start, s in rec.get("series", rec).items():
+            ax.semilogy(s[series], label=f"{start} ({s['jumps']} jumps)")
+        ax.set(title=title.format(name=name, **rec), xlabel=xlabel, ylabel="mean physics loss")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    savefig(fig, path, 120)
+
+
+def _footer(text: str) -> str:
+    return f"{text} float64, {jax.default_backend()}, JAX {jax.__version__}."
 
 
 def markdown(records: dict) -> str:
-    lines = ["| problem | start | steps with a >2x loss jump | max abs log ratio | LM iterations "
-             "| converged |", "|---|---|---|---|---|---|"]
-    for name, rec in records.items():
-        for start, s in rec["series"].items():
-            lines.append(f"| {name} | {start} | {s['jumps']} / {s['steps_compared']} "
-                         f"({100 * s['jump_fraction']:.1f}%) | {s['max_abs_log_ratio']:.3g} | "
-                         f"{s['mean_iterations']:.1f} | {100 * s['converged_fraction']:.0f}% |")
+    lines = md_table(["problem", "start", "steps with a >2x loss jump", "max abs log ratio",
+                      "LM iterations", "converged"],
+                     [[name, start, f"{s['jumps']} / {s['steps_compared']} "
+                       f"({100 * s['jump_fraction']:.1f}%)", f"{s['max_abs_log_ratio']:.3g}",
+                       f"{s['mean_iterations']:.1f}", f"{100 * s['converged_fraction']:.0f}%"]
+                      for name, rec in records.items() for start, s in rec["series"].items()])
     rec = next(iter(records.values()))
-    lines.append("")
     state = (f"trained for {rec['trained_steps']} Adam steps" if rec["trained_steps"]
              else "at initialisation")
-    lines.append(f"Each problem: the model {state}, a batch of ICs, {rec['points']} "
-                 f"points theta_0 + i delta d with delta = {rec['delta']:g} (d: a random "
-                 "direction with the parameters' norm, leaf by leaf), the same collocation "
-                 "points at every step; a jump is |log(L_(i+1) / L_i)| > log 2 for one IC. "
-                 f"float64, {jax.default_backend()}, JAX {jax.__version__}.")
+    lines += ["", _footer(f"Each problem: the model {state}, a batch of ICs, {rec['points']} "
+                          f"points theta_0 + i delta d with delta = {rec['delta']:g} (d: a random "
+                          "direction with the parameters' norm, leaf by leaf), the same "
+                          "collocation points at every step; a jump is |log(L_(i+1) / L_i)| > "
+                          "log 2 for one IC.")]
     return "\n".join(lines) + "\n"
 
 
 def _training_configs(quick: bool):
     """``{name: (module, config)}`` at the benchmark settings (tiny with ``quick``)."""
+    from navier_stokes import BENCH_DEFAULTS as NS_BENCH
+
     from pdeml.experiments import diffusion_sorption as ds
     from pdeml.experiments import navier_stokes as ns
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from navier_stokes import BENCH_DEFAULTS as NS_BENCH  # noqa: E402
 
     if quick:
         return {"diffusion_sorption": (ds, ds.DiffusionSorptionConfig(
@@ -264,98 +229,34 @@ def train_monitored(module, config, *, monitor: int = 4) -> dict:
     metrics, _ = module.evaluate(result.model, jnp.asarray(test_set.dataset.u0),
                                  jnp.asarray(test_set.dataset.u))
     losses = np.stack(losses)
-    ratio = np.abs(np.log(losses[1:] / losses[:-1]))
-    jumps = ratio > np.log(2.0)
-    _, train_iters = result.series("lm_iterations")
-    _, train_conv = result.series("converged")
     return {
-        "carry_start": config.carry_start,
-        "steps": config.steps,
-        "monitor_loss": losses.mean(axis=1).tolist(),
-        "jumps": int(jumps.sum()),
-        "steps_compared": int(jumps.size),
-        "jump_fraction": float(jumps.mean()),
-        "max_abs_log_ratio": float(ratio.max()),
+        "carry_start": config.carry_start, "steps": config.steps,
+        "monitor_loss": losses.mean(axis=1).tolist(), **log_ratio_jumps(losses),
         "monitor_lm_iterations": float(np.mean(iters)),
-        "train_lm_iterations": float(np.mean(train_iters)),
-        "train_converged": float(np.mean(train_conv)),
+        "train_lm_iterations": float(np.mean(result.series("lm_iterations")[1])),
+        "train_converged": float(np.mean(result.series("converged")[1])),
         "test_rel_l2": float(metrics["rel_l2_mean"]),
         "test_lm_converged": float(metrics.get("lm_converged_fraction", float("nan"))),
-        "seconds": seconds,
-        "seconds_per_step_incl_monitor": seconds / max(config.steps, 1),
+        "seconds": seconds, "seconds_per_step_incl_monitor": seconds / max(config.steps, 1),
     }
 
 
 def training_markdown(records: dict) -> str:
-    lines = ["| problem | start | monitor steps with a >2x loss jump | max abs log ratio | "
-             "LM iterations (training) | converged (training) | test rel. L2 | s/step |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, runs in records.items():
-        for start, r in runs.items():
-            lines.append(f"| {name} | {start} | {r['jumps']} / {r['steps_compared']} "
-                         f"({100 * r['jump_fraction']:.1f}%) | {r['max_abs_log_ratio']:.3g} | "
-                         f"{r['train_lm_iterations']:.1f} | {100 * r['train_converged']:.0f}% | "
-                         f"{100 * r['test_rel_l2']:.2f}% | "
-                         f"{r['seconds_per_step_incl_monitor']:.3f} |")
-    lines.append("")
-    lines.append("Each problem trained at its benchmark settings (same seed, data and steps) "
-                 "with the layer's own (linearised) start and with carried starts; after every "
-                 "update the physics loss of 4 fixed training ICs (fixed collocation points) is "
-                 "evaluated, started as the run starts its solves; a jump is |log(L_(s+1) / "
-                 "L_s)| > log 2 for one IC. s/step includes that monitoring solve. "
-                 f"float64, {jax.default_backend()}, JAX {jax.__version__}.")
+    lines = md_table(["problem", "start", "monitor steps with a >2x loss jump",
+                      "max abs log ratio", "LM iterations (training)", "converged (training)",
+                      "test rel. L2", "s/step"],
+                     [[name, start, f"{r['jumps']} / {r['steps_compared']} "
+                       f"({100 * r['jump_fraction']:.1f}%)", f"{r['max_abs_log_ratio']:.3g}",
+                       f"{r['train_lm_iterations']:.1f}", f"{100 * r['train_converged']:.0f}%",
+                       f"{100 * r['test_rel_l2']:.2f}%", f"{r['seconds_per_step_incl_monitor']:.3f}"]
+                      for name, runs in records.items() for start, r in runs.items()])
+    lines += ["", _footer("Each problem trained at its benchmark settings (same seed, data and "
+                          "steps) with the layer's own (linearised) start and with carried "
+                          "starts; after every update the physics loss of 4 fixed training ICs "
+                          "(fixed collocation points) is evaluated, started as the run starts "
+                          "its solves; a jump is |log(L_(s+1) / L_s)| > log 2 for one IC. s/step "
+                          "includes that monitoring solve.")]
     return "\n".join(lines) + "\n"
-
-
-def plot_training(records: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(records), figsize=(5.5 * len(records), 4), squeeze=False)
-    for ax, (name, runs) in zip(axes[0], records.items()):
-        for start, r in runs.items():
-            ax.semilogy(r["monitor_loss"], label=f"{start} ({r['jumps']} jumps)")
-        ax.set_title(f"{name}: monitoring-batch loss during training")
-        ax.set_xlabel("update")
-        ax.set_ylabel("mean physics loss")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def training_main(args) -> int:
-    import dataclasses
-
-    t0 = time.perf_counter()
-    records = {}
-    for name, (module, config) in _training_configs(args.quick).items():
-        records[name] = {}
-        for start, carry in (("own", False), ("carried", True)):
-            print(f"[loss_continuity] training {name}, {start} starts ...", file=sys.stderr,
-                  flush=True)
-            records[name][start] = train_monitored(
-                module, dataclasses.replace(config, carry_start=carry))
-    result = {"records": records, "seconds": time.perf_counter() - t0,
-              "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
-                              "python": platform.python_version()}}
-    atomic_write_text(os.path.join(args.out, "training.json"),
-                      json.dumps(result, indent=1, default=str))
-    atomic_write_text(os.path.join(args.out, "training.md"), training_markdown(records))
-    plot_training(records, os.path.join(args.out, "training.png"))
-    print(training_markdown(records))
-    return 0
 
 
 def main(argv=None) -> int:
@@ -370,27 +271,35 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=DEFAULT_OUT, help="output directory")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    if args.training:
-        return training_main(args)
     t0 = time.perf_counter()
     records = {}
-    models = _problem_models(args.quick, args.trained_steps, args.out)
-    for name, (model, data, cfg) in models.items():
-        print(f"[loss_continuity] {name} ...", file=sys.stderr, flush=True)
-        records[name] = {"points": args.points, "delta": args.delta,
-                         "trained_steps": args.trained_steps,
-                         "config": {k: v for k, v in vars(cfg).items() if k != "cache_dir"},
-                         "series": walk(model, data, points=args.points, delta=args.delta,
-                                        key=jax.random.key(0))}
+    if args.training:
+        name, md, fig = "training", training_markdown, ("monitor_loss", "{name}: monitoring-batch "
+                                                        "loss during training", "update")
+        for problem, (module, config) in _training_configs(args.quick).items():
+            records[problem] = {}
+            for start, carry in (("own", False), ("carried", True)):
+                print(f"[loss_continuity] training {problem}, {start} starts ...",
+                      file=sys.stderr, flush=True)
+                records[problem][start] = train_monitored(
+                    module, dataclasses.replace(config, carry_start=carry))
+    else:
+        name, md, fig = "loss_continuity", markdown, (
+            "loss", "{name}: batch loss along a line, step {delta:g}", "step i (theta_0 + i delta d)")
+        for problem, (model, data, cfg) in _problem_models(args.quick, args.trained_steps,
+                                                           args.out).items():
+            print(f"[loss_continuity] {problem} ...", file=sys.stderr, flush=True)
+            records[problem] = {"points": args.points, "delta": args.delta,
+                                "trained_steps": args.trained_steps,
+                                "config": {k: v for k, v in vars(cfg).items() if k != "cache_dir"},
+                                "series": walk(model, data, points=args.points, delta=args.delta,
+                                               key=jax.random.key(0))}
     result = {"records": records, "seconds": time.perf_counter() - t0,
-              "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
-                              "python": platform.python_version()}}
-    with open(os.path.join(args.out, "loss_continuity.json"), "w") as f:
-        json.dump(result, f, indent=1, default=str)
-    with open(os.path.join(args.out, "loss_continuity.md"), "w") as f:
-        f.write(markdown(records))
-    plot(records, os.path.join(args.out, "loss_continuity.png"))
-    print(markdown(records))
+              "environment": env("jax", "backend", "python")}
+    write_json(os.path.join(args.out, f"{name}.json"), result, default=str)
+    write_text(os.path.join(args.out, f"{name}.md"), md(records))
+    _plot(records, os.path.join(args.out, f"{name}.png"), *fig)
+    print(md(records))
     return 0
 
 
