@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import platform
+import os
+import sys
 from pathlib import Path
 
 import jax
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RUN_ENV, env, md_table, write_json, write_text  # noqa: E402
+
 
 def main(argv=None) -> int:
-    from pdeml.cli.train import add_experiment_arguments, config_from_args
+    from pdeml.cli.train import add_config_arguments, config_from_args
+    from pdeml.experiments import DiffusionSorptionConfig
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_experiment_arguments(p)
+    add_config_arguments(p, DiffusionSorptionConfig)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/diffusion_sorption"))
     p.add_argument("--float32", action="store_true")
     args = p.parse_args(argv)
@@ -32,33 +36,28 @@ def main(argv=None) -> int:
         jax.config.update("jax_enable_x64", True)
     from pdeml.experiments import plot_predictions, run_experiment
 
-    base = config_from_args(args)
+    base = config_from_args(DiffusionSorptionConfig, args)
     results = {}
     for method in ("soft", "hard"):
         cfg = dataclasses.replace(base, method=method)
         results[method] = run_experiment(cfg, args.out / f"run_{method}")
     png = plot_predictions({m: args.out / f"run_{m}" for m in results}, args.out / "predictions.png")
-    env = {"jax": jax.__version__, "backend": jax.default_backend(),
-           "devices": [str(d) for d in jax.devices()], "machine": platform.machine(),
-           "x64": bool(jax.config.jax_enable_x64)}
-    out = {"environment": env, "config": dataclasses.asdict(base),
+    env_ = env(*RUN_ENV)
+    out = {"environment": env_, "config": dataclasses.asdict(base),
            "results": {m: {"test": r["test"], "seconds": r["seconds"],
                            "final_train_loss": r["final_train_loss"]} for m, r in results.items()},
            "paper": {"soft": 0.8593, "hard": 0.0755, "note": "1024 x 101 grid, 20k points"}}
-    (args.out / "results.json").write_text(json.dumps(out, indent=2))
-    lines = ["| method | test rel. L2 mean | std | LM converged | train time (s) |",
-             "|---|---|---|---|---|"]
-    for m, r in results.items():
-        t = r["test"]
-        conv = f"{100 * t['lm_converged_fraction']:.0f}%" if "lm_converged_fraction" in t else "-"
-        lines.append(f"| {m} | {100 * t['rel_l2_mean']:.2f}% | {100 * t['rel_l2_std']:.2f}% | "
-                     f"{conv} | {r['seconds']['train']:.0f} |")
+    write_json(args.out / "results.json", out, indent=2)
+    lines = md_table(["method", "test rel. L2 mean", "std", "LM converged", "train time (s)"], [
+        [m, f"{100 * r['test']['rel_l2_mean']:.2f}%", f"{100 * r['test']['rel_l2_std']:.2f}%",
+         f"{100 * r['test']['lm_converged_fraction']:.0f}%"
+         if "lm_converged_fraction" in r["test"] else "-", f"{r['seconds']['train']:.0f}"]
+        for m, r in results.items()])
     cfg = base
-    lines.append("")
-    lines.append(f"Grid {cfg.nx} x {cfg.nt}, {cfg.train_samples} train / {cfg.test_samples} test ICs, "
+    lines += ["", f"Grid {cfg.nx} x {cfg.nt}, {cfg.train_samples} train / {cfg.test_samples} test ICs, "
                  f"{cfg.steps} steps, batch {cfg.batch_size}, FNO width {cfg.width} x {cfg.layers} "
-                 f"layers, N = {cfg.num_basis}, m = {cfg.num_points}; {env['backend']}, JAX {env['jax']}.")
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+                 f"layers, N = {cfg.num_basis}, m = {cfg.num_points}; {env_['backend']}, JAX {env_['jax']}."]
+    write_text(args.out / "results.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"written: {args.out / 'results.json'}, {args.out / 'results.md'}, {png}")
     return 0

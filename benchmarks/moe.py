@@ -40,12 +40,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
+import os
+import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RUN_ENV, env, pyplot, savefig, write_json, write_text  # noqa: E402
 
 #: The MoE configuration of the main rows, chosen by measurement on *validation* initial
 #: conditions (data seed 2, neither training nor test; see docs/constraints.md): 2 experts along
@@ -283,17 +287,12 @@ def write_markdown(out_dir, base, rows, env, partial, total_s):
              "Here (64 x 26, 1000 points, 100 steps) the soft constraint is far better than the "
              "paper's (the laptop problem is easier and the loss weights the IC/BC rows by 10), "
              "so only the ordering of PI-HC and PI-HC-MoE is comparable, not the numbers.")
-    (out_dir / "results.md").write_text("\n".join(L) + "\n")
+    write_text(out_dir / "results.md", "\n".join(L) + "\n")
     return "\n".join(L)
 
 
 def plot_errors(out_dir, rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    fig, axes = pyplot().subplots(1, 2, figsize=(14, 5))
     names = [f"{r['label']}\n({r['group']})" for r in rows]
     y = np.arange(len(rows))
     m = [100 * r["test"]["rel_l2_mean"] for r in rows]
@@ -316,9 +315,7 @@ def plot_errors(out_dir, rows):
     axes[1].set_xlabel("relative L2 (%) restricted to a point set")
     axes[1].legend(fontsize=8)
     axes[1].invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(out_dir / "errors.png", dpi=110)
-    plt.close(fig)
+    savefig(fig, out_dir / "errors.png", 110)
 
 
 
@@ -342,7 +339,7 @@ def collect(out, base, env, seconds) -> list:
     doc = {"partial": partial, "rows_done": [r["name"] for r in rows], "environment": env,
            "base_config": json.loads(json.dumps(dataclasses.asdict(base))),
            "seconds_train_plus_eval_all_rows": total, "rows": rows, "paper": PAPER}
-    (out / "results.json").write_text(json.dumps(doc, indent=2))
+    write_json(out / "results.json", doc, indent=2)
     write_markdown(out, base, rows, env, partial, total)
     if rows:
         plot_errors(out, rows)
@@ -377,9 +374,7 @@ def main(argv=None) -> int:
     base = base_config(args)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    env = {"jax": jax.__version__, "backend": jax.default_backend(),
-           "devices": [str(d) for d in jax.devices()], "machine": platform.machine(),
-           "x64": bool(jax.config.jax_enable_x64)}
+    env_ = env(*RUN_ENV)
     t_start = time.perf_counter()
     for name, group, over, label in todo:
         cfg = row_config(base, over)
@@ -395,13 +390,13 @@ def main(argv=None) -> int:
             # Same keys as evaluate(): the full-grid error must agree with it.
             gap = abs(extra["rel_l2_full"]["mean"] - res["test"]["rel_l2_mean"])
             extra["check_full_vs_evaluate"] = gap
-        (run_dir / "points.json").write_text(json.dumps(extra, indent=2))
+        write_json(run_dir / "points.json", extra, indent=2)
         print(f"[{name}] test rel. L2 {pct(res['test']['rel_l2_mean'])} ± "
               f"{pct(res['test']['rel_l2_std'])}, train {res['seconds']['train']:.0f} s, "
               f"row {time.perf_counter() - t0:.0f} s", flush=True)
-        rows = collect(out, base, env, time.perf_counter() - t_start)
+        rows = collect(out, base, env_, time.perf_counter() - t_start)
     if args.collect or not todo:
-        rows = collect(out, base, env, None)
+        rows = collect(out, base, env_, None)
     runs = {r["label"]: out / "runs" / r["name"] for r in rows if r["group"] == "main"}
     if runs:
         plot_predictions(runs, out / "predictions.png")

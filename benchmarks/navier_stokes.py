@@ -21,11 +21,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
+import os
+import sys
 import time
 from pathlib import Path
 
 import jax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RUN_ENV, env, write_json, write_text  # noqa: E402
 
 #: Benchmark sizing, network input/output and the MoE configuration of its ``moe`` rows, all
 #: chosen on *validation* initial conditions (data seed 2, 8 ICs; neither training nor test).
@@ -146,19 +150,17 @@ def main(argv=None) -> int:
     if base.test_refine > 1:
         pngs.append(plot_predictions(runs, args.out / "predictions_fine.png", fine=True))
 
-    env = {"jax": jax.__version__, "backend": jax.default_backend(),
-           "devices": [str(d) for d in jax.devices()], "machine": platform.machine(),
-           "x64": bool(jax.config.jax_enable_x64), "cpu_count_note": "shared 2-core CPU"}
+    env_ = env(*RUN_ENV, cpu_count_note="shared 2-core CPU")
     keep = ("test", "test_fine", "seconds", "seconds_per_step", "train_seconds_logged",
             "final_train_loss",
             "dataset_checksums")
-    out = {"environment": env, "config": json.loads(json.dumps(dataclasses.asdict(base))),
+    out = {"environment": env_, "config": json.loads(json.dumps(dataclasses.asdict(base))),
            "method_configs": configs,
            "methods": methods, "wall_time_s": total,
            "results": {m: {k: r[k] for k in keep} for m, r in results.items()},
            "baselines": baselines,
            "paper": PAPER}
-    (args.out / "results.json").write_text(json.dumps(out, indent=2))
+    write_json(args.out / "results.json", out, indent=2)
 
     cfg = base
     fine = f"{cfg.nx * cfg.test_refine}x{cfg.ny * cfg.test_refine}"
@@ -201,12 +203,12 @@ def main(argv=None) -> int:
         f"N = {cfg.num_basis} basis functions, m = {cfg.num_points} points{moe}. Baselines: "
         "persistence w(t) = w0, first-order Taylor w0 + t F(w0) (no training). Errors are mean "
         f"+/- std over the test initial conditions of the relative L2 error of the whole "
-        f"(x, y, t) vorticity field. {'float64' if env['x64'] else 'float32'}, "
-        f"{env['backend']}, JAX {env['jax']}; wall time of this invocation {total:.0f} s on a "
+        f"(x, y, t) vorticity field. {'float64' if env_['x64'] else 'float32'}, "
+        f"{env_['backend']}, JAX {env_['jax']}; wall time of this invocation {total:.0f} s on a "
         "shared CPU (runs found finished are only evaluated; train s is from metrics.jsonl; "
         "s/step excludes the first, compiling, step).",
     ]
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    write_text(args.out / "results.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     print("written:", args.out / "results.json", args.out / "results.md", *pngs)
     return 0
