@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +40,9 @@ jax.config.update("jax_enable_x64", True)  # residuals of 1e-5 and below need fl
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import command, pyplot, savefig, timed_calls, write_json  # noqa: E402
 
 from pdeml.data import sample_laplace  # noqa: E402
 from pdeml.nets.icnn import ConvICNN, DenseICNN  # noqa: E402
@@ -60,11 +65,7 @@ def _compiled(fn, model, x):
 
 
 def _timed(fn, repeats):
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
+    out, times = timed_calls(fn, max(1, repeats))
     return out, statistics.median(times)
 
 
@@ -142,7 +143,7 @@ def main(argv=None):
     adam_steps = (1000, 2000) if not args.quick else (50,)
     report = {"device": str(jax.devices()[0]),
               "dtype": "training float32; regulariser evaluation float64 (parameters cast)",
-              "command": "python benchmarks/lpn.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+              "command": command("lpn.py", argv),
               "cases": {}}
 
     # dense 1D: the Laplace experiment's architecture
@@ -178,7 +179,7 @@ def main(argv=None):
         "train_steps_per_second": sps,
         "regularizer": regularizer_benchmark(model, noisy, repeats=args.repeats, adam_steps=adam_steps),
     }
-    (out / "lpn.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "lpn.json", report, indent=2)
     print(json.dumps(report, indent=1))
     try:
         _plot(report, out / "lpn.png")
@@ -188,12 +189,7 @@ def main(argv=None):
 
 
 def _plot(report, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(report["cases"]), figsize=(5.5 * len(report["cases"]), 4))
+    fig, axes = pyplot().subplots(1, len(report["cases"]), figsize=(5.5 * len(report["cases"]), 4))
     for ax, (name, case) in zip(np.atleast_1d(axes), report["cases"].items()):
         rows = case["regularizer"]
         for k, r in rows.items():
@@ -203,8 +199,7 @@ def _plot(report, path):
                title=f"{name}: R evaluation")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    savefig(fig, path, 110)
 
 
 if __name__ == "__main__":

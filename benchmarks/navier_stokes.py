@@ -71,21 +71,15 @@ ROW_SETTINGS = {
 }
 
 
-def _step_seconds(run_dir: Path) -> float | None:
-    """Mean seconds per update after the first (compiling) one, from metrics.jsonl."""
+def _train_times(run_dir: Path) -> tuple[float | None, float | None]:
+    """From metrics.jsonl: the mean seconds per update after the first (compiling) one, and
+    the wall time of the whole training (to the last logged step; right also when this
+    invocation only resumed a finished run)."""
     recs = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines() if s]
     recs = [r for r in recs if r.get("kind") == "train"]
-    if len(recs) < 2 or recs[-1]["step"] == recs[0]["step"]:
-        return None
-    return (recs[-1]["wall_time"] - recs[0]["wall_time"]) / (recs[-1]["step"] - recs[0]["step"])
-
-
-def _train_seconds(run_dir: Path) -> float | None:
-    """Wall time of the whole training (to the last logged step), from metrics.jsonl: right
-    also when this invocation only resumed a finished run."""
-    recs = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines() if s]
-    recs = [r for r in recs if r.get("kind") == "train"]
-    return recs[-1]["wall_time"] if recs else None
+    per_step = (None if len(recs) < 2 or recs[-1]["step"] == recs[0]["step"] else
+                (recs[-1]["wall_time"] - recs[0]["wall_time"]) / (recs[-1]["step"] - recs[0]["step"]))
+    return per_step, recs[-1]["wall_time"] if recs else None
 
 
 def _pct(m, key="rel_l2_mean"):
@@ -134,8 +128,8 @@ def main(argv=None) -> int:
         configs[method] = json.loads(json.dumps(dataclasses.asdict(cfg)))
         runs[method] = args.out / f"run_{method}"
         results[method] = run_experiment(cfg, runs[method], progress=not args.no_progress)
-        results[method]["seconds_per_step"] = _step_seconds(runs[method])
-        results[method]["train_seconds_logged"] = _train_seconds(runs[method])
+        (results[method]["seconds_per_step"],
+         results[method]["train_seconds_logged"]) = _train_times(runs[method])
     total = time.perf_counter() - start
     # Trivial baselines on the same test ICs (and the finer grid): every learned method must
     # beat them. From the data, so they are independent of the runs.

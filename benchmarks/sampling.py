@@ -28,12 +28,14 @@ Writes ``sampling.json`` (``sampling_float32.json`` with ``--float32``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
+import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import env, write_json  # noqa: E402
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "sampling")
 POINTS = (1000, 20000, 100000)
@@ -125,13 +127,9 @@ def main(argv=None) -> int:
 
     jax.config.update("jax_enable_x64", not args.float32)
     result = run(repeats=args.repeats)
-    result["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
-                         "cpus": os.cpu_count(), "jax": jax.__version__,
-                         "backend": jax.default_backend()}
-    os.makedirs(args.out, exist_ok=True)
+    result["machine"] = env("platform", "processor", "cpus", "jax", "backend")
     path = os.path.join(args.out, "sampling_float32.json" if args.float32 else "sampling.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(path, result)
     print("wrote", path)
     return 0
 

@@ -19,8 +19,8 @@ Writes ``train_loop.json`` and ``train_loop.png``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,9 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pdeml.inverse.recipes import TRAINING_NOISE, PriorRecipe, natural_training_patches
-from pdeml.prox import Schedule, Stage, train_lpn
-from pdeml.train import train
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import env, pyplot, savefig, write_json  # noqa: E402
+
+from pdeml.inverse.recipes import TRAINING_NOISE, PriorRecipe, natural_training_patches  # noqa: E402
+from pdeml.prox import Schedule, Stage, train_lpn  # noqa: E402
+from pdeml.train import train  # noqa: E402
 
 
 def conv_lpn_run(steps):
@@ -75,9 +78,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-               "machine": platform.platform(), "jax": jax.__version__, "steps": args.steps,
-               "workloads": {}}
+    results = {**env("backend", "devices"), "machine": env("platform")["platform"],
+               "jax": jax.__version__, "steps": args.steps, "workloads": {}}
     for name, make in (("conv_lpn", conv_lpn_run), ("mlp", mlp_run)):
         run = make(args.steps)
         rec = {}
@@ -91,24 +93,17 @@ def main(argv=None):
         print(f"{name}: scan {1e3 * rec['scan']:.2f} ms/update, per-update "
               f"{1e3 * rec['per_update']:.2f} ms/update, ratio {rec['ratio_scan_over_per_update']:.2f}",
               flush=True)
-    (out / "train_loop.json").write_text(json.dumps(results, indent=2))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    write_json(out / "train_loop.json", results, indent=2)
     names = list(results["workloads"])
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = pyplot().subplots(figsize=(5, 3.2))
     xs = np.arange(len(names))
     for off, mode in ((-0.2, "scan"), (0.2, "per_update")):
         ax.bar(xs + off, [1e3 * results["workloads"][n][mode] for n in names], 0.4, label=mode)
     ax.set_xticks(xs, names)
-    ax.set_ylabel("ms per update")
-    ax.set_yscale("log")
-    ax.set_title(f"train(): lax.scan vs per-update calls ({results['backend']})")
+    ax.set(ylabel="ms per update", yscale="log",
+           title=f"train(): lax.scan vs per-update calls ({results['backend']})")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "train_loop.png", dpi=120)
+    savefig(fig, out / "train_loop.png", 120)
     return results
 
 
