@@ -49,7 +49,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RUN_ENV, env, pyplot, savefig, write_json, write_text  # noqa: E402
+from _common import RUN_ENV, env, md_table, pyplot, savefig, write_json, write_text  # noqa: E402
 
 #: The MoE configuration of the main rows, chosen by measurement on *validation* initial
 #: conditions (data seed 2, neither training nor test; see docs/constraints.md): 2 experts along
@@ -207,86 +207,71 @@ def pct(x):
     return f"{100 * x:.2f}%"
 
 
+def _pm(t):
+    return f"{pct(t['rel_l2_mean'])} ± {pct(t['rel_l2_std'])}"
+
+
+def _experts(r):
+    ex = "-" if r["experts"] is None else "x".join(map(str, r["experts"]))
+    ex += f", overlap {r['overlap']}" if r["overlap"] else ""
+    if r["method"] == "moe":
+        ex += ", random" if r["assignment"] == "random" else ""
+        ex += ", touching rows" if r.get("boundary_rows") == "touching" else ""
+    return ex
+
+
 def write_markdown(out_dir, base, rows, env, partial, total_s):
-    L = []
-    if partial:
-        L.append(f"**PARTIAL RESULTS: {len(rows)} of {len(ROWS)} rows finished.**\n")
-    L.append("| group | row | experts | points (per expert / total) | test rel. L2 (mean ± std) | "
-             "t ≤ 400 | t > 400 | at sampled pts | at unsampled interior | IC/BC pts | "
-             "LM converged | LM iters (per expert) | train s |")
-    L.append("|" + "---|" * 13)
+    L = [f"**PARTIAL RESULTS: {len(rows)} of {len(ROWS)} rows finished.**\n"] if partial else []
+    table = []
     for r in rows:
         t, p = r["test"], r.get("points")
-        ex = "-" if r["experts"] is None else "x".join(map(str, r["experts"]))
-        if r["overlap"]:
-            ex += f", overlap {r['overlap']}"
-        if r["method"] == "moe" and r["assignment"] == "random":
-            ex += ", random"
-        if r["method"] == "moe" and r.get("boundary_rows") == "touching":
-            ex += ", touching rows"
         pts = "-" if r["points_total"] is None else f"{r['points_per_expert']} / {r['points_total']}"
-        tw = (f"{pct(t['train_window']['rel_l2_mean'])} ± {pct(t['train_window']['rel_l2_std'])}"
-              if "train_window" in t else "")
-        xp = (f"{pct(t['extrapolation']['rel_l2_mean'])} ± {pct(t['extrapolation']['rel_l2_std'])}"
-              if "extrapolation" in t else "")
-        if p:
-            sp = f"{pct(p['rel_l2_sampled']['mean'])}"
-            un = f"{pct(p['rel_l2_unsampled_interior']['mean'])}"
-            bc = f"{pct(p['rel_l2_ic_bc']['mean'])}"
-            its = ", ".join(f"{v:.1f}" for v in p["per_expert"]["iterations"])
-        else:
-            sp = un = its = "-"
-            bc = "-"
+        at = ([pct(p[k]["mean"]) for k in ("rel_l2_sampled", "rel_l2_unsampled_interior",
+                                            "rel_l2_ic_bc")]
+              + [", ".join(f"{v:.1f}" for v in p["per_expert"]["iterations"])]) if p else ["-"] * 4
         conv = pct(t["lm_converged_fraction"]) if "lm_converged_fraction" in t else "-"
-        L.append(f"| {r['group']} | {r['label']} | {ex} | {pts} | "
-                 f"{pct(t['rel_l2_mean'])} ± {pct(t['rel_l2_std'])} | {tw} | {xp} | {sp} | {un} | "
-                 f"{bc} | {conv} | {its} | {r['seconds']['train']:.0f} |")
-    L.append("")
+        table.append([r["group"], r["label"], _experts(r), pts, _pm(t)]
+                     + [_pm(t[w]) if w in t else "" for w in ("train_window", "extrapolation")]
+                     + at[:3] + [conv, at[3], f"{r['seconds']['train']:.0f}"])
+    L += md_table(["group", "row", "experts", "points (per expert / total)",
+                   "test rel. L2 (mean ± std)", "t ≤ 400", "t > 400", "at sampled pts",
+                   "at unsampled interior", "IC/BC pts", "LM converged", "LM iters (per expert)",
+                   "train s"], table) + [""]
     seeds = [r for r in rows if r["group"] in ("main", "seed 1")]
     if seeds:
         L.append("Main comparison over the seeds (mean of the per-seed test means; std: over "
                  "all test ICs of all seeds):\n")
-        L.append("| method | seeds | test rel. L2 (mean ± std) |")
-        L.append("|---|---|---|")
+        table = []
         for method in ("soft", "hard", "moe"):
             rs = [r for r in seeds if r["method"] == method]
-            if not rs:
-                continue
-            e = np.concatenate([r["test"]["rel_l2_per_sample"] for r in rs])
-            m = np.mean([r["test"]["rel_l2_mean"] for r in rs])
-            seeds_s = ", ".join(str(r["seed"]) for r in rs)
-            L.append(f"| {rs[0]['label']} | {seeds_s} | {pct(m)} ± {pct(np.std(e))} |")
-        L.append("")
+            if rs:
+                e = np.concatenate([r["test"]["rel_l2_per_sample"] for r in rs])
+                m = np.mean([r["test"]["rel_l2_mean"] for r in rs])
+                table.append([rs[0]["label"], ", ".join(str(r["seed"]) for r in rs),
+                              f"{pct(m)} ± {pct(np.std(e))}"])
+        L += md_table(["method", "seeds", "test rel. L2 (mean ± std)"], table) + [""]
     L.append("Per-expert diagnostics on the test ICs (mean over ICs): IC/BC misfit "
              "`||rows w - targets||`, cond(J) (mean / max), error on the expert's block.\n")
-    L.append("| row | expert | LM iters | converged | IC/BC misfit | cond(J) mean | cond(J) max | "
-             "block rel. L2 |")
-    L.append("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        p = r.get("points")
-        if not p:
-            continue
-        pe = p["per_expert"]
-        for k in range(len(pe["iterations"])):
-            blk = pe.get("rel_l2_block")
-            b = pct(blk[k]["mean"]) if blk else "-"
-            L.append(f"| {r['label']} ({r['group']}) | {k} | {pe['iterations'][k]:.1f} | "
-                     f"{pct(pe['converged'][k])} | {pe['constraint_norm'][k]:.3g} | "
-                     f"{pe['condition_number'][k]:.3g} | {pe['condition_number_max'][k]:.3g} | {b} |")
-    L.append("")
-    L.append(f"Grid {base.nx} x {base.nt} (x, t), {base.train_samples} train / {base.test_samples} "
-             f"test ICs, {base.steps} Adam steps (lr {base.learning_rate}, decay {base.lr_decay}), "
-             f"batch {base.batch_size}, FNO width {base.width} x {base.layers} layers, "
-             f"N = {base.num_basis}, m = {base.num_points} points in total unless stated, "
-             f"LM max {base.max_lm_steps} steps, IC/BC row weight {base.row_weight}, seed "
-             f"{base.seed} for every row but the 'seed 1' ones; {env['backend']}, JAX {env['jax']}, "
-             f"x64={env['x64']}; train + eval time of all rows {total_s:.0f} s on a shared 2-core CPU.")
-    L.append("")
-    L.append("Paper (1024 x 101, 20k points per expert, 4 experts along x): PI-SC 85.93%, "
-             "PI-HC 7.55%, PI-HC-MoE 3.60%; extrapolation t > 400: 805.58%, 48.05%, 14.79%. "
-             "Here (64 x 26, 1000 points, 100 steps) the soft constraint is far better than the "
-             "paper's (the laptop problem is easier and the loss weights the IC/BC rows by 10), "
-             "so only the ordering of PI-HC and PI-HC-MoE is comparable, not the numbers.")
+    L += md_table(["row", "expert", "LM iters", "converged", "IC/BC misfit", "cond(J) mean",
+                   "cond(J) max", "block rel. L2"], [
+        [f"{r['label']} ({r['group']})", k, f"{pe['iterations'][k]:.1f}",
+         pct(pe["converged"][k]), f"{pe['constraint_norm'][k]:.3g}",
+         f"{pe['condition_number'][k]:.3g}", f"{pe['condition_number_max'][k]:.3g}",
+         pct(pe["rel_l2_block"][k]["mean"]) if pe.get("rel_l2_block") else "-"]
+        for r in rows if r.get("points") for pe in [r["points"]["per_expert"]]
+        for k in range(len(pe["iterations"]))])
+    L += ["", f"Grid {base.nx} x {base.nt} (x, t), {base.train_samples} train / {base.test_samples} "
+          f"test ICs, {base.steps} Adam steps (lr {base.learning_rate}, decay {base.lr_decay}), "
+          f"batch {base.batch_size}, FNO width {base.width} x {base.layers} layers, "
+          f"N = {base.num_basis}, m = {base.num_points} points in total unless stated, "
+          f"LM max {base.max_lm_steps} steps, IC/BC row weight {base.row_weight}, seed "
+          f"{base.seed} for every row but the 'seed 1' ones; {env['backend']}, JAX {env['jax']}, "
+          f"x64={env['x64']}; train + eval time of all rows {total_s:.0f} s on a shared 2-core CPU.",
+          "", "Paper (1024 x 101, 20k points per expert, 4 experts along x): PI-SC 85.93%, "
+          "PI-HC 7.55%, PI-HC-MoE 3.60%; extrapolation t > 400: 805.58%, 48.05%, 14.79%. "
+          "Here (64 x 26, 1000 points, 100 steps) the soft constraint is far better than the "
+          "paper's (the laptop problem is easier and the loss weights the IC/BC rows by 10), "
+          "so only the ordering of PI-HC and PI-HC-MoE is comparable, not the numbers."]
     write_text(out_dir / "results.md", "\n".join(L) + "\n")
     return "\n".join(L)
 
