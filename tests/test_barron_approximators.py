@@ -87,7 +87,7 @@ def test_fit_shallow_methods(ridge6):
     assert float(relative_l2_error(fitted, sol, xt)) < 1e-10
     # Gauss-Newton from perturbed frequencies converges back (within the sinc basin)
     pert = CosineNetwork(true.coefficients * 0.8, true.frequencies + 0.05, true.phases + 0.1)
-    res = fit_shallow(pert, x, y, method="gauss_newton", steps=30)
+    res = fit_shallow(pert, x, y, method="gauss_newton", max_steps=30)
     assert float(res.loss[-1]) < 1e-3 * float(res.loss[0])
     with pytest.raises(ValueError, match="method"):
         fit_shallow(pert, x, y, method="sgd")
@@ -125,7 +125,7 @@ def test_deep_ritz_natural_gradient_reaches_small_error_d2():
     sol = RidgeSum(jnp.array([[0.5], [0.3]]), jnp.array([[1.0, 1.0], [1.0, -1.0]]), jnp.array([[0.3], [1.1]]))
     problem = manufactured_problem(SemilinearLagrangian(nu=1.0), sol, 2)
     net = PeriodicMLP.random(2, width=12, depth=2, key=jax.random.key(0))
-    r = deep_ritz(problem, net, key=jax.random.key(1), optimizer="natural_gradient", steps=40, num_points=1024, num_eval_points=2048, chunk=40)
+    r = deep_ritz(problem, net, key=jax.random.key(1), optimizer="natural_gradient", max_steps=40, num_points=1024, num_eval_points=2048, chunk=40)
     assert float(r.relative_l2) < 1e-4
     # lambda = 1: the energy gap certifies the H^1 error (up to the evaluation rule's error)
     assert float(r.h1_error) <= float(r.certificate) * (1 + 1e-3) + 1e-10

@@ -30,7 +30,7 @@ def test_frozen_integer_frequencies_stay_put_and_solve(setup):
     solves the problem (measured 3e-16 in float64); trained, the frequencies leave the lattice
     and the error is O(1) (measured 1.4)."""
     problem, net, keep_k = setup
-    kw = dict(key=jax.random.key(0), steps=10, num_points=256, num_eval_points=512)
+    kw = dict(key=jax.random.key(0), max_steps=10, num_points=256, num_eval_points=512)
     frozen = deep_ritz(problem, net, trainable=keep_k, **kw)
     assert bool(jnp.all(frozen.model.frequencies == net.frequencies))
     assert float(frozen.relative_l2) < 1e-8
@@ -41,11 +41,11 @@ def test_frozen_integer_frequencies_stay_put_and_solve(setup):
 
 def test_pinn_and_adam_respect_the_filter(setup):
     problem, net, keep_k = setup
-    r = pinn(problem, net, key=jax.random.key(0), steps=20, num_points=128, num_eval_points=256,
+    r = pinn(problem, net, key=jax.random.key(0), max_steps=20, num_points=128, num_eval_points=256,
              learning_rate=1e-2, trainable=keep_k)
     assert bool(jnp.all(r.model.frequencies == net.frequencies))
     assert not bool(jnp.all(r.model.coefficients == net.coefficients))
-    only_c = deep_ritz(problem, net, key=jax.random.key(0), optimizer="adam", steps=5,
+    only_c = deep_ritz(problem, net, key=jax.random.key(0), optimizer="adam", max_steps=5,
                        num_points=128, num_eval_points=256,
                        trainable=eqx.tree_at(lambda m: (m.frequencies, m.phases),
                                              jax.tree.map(lambda _: True, net), (False, False)))
@@ -55,4 +55,4 @@ def test_pinn_and_adam_respect_the_filter(setup):
 def test_a_filter_that_selects_nothing_is_refused(setup):
     problem, net, _ = setup
     with pytest.raises(ValueError, match="selects no parameter"):
-        deep_ritz(problem, net, key=jax.random.key(0), steps=1, trainable=lambda leaf: False)
+        deep_ritz(problem, net, key=jax.random.key(0), max_steps=1, trainable=lambda leaf: False)

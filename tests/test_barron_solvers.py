@@ -62,7 +62,7 @@ def test_manufactured_source_makes_residual_vanish(problem, x):
 def test_sobolev_descent_converges_to_u_star(t2):
     n = 15  # odd; T2's flux is linear in p so u* solves the discrete problem to round-off
     ref = t2.solution_on_grid(n)
-    traj = sobolev_gradient_descent(t2, n, reference=ref, tol=1e-12, max_steps=100)
+    traj = sobolev_gradient_descent(t2, n, reference=ref, atol=1e-12, rtol=0.0, max_steps=100)
     assert bool(traj.converged)
     assert traj.history("h1_error")[-1] < 1e-10
     check_energy_decrease(traj)
@@ -80,7 +80,7 @@ def test_sobolev_descent_converges_to_u_star(t2):
 @given(fraction=st.floats(0.05, 1.0))
 def test_energy_non_increasing_for_small_steps(t2, fraction):
     lam, Lam = t2.bounds()
-    traj = sobolev_gradient_descent(t2, 9, step=fraction / Lam, tol=1e-9, max_steps=40)
+    traj = sobolev_gradient_descent(t2, 9, step=fraction / Lam, atol=1e-9, rtol=0.0, max_steps=40)
     check_energy_decrease(traj)
 
 
@@ -90,7 +90,7 @@ def test_iterations_independent_of_dimension_and_grid():
     for dim, n in [(2, 9), (2, 15), (3, 9), (4, 7)]:
         sol = RidgeSum.random(dim, key=jax.random.key(0), scale=0.1)
         problem = manufactured_problem(QuasilinearLagrangian(mu=1.0, nu=1.0), sol, dim)
-        traj = sobolev_gradient_descent(problem, n, tol=0.0, max_steps=40)
+        traj = sobolev_gradient_descent(problem, n, atol=0.0, rtol=0.0, max_steps=40)
         g = traj.history("gradient_norm")
         # relative reduction of the Sobolev gradient (equivalent to the H^1 error within Lambda/lambda)
         counts[(dim, n)] = traj.steps_to("gradient_norm", 1e-8 * g[0])
@@ -103,7 +103,7 @@ def test_iterations_independent_of_dimension_and_grid():
 def test_t1_one_newton_step():
     problem = make_test_problem("T1", dim=3)
     ref = problem.solution_on_grid(7)
-    traj = newton_krylov(problem, 7, reference=ref, tol=1e-10)
+    traj = newton_krylov(problem, 7, reference=ref, atol=1e-10, rtol=0.0)
     assert int(traj.num_steps) == 1 and bool(traj.converged)
     assert traj.history("h1_error")[-1] < 1e-11
 
@@ -114,7 +114,7 @@ def test_line_search_without_lambda():
     with pytest.raises(ValueError, match="Lambda"):
         sobolev_gradient_descent(problem, 9)
     ref = problem.solution_on_grid(9)
-    traj = sobolev_gradient_descent(problem, 9, line_search=True, reference=ref, tol=1e-11, max_steps=200)
+    traj = sobolev_gradient_descent(problem, 9, line_search=True, reference=ref, atol=1e-11, rtol=0.0, max_steps=200)
     assert bool(traj.converged) and traj.history("h1_error")[-1] < 1e-9
     check_energy_decrease(traj)
 
@@ -137,6 +137,38 @@ def test_bad_input(t2):
     with pytest.raises(ValueError, match="unknown test problem"):
         make_test_problem("T9", dim=2)
     with pytest.warns(UserWarning, match="even grid"):
-        traj = sobolev_gradient_descent(t2, 10, reference=t2.solution_on_grid(10), tol=1e-11, max_steps=80)
+        traj = sobolev_gradient_descent(t2, 10, reference=t2.solution_on_grid(10), atol=1e-11, rtol=0.0, max_steps=80)
     # handled: with the Nyquist mode projected out the iteration still converges
     assert bool(traj.converged) and traj.history("h1_error")[-1] < 1e-9
+
+
+def test_grid_solvers_return_a_solution_and_stop_on_the_error_bound(t2):
+    from pdeml.barron import GridSolveHistory, GridSolveStats
+    from pdeml.core import RESULTS, Solution
+
+    ref = t2.solution_on_grid(9)
+    traj = sobolev_gradient_descent(t2, 9, reference=ref, atol=1e-6, rtol=1e-6, max_steps=60)
+    assert isinstance(traj, Solution) and isinstance(traj.stats, GridSolveStats)
+    assert isinstance(traj.history, GridSolveHistory)
+    assert int(traj.result) == RESULTS.SUCCESS and traj.u is traj.value
+    # the test: gradient_norm / lambda <= atol + rtol ||u||_{H^1}, and it is a real bound
+    lam = t2.bounds()[0]
+    assert float(traj.stats.error_bound) == float(traj.stats.gradient_norm) / lam
+    assert float(traj.stats.error_bound) <= float(traj.stats.tolerance)
+    assert traj.history("h1_error")[-1] <= float(traj.stats.error_bound)
+    # one step earlier the test did not hold
+    k = int(traj.num_steps)
+    assert traj.history("gradient_norm")[k - 1] / lam > float(traj.stats.tolerance) * 0.5
+    np.testing.assert_array_equal(traj.energy, traj.history.energy)
+
+
+def test_tol_is_the_deprecated_absolute_test(t2):
+    new = sobolev_gradient_descent(t2, 9, atol=1e-8, rtol=0.0, max_steps=60)  # lambda = 1
+    with pytest.warns(DeprecationWarning, match="tol= is deprecated"):
+        old = sobolev_gradient_descent(t2, 9, tol=1e-8, max_steps=60)
+    assert int(new.num_steps) == int(old.num_steps) and bool(old.converged)
+    np.testing.assert_array_equal(new.u, old.u)
+    with pytest.raises(TypeError, match="not together with tol="):
+        sobolev_gradient_descent(t2, 9, tol=1e-8, atol=1e-8)
+    with pytest.raises(ValueError, match="^rtol must be"):
+        newton_krylov(t2, 9, rtol=-1.0)

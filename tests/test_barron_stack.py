@@ -99,7 +99,7 @@ def problem():
 
 def test_adam_and_lbfgs_ritz_through_train(problem):
     net = PeriodicMLP.random(2, width=8, depth=1, key=jax.random.key(0))
-    kw = dict(key=jax.random.key(1), steps=30, num_points=256, num_eval_points=512)
+    kw = dict(key=jax.random.key(1), max_steps=30, num_points=256, num_eval_points=512)
     adam = deep_ritz(problem, net, optimizer="adam", learning_rate=1e-2, chunk=7, **kw)
     assert adam.loss.shape == (30,) and adam.loss.dtype == net.mlp.layers[0].weight.dtype
     assert float(adam.loss[-1]) < float(adam.loss[0])
@@ -114,7 +114,7 @@ def test_adam_and_lbfgs_ritz_through_train(problem):
 def test_progress_goes_through_the_train_progress_bar(problem, capsys):
     net = PeriodicMLP.random(2, width=4, depth=1, key=jax.random.key(0))
     for optimizer in ("adam", "natural_gradient"):
-        deep_ritz(problem, net, key=jax.random.key(1), optimizer=optimizer, steps=4, num_points=64,
+        deep_ritz(problem, net, key=jax.random.key(1), optimizer=optimizer, max_steps=4, num_points=64,
                   num_eval_points=128, progress=True, chunk=2)
         err = capsys.readouterr().err
         assert f"[ritz/{optimizer}] step 4/4 (100%)" in err and "loss=" in err
@@ -126,7 +126,7 @@ def test_fit_shallow_adam_and_lbfgs_through_train():
     y = jax.vmap(sol)(x)
     net = PeriodicShallowNetwork.random(8, 2, key=jax.random.key(1))
     for method in ("adam", "lbfgs"):
-        r = fit_shallow(net, x, y, method=method, steps=60)
+        r = fit_shallow(net, x, y, method=method, max_steps=60)
         assert r.loss.shape == (60,) and r.loss.dtype == x.dtype
         assert float(r.loss[-1]) < 0.1 * float(r.loss[0]), method
         assert isinstance(r.model, PeriodicShallowNetwork) and r.model.activation == net.activation
@@ -134,7 +134,7 @@ def test_fit_shallow_adam_and_lbfgs_through_train():
 
 def test_ritz_options_are_validated(problem):
     net = PeriodicMLP.random(2, width=4, depth=1, key=jax.random.key(0))
-    for kw, msg in [(dict(steps=0), "steps must be a positive integer"),
+    for kw, msg in [(dict(max_steps=0), "max_steps must be a positive integer"),
                     (dict(chunk=0), "chunk must be a positive integer"),
                     (dict(num_points=2.5), "num_points must be a positive integer"),
                     (dict(learning_rate=-1.0), "learning_rate must be a finite number > 0"),
@@ -145,3 +145,34 @@ def test_ritz_options_are_validated(problem):
             deep_ritz(problem, net, key=jax.random.key(0), **kw)
     with pytest.raises(TypeError, match="VariationalProblem"):
         deep_ritz(object(), net, key=jax.random.key(0))
+
+
+def test_ritz_and_fit_results_are_solutions(problem):
+    from pdeml.barron import CosineNetwork, FitResult, RitzResult, RitzStats
+    from pdeml.core import RESULTS
+
+    net = PeriodicMLP.random(2, width=4, depth=1, key=jax.random.key(0))
+    kw = dict(key=jax.random.key(1), optimizer="adam", num_points=64, num_eval_points=128)
+    r = deep_ritz(problem, net, max_steps=3, **kw)
+    assert isinstance(r, RitzResult) and isinstance(r.stats, RitzStats) and r.model is r.value
+    assert int(r.result) == RESULTS.MAX_STEPS_REACHED and int(r.stats.steps) == 3
+    # both bounds hold (lambda = 1) and the test uses the smaller one
+    s = r.stats
+    assert float(s.h1_error) <= min(float(s.certificate), float(s.residual_bound)) * (1 + 1e-2)
+    assert float(s.error_bound) == min(float(s.certificate), float(s.residual_bound))
+    with pytest.warns(DeprecationWarning, match="steps= is deprecated"):
+        old = deep_ritz(problem, net, steps=3, **kw)
+    np.testing.assert_array_equal(old.loss, r.loss)
+
+    # Gauss-Newton stops when stationary; loss keeps its (max_steps,) shape
+    true = CosineNetwork(jnp.array([1.0, 0.5]), jnp.array([[1.0, 0.0], [1.0, 2.0]]), jnp.array([0.3, -0.2]))
+    x = jax.random.uniform(jax.random.key(0), (128, 2))
+    start = CosineNetwork(jnp.array([0.8, 0.6]), true.frequencies + 0.02, jnp.zeros(2))
+    fit = fit_shallow(start, x, jax.vmap(true)(x), max_steps=40)
+    assert isinstance(fit, FitResult) and bool(fit.converged)
+    k = int(fit.stats.iterations)
+    assert 1 <= k < 40 and fit.loss.shape == (40,) and bool(jnp.all(jnp.isnan(fit.history.loss[k:])))
+    assert float(fit.loss[-1]) == float(fit.history.loss[k - 1])
+    assert float(fit.stats.stationarity) <= float(fit.stats.tolerance)
+    one = fit_shallow(start, x, jax.vmap(true)(x), max_steps=1)
+    assert int(one.result) == RESULTS.MAX_STEPS_REACHED

@@ -41,7 +41,11 @@ from .problems import (
     pointwise_residual,
 )
 from .ritz import (
+    RITZ_MESSAGES,
+    RitzHistory,
     RitzResult,
+    RitzStats,
+    default_ritz_tolerances,
     deep_ritz,
     energy_certificate,
     lattice_points,
@@ -49,7 +53,16 @@ from .ritz import (
     pinn,
     quadrature_points,
 )
-from .solvers import Trajectory, newton_krylov, sobolev_gradient_descent, worst_case_barron_bound
+from .solvers import (
+    TRAJECTORY_MESSAGES,
+    GridSolveHistory,
+    GridSolveStats,
+    Trajectory,
+    default_grid_tolerances,
+    newton_krylov,
+    sobolev_gradient_descent,
+    worst_case_barron_bound,
+)
 from .spectral import (
     l2_norm,
     sobolev_inverse,
@@ -61,7 +74,11 @@ from .spectral import (
     wavenumbers,
 )
 from .approximators import (
+    FIT_MESSAGES,
+    FitHistory,
     FitResult,
+    FitStats,
+    default_fit_tolerances,
     fit_shallow,
     maurey_mse,
     maurey_sample,

@@ -26,6 +26,7 @@ import numpy as np
 import jax.flatten_util
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from pdeml.core.solution import RESULTS, Solution, max_steps_option, raise_if_failed, result_code
 from pdeml.core.validation import check_choice, check_positive_int, check_real_number
 from pdeml.train import train
 
@@ -44,6 +45,10 @@ __all__ = [
     "orthogonal_greedy",
     "fit_shallow",
     "FitResult",
+    "FitStats",
+    "FitHistory",
+    "FIT_MESSAGES",
+    "default_fit_tolerances",
     "relative_l2_error",
 ]
 
@@ -284,15 +289,113 @@ def _oga_impl(x, y, dictionary, *, width, ridge):
     return _fit_cos_sin(freqs, x, y, ridge)
 
 
-class FitResult(eqx.Module):
-    """A fitted model and its training-loss history (mean squared error per step)."""
+class FitStats(eqx.Module):
+    """Diagnostics of :func:`fit_shallow` at the fitted parameters.
 
-    model: eqx.Module
+    Attributes:
+        iterations: optimisation steps taken (1 for ``"lstsq"``).
+        rms_residual: ``||r||_rms``, the root mean square of ``model(x) - y``.
+        stationarity: ``max_j |(J^T r)_j| / (||J_j|| sqrt(M))`` (J the Jacobian of the
+            residual in the trained parameters, M the number of samples): the largest
+            projection of the residual on a parameter direction, 0 at a stationary point
+            (NaN for ``"lstsq"``, an exact solve).
+        tolerance: ``atol + rtol ||r||_rms``: the stopping test is ``stationarity <=
+            tolerance``.
+    """
+
+    iterations: Array
+    rms_residual: Float[Array, ""]
+    stationarity: Float[Array, ""]
+    tolerance: Float[Array, ""]
+
+
+class FitHistory(eqx.Module):
+    """Per-step records of :func:`fit_shallow`.
+
+    Attributes:
+        loss: mean squared error per step (NaN after the last step of a Gauss-Newton fit that
+            stopped early; one entry for ``"lstsq"``).
+    """
+
     loss: Float[Array, " T"]
+
+
+class FitResult(Solution):
+    """The :class:`~pdeml.core.Solution` of :func:`fit_shallow`.
+
+    Fields: ``value`` the fitted network (also ``model``); ``result`` a
+    :class:`~pdeml.core.RESULTS` code: ``SUCCESS`` (first-order stationary:
+    ``stats.stationarity <= atol + rtol ||r||_rms``, which includes a fit with
+    ``||r||_rms <= atol``), ``MAX_STEPS_REACHED``, ``NONFINITE`` or ``STAGNATED``
+    (Gauss-Newton: no damping makes a step reduce the error any more); messages in
+    ``FIT_MESSAGES``; ``stats`` a :class:`FitStats`; ``history`` a :class:`FitHistory`.
+
+    ``loss`` reads the loss history with the final value repeated after an early stop (the
+    shape stays ``(max_steps,)``).
+    """
+
+    model = property(lambda self: self.value, doc="The fitted network (``value``).")
+
+    @property
+    def loss(self):
+        """Mean squared error per step, the last value repeated after an early stop."""
+        h = self.history.loss
+        k = jnp.clip(self.stats.iterations, 1, h.shape[0]) - 1
+        return jnp.where(jnp.arange(h.shape[0]) <= k, h, h[k])
+
+
+FIT_MESSAGES = {
+    RESULTS.SUCCESS: "converged (stationarity <= atol + rtol ||r||_rms)",
+    RESULTS.MAX_STEPS_REACHED: "not stationary within max_steps (raise max_steps, loosen "
+                               "atol/rtol, or use method='gauss_newton')",
+    RESULTS.NONFINITE: "the fit became NaN/inf (lower learning_rate, or check x and y)",
+    RESULTS.STAGNATED: "stopped: no Gauss-Newton step reduces the error any more (round-off "
+                       "limited, or a rank-deficient Jacobian)",
+}
+
+
+def default_fit_tolerances(dtype) -> tuple[float, float]:
+    """``(atol, rtol)`` defaults of :func:`fit_shallow`: ``(1e-10, 1e-6)`` in float64,
+    ``(1e-5, 1e-2)`` in float32."""
+    if jnp.finfo(dtype).bits >= 64:
+        return 1e-10, 1e-6
+    return 1e-5, 1e-2
 
 
 def _mse(model, x, y):
     return jnp.mean((jax.vmap(model)(x) - y) ** 2)
+
+
+def _stationarity(resid, flat):
+    """``(rms, measure)`` of the residual function ``resid`` at the flat parameters."""
+    r = resid(flat)
+    m = r.shape[0]
+    jac = jax.jacfwd(resid)(flat)
+    colnorm = jnp.sqrt(jnp.sum(jac**2, axis=0))
+    proj = jnp.abs(jac.T @ r) / jnp.where(colnorm > 0, colnorm, 1.0)
+    return jnp.sqrt(jnp.mean(r**2)), jnp.max(jnp.where(colnorm > 0, proj, 0.0)) / math.sqrt(m)
+
+
+def _fit_solution(model, x, y, hist, iterations, atol, rtol, stagnated=False, *, exact=False):
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+
+    def resid(f):
+        return jax.vmap(eqx.combine(unravel(f), static))(x) - y
+
+    if exact:
+        rms = jnp.sqrt(jnp.mean(resid(flat) ** 2))
+        measure = jnp.asarray(jnp.nan, rms.dtype)
+        passed = jnp.asarray(True)
+    else:
+        rms, measure = _stationarity(resid, flat)
+    tolerance = atol + rtol * rms
+    if not exact:
+        passed = measure <= tolerance
+    finite = jnp.all(jnp.isfinite(flat)) & jnp.isfinite(rms)
+    result = result_code(finite & passed, ~finite, stagnated)
+    stats = FitStats(jnp.asarray(iterations, jnp.int32), rms, measure, tolerance)
+    return FitResult(value=model, result=result, stats=stats, history=FitHistory(hist))
 
 
 def fit_shallow(
@@ -301,10 +404,14 @@ def fit_shallow(
     y: Float[Array, " M"],
     *,
     method: str = "gauss_newton",
-    steps: int = 200,
+    max_steps: int | None = None,
     learning_rate: float = 1e-2,
     damping: float = 1e-3,
     ridge: float = 1e-12,
+    atol: float | None = None,
+    rtol: float | None = None,
+    throw: bool = False,
+    steps: int | None = None,
 ) -> FitResult:
     """Fit a shallow network to samples by least squares, Adam, L-BFGS or Gauss-Newton.
 
@@ -313,10 +420,38 @@ def fit_shallow(
     others train all parameters on the mean squared error. Gauss-Newton is
     Levenberg-Marquardt with an adaptive damping (accepts a step only if the loss drops).
 
+    Args:
+        model: the network to fit (its parameters are the starting point).
+        x, y: samples, shapes ``(M, d)`` and ``(M,)``.
+        method: ``"lstsq"``, ``"adam"``, ``"lbfgs"`` or ``"gauss_newton"``.
+        max_steps: iteration cap (default 200; ``steps``: the deprecated spelling). Adam and
+            L-BFGS run all of them; Gauss-Newton stops as soon as the stopping test passes.
+        learning_rate: Adam's step. damping: initial Levenberg-Marquardt damping. ridge:
+            Tikhonov weight of ``"lstsq"``.
+        atol, rtol: the fit has converged when it is first-order stationary,
+            ``max_j |(J^T r)_j| / (||J_j|| sqrt(M)) <= atol + rtol ||r||_rms`` (the largest
+            cosine between the residual and a parameter direction at most ``rtol``, or a
+            residual below ``atol``). Defaults: :func:`default_fit_tolerances` of the dtype.
+            ``"lstsq"`` is an exact solve and always converges (unless NaN/inf).
+        throw: raise ``equinox.EquinoxRuntimeError`` if the fit did not converge; with
+            ``False`` (default) the outcome is reported in ``converged`` / ``result``.
+
     Returns:
-        :class:`FitResult` (for ``lstsq`` the loss history has one entry).
+        :class:`FitResult`, a :class:`~pdeml.core.Solution`: ``value`` (also ``model``),
+        ``result``, ``stats`` (:class:`FitStats`) and ``history`` (:class:`FitHistory`, the
+        loss per step; for ``lstsq`` one entry).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> true = CosineNetwork(jnp.array([1.0, 0.5]), jnp.array([[1.0, 0.0], [1.0, 2.0]]),
+        ...                      jnp.array([0.3, -0.2]))
+        >>> x = jax.random.uniform(jax.random.key(0), (256, 2))
+        >>> start = CosineNetwork(jnp.array([0.8, 0.6]), true.frequencies + 0.02, jnp.zeros(2))
+        >>> fit = fit_shallow(start, x, jax.vmap(true)(x), max_steps=50)
+        >>> bool(fit.converged), float(fit.stats.rms_residual) < 1e-4
+        (True, True)
     """
-    check_positive_int("steps", steps)
+    steps, cap = max_steps_option(max_steps, 200, steps=steps)
     check_real_number("learning_rate", learning_rate, positive=True)
     check_real_number("damping", damping, minimum=0.0)
     check_real_number("ridge", ridge, minimum=0.0)
@@ -324,6 +459,11 @@ def fit_shallow(
     check_choice("method", method, ("lstsq", "adam", "lbfgs", "gauss_newton"))
     if x.shape[1] != model.dim:
         raise ValueError(f"x has dimension {x.shape[1]} but the model has dim={model.dim}")
+    d_atol, d_rtol = default_fit_tolerances(x.dtype)
+    atol = d_atol if atol is None else atol
+    rtol = d_rtol if rtol is None else rtol
+    check_real_number("atol", atol, minimum=0.0)
+    check_real_number("rtol", rtol, minimum=0.0)
     if method == "lstsq":
         if isinstance(model, CosineNetwork):
             fitted = _fit_cos_sin(model.frequencies, x, y, ridge)
@@ -332,8 +472,14 @@ def fit_shallow(
             feats = jnp.concatenate([feats, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)
             sol = _ls_solve(feats, y, ridge)
             fitted = eqx.tree_at(lambda m: (m.outer, m.offset), model, (sol[:-1], sol[-1]))
-        return FitResult(fitted, _mse(fitted, x, y)[None])
-    return _fit_iterative(model, x, y, method=method, steps=steps, learning_rate=learning_rate, damping=damping)
+        res = _fit_solution(fitted, x, y, _mse(fitted, x, y)[None], 1, atol, rtol, exact=True)
+    else:
+        res = _fit_iterative(model, x, y, method=method, steps=steps, learning_rate=learning_rate,
+                             damping=damping, atol=atol, rtol=rtol)
+    if throw:
+        res = raise_if_failed(res, f"fit_shallow ({method})",
+                              {c: m.replace("max_steps", cap) for c, m in FIT_MESSAGES.items()})
+    return res
 
 
 class _MSE(eqx.Module):
@@ -356,27 +502,39 @@ class _Samples(eqx.Module):
         return self.x, self.y
 
 
-def _fit_iterative(model, x, y, *, method, steps, learning_rate, damping):
+def _fit_iterative(model, x, y, *, method, steps, learning_rate, damping, atol, rtol):
     if method == "gauss_newton":
-        return _fit_gauss_newton(model, x, y, steps=steps, damping=damping)
+        return _fit_gauss_newton(model, x, y, steps=steps, damping=damping,
+                                 test=(jnp.asarray(atol, x.dtype), jnp.asarray(rtol, x.dtype)))
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt = _optax_optimizer(method, float(learning_rate) if method == "adam" else None)
     run = train(params, _MSE(static), opt, _Samples(x, y), steps=steps, key=jax.random.key(0),
                 steps_per_call=steps, progress=False, scan=True)  # one compiled loop, as fast as a hand-written scan
     hist = jnp.asarray(run.series("loss")[1], x.dtype)
-    return FitResult(eqx.combine(run.model, static), hist)
+    return eqx.filter_jit(_fit_solution)(eqx.combine(run.model, static), x, y, hist, steps, atol, rtol)
 
 
 @eqx.filter_jit
-def _fit_gauss_newton(model, x, y, *, steps, damping):
+def _fit_gauss_newton(model, x, y, *, steps, damping, test):
+    """Levenberg-Marquardt (Marquardt's diagonal scaling, damping x0.3 after an accepted step,
+    x10 after a rejected one) until the stationarity test of :func:`_fit_solution` passes."""
     params, static = eqx.partition(model, eqx.is_inexact_array)
     flat, unravel = jax.flatten_util.ravel_pytree(params)
+    atol, rtol = test
 
     def resid(f):
         return jax.vmap(eqx.combine(unravel(f), static))(x) - y
 
-    def step(c, _):
-        f, mu = c
+    def passed(f):
+        rms, measure = _stationarity(resid, f)
+        return measure <= atol + rtol * rms
+
+    def cond(c):
+        k, f, mu, _, done = c
+        return (k < steps) & ~done & (mu < 1e12) & jnp.all(jnp.isfinite(f))
+
+    def body(c):
+        k, f, mu, hist, _ = c
         r = resid(f)
         jac = jax.jacfwd(resid)(f)
         jtj = jac.T @ jac
@@ -387,11 +545,15 @@ def _fit_gauss_newton(model, x, y, *, steps, damping):
         new = jnp.mean(resid(f + delta) ** 2)
         ok = new < old
         f = jnp.where(ok, f + delta, f)
-        mu = jnp.where(ok, mu * 0.3, mu * 10.0)
-        return (f, jnp.clip(mu, 1e-12, 1e12)), jnp.minimum(old, new)
+        mu = jnp.clip(jnp.where(ok, mu * 0.3, mu * 10.0), 1e-12, 1e12)
+        return k + 1, f, mu, hist.at[k].set(jnp.minimum(old, new)), passed(f)
 
-    (flat, _), hist = jax.lax.scan(step, (flat, jnp.asarray(damping, x.dtype)), None, length=steps)
-    return FitResult(eqx.combine(unravel(flat), static), hist)
+    hist = jnp.full((steps,), jnp.nan, x.dtype)
+    init = (jnp.asarray(0, jnp.int32), flat, jnp.asarray(damping, x.dtype), hist, passed(flat))
+    k, flat, mu, hist, done = jax.lax.while_loop(cond, body, init)
+    # the damping at its cap: no step reduces the error any more
+    return _fit_solution(eqx.combine(unravel(flat), static), x, y, hist, k, atol, rtol,
+                         stagnated=mu >= 1e12)
 
 
 def relative_l2_error(model: Callable, target: Callable, x: Float[Array, "M d"]) -> Float[Array, ""]:

@@ -34,12 +34,25 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from pdeml.core.solution import RESULTS, Solution, max_steps_option, raise_if_failed, result_code
 from pdeml.core.validation import check_choice, check_positive_int, check_real_number
 from pdeml.train import ProgressBar, train
 
 from .problems import VariationalProblem, pointwise_residual
 
-__all__ = ["quadrature_points", "lattice_points", "network_energy", "RitzResult", "deep_ritz", "pinn", "energy_certificate"]
+__all__ = [
+    "quadrature_points",
+    "lattice_points",
+    "network_energy",
+    "RitzResult",
+    "RitzStats",
+    "RitzHistory",
+    "RITZ_MESSAGES",
+    "default_ritz_tolerances",
+    "deep_ritz",
+    "pinn",
+    "energy_certificate",
+]
 
 _OPTIMIZERS = ("adam", "lbfgs", "natural_gradient")
 
@@ -115,37 +128,122 @@ def energy_certificate(energy_value, optimal_energy, lam) -> Float[Array, ""]:
     return jnp.sqrt(2.0 * jnp.maximum(energy_value - optimal_energy, 0.0) / lam)
 
 
-class RitzResult(eqx.Module):
-    """Outcome of :func:`deep_ritz` / :func:`pinn`.
+class RitzStats(eqx.Module):
+    """Diagnostics of :func:`deep_ritz` / :func:`pinn`, measured on fresh evaluation points (a
+    shifted rank-1 lattice of ``num_eval_points``).
 
     Attributes:
-        model: the trained network.
-        loss: training loss per step (energy for Ritz, mean squared residual for PINN).
-        relative_l2: ``||u - u*|| / ||u*||`` on fresh evaluation points (NaN if u* unknown).
-        h1_error: ``||u - u*||_{H^1}`` on the evaluation points (NaN if u* unknown).
+        steps: optimisation steps run.
+        relative_l2: ``||u - u*|| / ||u*||`` (NaN if u* unknown).
+        h1_error: ``||u - u*||_{H^1}`` (NaN if u* unknown).
         energy_gap: ``E(u) - E(u*)`` with the evaluation rule (NaN if u* unknown).
-        certificate: ``sqrt(2 max(gap, 0) / lambda)`` (NaN if lambda or u* unknown).
+        certificate: ``sqrt(2 max(gap, 0) / lambda)``, a bound for ``||u - u*||_{H^1}`` (NaN
+            if lambda or u* unknown).
+        residual_bound: ``||-div d_p L + d_z L - f||_{L^2} / lambda``, a bound for ``||u -
+            u*||_{H^1}`` that needs no u* (the H^{-1} norm of the Euler-Lagrange residual is at
+            most its L^2 norm; NaN if lambda unknown).
+        error_bound: the smaller of the two bounds (NaN if neither is known).
+        tolerance: ``atol + rtol ||u||_{H^1}``: the stopping test is ``error_bound <=
+            tolerance``.
     """
 
-    model: eqx.Module
-    loss: Float[Array, " T"]
+    steps: Array
     relative_l2: Float[Array, ""]
     h1_error: Float[Array, ""]
     energy_gap: Float[Array, ""]
     certificate: Float[Array, ""]
+    residual_bound: Float[Array, ""]
+    error_bound: Float[Array, ""]
+    tolerance: Float[Array, ""]
+
+
+class RitzHistory(eqx.Module):
+    """Per-step records of :func:`deep_ritz` / :func:`pinn`.
+
+    Attributes:
+        loss: training loss per step (the energy for Ritz, the mean squared residual for
+            PINN; for the natural gradient the better of the current and the line-search
+            values on that step's points).
+    """
+
+    loss: Float[Array, " T"]
+
+
+class RitzResult(Solution):
+    """The :class:`~pdeml.core.Solution` of :func:`deep_ritz` / :func:`pinn`.
+
+    Fields: ``value`` the trained network (also ``model``); ``result`` a
+    :class:`~pdeml.core.RESULTS` code: ``SUCCESS`` when the H^1 error bound
+    ``stats.error_bound`` is at most ``atol + rtol ||u||_{H^1}``, ``MAX_STEPS_REACHED`` when it
+    is not after ``max_steps`` steps (or no bound is known: the problem has no ``lambda``),
+    ``NONFINITE`` when the loss or the network became NaN/inf; messages in ``RITZ_MESSAGES``;
+    ``stats`` a :class:`RitzStats`; ``history`` a :class:`RitzHistory`. ``loss``,
+    ``relative_l2``, ``h1_error``, ``energy_gap`` and ``certificate`` can also be read
+    directly.
+    """
+
+    model = property(lambda self: self.value, doc="The trained network (``value``).")
+    loss = property(lambda self: self.history.loss, doc="Training loss per step.")
+    relative_l2 = property(lambda self: self.stats.relative_l2)
+    h1_error = property(lambda self: self.stats.h1_error)
+    energy_gap = property(lambda self: self.stats.energy_gap)
+    certificate = property(lambda self: self.stats.certificate)
+
+
+RITZ_MESSAGES = {
+    RESULTS.SUCCESS: "converged (error_bound <= atol + rtol ||u||_{H^1})",
+    RESULTS.MAX_STEPS_REACHED: "the H^1 error bound is above atol + rtol ||u||_{H^1} after "
+                               "max_steps (raise max_steps or num_points, loosen atol/rtol, or "
+                               "widen the network; without lambda no bound is known)",
+    RESULTS.NONFINITE: "the loss or the network became NaN/inf (lower learning_rate, or raise "
+                       "damping)",
+}
 
 
 def _evaluate(problem, model, xe, lam):
+    """``(rel, h1, gap, cert, residual_bound, norm_h1)`` on the evaluation points ``xe``."""
     nan = jnp.asarray(jnp.nan, xe.dtype)
-    if problem.solution is None:
-        return nan, nan, nan, nan
     u, gu = jax.vmap(jax.value_and_grad(model))(xe)
+    norm_h1 = jnp.sqrt(jnp.mean(u**2) + jnp.mean(jnp.sum(gu**2, axis=1)))
+    if lam is None:
+        res_bound = nan
+    else:
+        r = jax.vmap(lambda y: pointwise_residual(problem.lagrangian, model, y, problem.source))(xe)
+        res_bound = jnp.sqrt(jnp.mean(r**2)) / lam
+    if problem.solution is None:
+        return nan, nan, nan, nan, res_bound, norm_h1
     s, gs = jax.vmap(jax.value_and_grad(problem.solution))(xe)
     rel = jnp.sqrt(jnp.sum((u - s) ** 2) / jnp.sum(s**2))
     h1 = jnp.sqrt(jnp.mean((u - s) ** 2) + jnp.mean(jnp.sum((gu - gs) ** 2, axis=1)))
     gap = network_energy(problem, model, xe) - network_energy(problem, problem.solution, xe)
     cert = energy_certificate(gap, 0.0, lam) if lam is not None else nan
-    return rel, h1, gap, cert
+    return rel, h1, gap, cert, res_bound, norm_h1
+
+
+def default_ritz_tolerances(dtype) -> tuple[float, float]:
+    """``(atol, rtol)`` defaults of :func:`deep_ritz` / :func:`pinn`: ``(1e-8, 1e-3)`` in
+    float64 and ``(1e-4, 1e-2)`` in float32 (a trained network's error is limited by its width
+    and the quadrature long before round-off)."""
+    if jnp.finfo(dtype).bits >= 64:
+        return 1e-8, 1e-3
+    return 1e-4, 1e-2
+
+
+def _ritz_solution(problem, model, hist, steps, xe, lam, atol, rtol):
+    rel, h1, gap, cert, res_bound, norm_h1 = eqx.filter_jit(_evaluate)(problem, model, xe, lam)
+    dtype = hist.dtype
+    d_atol, d_rtol = default_ritz_tolerances(dtype)
+    atol = d_atol if atol is None else atol
+    rtol = d_rtol if rtol is None else rtol
+    bound = jnp.fmin(cert, res_bound)  # fmin: the known one where the other is NaN
+    tolerance = atol + rtol * norm_h1
+    finite = jnp.all(jnp.isfinite(hist)) & jnp.all(jnp.asarray(
+        [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))]))
+    finite = finite & jnp.isfinite(norm_h1)
+    result = result_code(finite & (bound <= tolerance), ~finite)
+    stats = RitzStats(jnp.asarray(steps, jnp.int32), rel, h1, gap, cert, res_bound, bound,
+                      tolerance)
+    return RitzResult(value=model, result=result, stats=stats, history=RitzHistory(hist))
 
 
 class _Points(eqx.Module):
@@ -221,11 +319,12 @@ def _ng_direction(problem, params, static, x, gram, damping):
 @eqx.filter_jit
 def _natural_gradient_chunk(loss, points, params, lam, key, *, steps, gram, damping):
     """``steps`` energy natural-gradient steps (grid line search, adaptive damping ``lam``)."""
-    etas = 2.0 ** -jnp.arange(0, 12, dtype=jnp.result_type(float))
+    dtype = jnp.result_type(*jax.tree.leaves(params))  # the network's (float32 stays float32)
+    etas = 2.0 ** -jnp.arange(0, 12, dtype=dtype)
 
     def step(c, k):
         p, lam = c  # lam: the current (adaptive) relative damping
-        x = points(None, k)
+        x = points(None, k).astype(dtype)
         flat, unravel, dirn = _ng_direction(loss.problem, p, loss.static, x, gram, lam)
         vals = jax.vmap(lambda e: loss.value(unravel(flat + e * dirn), x))(etas)
         cur = loss.value(p, x)
@@ -259,13 +358,15 @@ def _partition(model, trainable):
     return params, eqx.combine(static, frozen)
 
 
-def _run(problem, model, *, key, optimizer, steps, quadrature, num_points, learning_rate, gram, damping, initial_damping, resample, num_eval_points, progress, chunk, loss_kind, trainable=None):
+def _run(problem, model, *, key, optimizer, steps, quadrature, num_points, learning_rate, gram, damping, initial_damping, resample, num_eval_points, progress, chunk, loss_kind, trainable=None, atol=None, rtol=None, throw=False, cap="max_steps"):
     if not isinstance(problem, VariationalProblem):
         raise TypeError(f"problem must be a VariationalProblem, got {type(problem).__name__}")
     check_choice("optimizer", optimizer, _OPTIMIZERS)
     check_choice("gram", gram, ("energy", "h1"))
     check_choice("quadrature", quadrature, ("mc", "lattice", "grid"))
-    check_positive_int("steps", steps)
+    for name, v in (("atol", atol), ("rtol", rtol)):
+        if v is not None:
+            check_real_number(name, v, minimum=0.0)
     check_positive_int("num_points", num_points)
     check_positive_int("num_eval_points", num_eval_points)
     check_positive_int("chunk", chunk)
@@ -281,7 +382,7 @@ def _run(problem, model, *, key, optimizer, steps, quadrature, num_points, learn
     sizes = [chunk] * (steps // chunk) + ([steps % chunk] if steps % chunk else [])
     desc = f"{loss_kind}/{optimizer}"
     if optimizer == "natural_gradient":
-        lam = jnp.asarray(max(initial_damping, damping), jnp.result_type(float))
+        lam = jnp.asarray(max(initial_damping, damping), jnp.result_type(*jax.tree.leaves(params)))
         hist = []
         with ProgressBar(steps, desc=desc, enabled=progress) as bar:
             for n in sizes:
@@ -303,8 +404,11 @@ def _run(problem, model, *, key, optimizer, steps, quadrature, num_points, learn
     model = eqx.combine(params, static)
     b = problem.bounds()
     xe = quadrature_points("lattice", num_eval_points, problem.dim, key=jax.random.fold_in(key, 7))
-    rel, h1, gap, cert = eqx.filter_jit(_evaluate)(problem, model, xe, None if b is None else b[0])
-    return RitzResult(model, hist, rel, h1, gap, cert)
+    sol = _ritz_solution(problem, model, hist, steps, xe, None if b is None else b[0], atol, rtol)
+    if throw:
+        messages = {code: m.replace("max_steps", cap) for code, m in RITZ_MESSAGES.items()}
+        sol = raise_if_failed(sol, "deep_ritz" if loss_kind == "ritz" else "pinn", messages)
+    return sol
 
 
 def deep_ritz(
@@ -313,7 +417,7 @@ def deep_ritz(
     *,
     key: PRNGKeyArray,
     optimizer: str = "natural_gradient",
-    steps: int = 200,
+    max_steps: int | None = None,
     quadrature: str = "lattice",
     num_points: int = 2048,
     learning_rate: float = 1e-3,
@@ -325,6 +429,10 @@ def deep_ritz(
     progress: bool = False,
     chunk: int = 50,
     trainable=None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    throw: bool = False,
+    steps: int | None = None,
 ) -> RitzResult:
     """Train ``model`` (a function of one point) by minimising the energy (Deep Ritz).
 
@@ -334,7 +442,10 @@ def deep_ritz(
             :class:`~pdeml.barron.PeriodicMLP`).
         key: PRNG key (quadrature shifts / Monte Carlo draws).
         optimizer: ``"adam"``, ``"lbfgs"`` or ``"natural_gradient"``.
-        steps: optimisation steps, run in compiled chunks of ``chunk`` steps (host round trips).
+        max_steps: optimisation steps (default 200), run in compiled chunks of ``chunk`` steps
+            (host round trips); all of them are run (a stochastic loss does not tell when to
+            stop), and the stopping test is applied to the final network. ``steps``: the
+            deprecated spelling (warns).
         quadrature: ``"mc"``, ``"lattice"`` or ``"grid"``.
         num_points: quadrature points per step.
         learning_rate: Adam's step.
@@ -355,9 +466,17 @@ def deep_ritz(
             ``model``); the others stay fixed. An Equinox filter: a callable on leaves, or a
             pytree of bools with the model's structure (``eqx.tree_at`` on
             ``jax.tree.map(lambda _: True, model)``), e.g. to keep a network's frequencies.
+        atol, rtol: the network has converged when a bound for ``||u - u*||_{H^1}`` (the
+            smaller of the energy certificate, when u* is known, and the residual bound
+            ``||DE(u)||_{L^2} / lambda``, see :class:`RitzStats`) is at most ``atol + rtol
+            ||u||_{H^1}``. Defaults: :func:`default_ritz_tolerances` of the network's dtype.
+        throw: raise ``equinox.EquinoxRuntimeError`` if the network did not pass that test;
+            with ``False`` (default) the outcome is reported in ``converged`` / ``result``.
 
     Returns:
-        :class:`RitzResult` with the energy history, errors and the certificate.
+        :class:`RitzResult`, a :class:`~pdeml.core.Solution`: ``value`` (also ``model``) the
+        trained network, ``result``, ``stats`` (:class:`RitzStats`: errors, the certificate and
+        the error bound) and ``history`` (:class:`RitzHistory`: the loss per step).
 
     Raises:
         pdeml.train.NonFiniteLossError: Adam / L-BFGS met a non-finite loss or gradient (it
@@ -371,12 +490,13 @@ def deep_ritz(
         >>> k = jnp.array([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
         >>> net = CosineNetwork(jnp.zeros(4), k, jnp.zeros(4))
         >>> keep_k = eqx.tree_at(lambda m: m.frequencies, jax.tree.map(lambda _: True, net), False)
-        >>> r = deep_ritz(problem, net, key=jax.random.key(0), steps=10, num_points=256,
+        >>> r = deep_ritz(problem, net, key=jax.random.key(0), max_steps=10, num_points=256,
         ...               num_eval_points=512, trainable=keep_k)
-        >>> bool(jnp.all(r.model.frequencies == k)), bool(r.relative_l2 < 1e-6)
-        (True, True)
+        >>> bool(jnp.all(r.model.frequencies == k)), bool(r.relative_l2 < 1e-6), bool(r.converged)
+        (True, True, True)
     """
-    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram=gram, damping=damping, initial_damping=initial_damping, resample=resample, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="ritz", trainable=trainable)
+    steps, cap = max_steps_option(max_steps, 200, steps=steps)
+    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram=gram, damping=damping, initial_damping=initial_damping, resample=resample, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="ritz", trainable=trainable, atol=atol, rtol=rtol, throw=throw, cap=cap)
 
 
 def pinn(
@@ -385,7 +505,7 @@ def pinn(
     *,
     key: PRNGKeyArray,
     optimizer: str = "adam",
-    steps: int = 1000,
+    max_steps: int | None = None,
     quadrature: str = "mc",
     num_points: int = 1024,
     learning_rate: float = 1e-3,
@@ -393,12 +513,19 @@ def pinn(
     progress: bool = False,
     chunk: int = 100,
     trainable=None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    throw: bool = False,
+    steps: int | None = None,
 ) -> RitzResult:
     """The residual-loss (PINN) baseline: minimise ``mean (-div d_p L + d_z L - f)^2``.
 
-    Same arguments (``trainable`` included) and result as :func:`deep_ritz` (``loss`` is the
-    mean squared residual); ``optimizer`` is ``"adam"`` or ``"lbfgs"``.
+    Same arguments (``trainable``, ``atol``, ``rtol``, ``throw`` included; ``max_steps``
+    defaults to 1000) and result as :func:`deep_ritz` (``loss`` is the mean squared residual;
+    the stopping test is the same H^1 error bound); ``optimizer`` is ``"adam"`` or
+    ``"lbfgs"``.
     """
     if optimizer == "natural_gradient":
         raise ValueError("pinn supports optimizer 'adam' or 'lbfgs'")
-    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram="energy", damping=0.0, initial_damping=0.0, resample=True, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="pinn", trainable=trainable)
+    steps, cap = max_steps_option(max_steps, 1000, steps=steps)
+    return _run(problem, model, key=key, optimizer=optimizer, steps=steps, quadrature=quadrature, num_points=num_points, learning_rate=learning_rate, gram="energy", damping=0.0, initial_damping=0.0, resample=True, num_eval_points=num_eval_points, progress=progress, chunk=chunk, loss_kind="pinn", trainable=trainable, atol=atol, rtol=rtol, throw=throw, cap=cap)

@@ -7,8 +7,12 @@
 - :func:`newton_krylov`: Newton's method with the Hessian solved by conjugate gradients
   preconditioned by the same ``(I - Laplacian)^{-1}``: the fast reference solver.
 
-Both record a :class:`Trajectory` (energy, H^1 error against a reference, Barron norm of
-every iterate, Sobolev-gradient norm, step sizes) and a converged flag.
+Both return a :class:`Trajectory`, a :class:`~pdeml.core.Solution` whose ``history`` records
+the energy, the H^1 error against a reference, the Barron norm of every iterate (the Barron
+trajectory), the Sobolev-gradient norm and the step sizes. Both stop on an error bound: by the
+lambda-convexity of the energy, ``||u - u_h||_{H^1} <= ||(I - Laplacian)^{-1} DE(u)||_{H^1} /
+lambda`` for the discrete solution ``u_h``, and ``converged`` means this bound is at most
+``atol + rtol ||u||_{H^1}``.
 
 Reference: Marwah, Lipton, Lu, Risteski, ICML 2023, arXiv:2210.12101 (Theorem 1 and its
 proof).
@@ -17,33 +21,67 @@ proof).
 from __future__ import annotations
 
 import math
+import warnings
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float, Int
 
 from pdeml.core.krylov import cg_solve
-from pdeml.core.least_squares import MAX_STEPS_REACHED, NONFINITE, SUCCESS
 from pdeml.core.linesearch import backtracking_line_search
-from pdeml.core.validation import check_positive_int, check_real_number, error_if_failed
+from pdeml.core.solution import RESULTS, Solution, raise_if_failed, result_code
+from pdeml.core.validation import check_positive_int, check_real_number
 
 from .norms import barron_norm
 from .problems import VariationalProblem, energy, euler_lagrange, hessian_vector_product
 from .spectral import check_grid_sizes, sobolev_inverse, sobolev_norm
 
-__all__ = ["Trajectory", "TRAJECTORY_MESSAGES", "sobolev_gradient_descent", "newton_krylov", "worst_case_barron_bound"]
+__all__ = [
+    "Trajectory",
+    "GridSolveStats",
+    "GridSolveHistory",
+    "TRAJECTORY_MESSAGES",
+    "default_grid_tolerances",
+    "sobolev_gradient_descent",
+    "newton_krylov",
+    "worst_case_barron_bound",
+]
 
 
-class Trajectory(eqx.Module):
-    """The record of a grid solve.
-
-    Arrays have length ``max_steps + 1``; entry t is iterate t, entries after
-    ``num_steps`` are NaN. Use :meth:`history` for the trimmed numpy series.
+class GridSolveStats(eqx.Module):
+    """Diagnostics of :func:`sobolev_gradient_descent` / :func:`newton_krylov` at the last
+    iterate.
 
     Attributes:
-        u: the final iterate (grid field).
+        num_steps: steps taken.
+        gradient_norm: ``||(I - Laplacian)^{-1} DE(u)||_{H^1}`` (the H^{-1} norm of the
+            Euler-Lagrange residual).
+        error_bound: ``gradient_norm / lambda``, a bound for ``||u - u_h||_{H^1}`` (``u_h`` the
+            discrete solution) by the lambda-convexity of the energy; ``gradient_norm`` itself
+            when the stopping test is on it (``tol=``, or ``problem.bounds()`` is ``None``).
+        tolerance: ``atol + rtol ||u||_{H^1}``: the stopping test is ``error_bound <=
+            tolerance``.
+    """
+
+    num_steps: Int[Array, ""]
+    gradient_norm: Float[Array, ""]
+    error_bound: Float[Array, ""]
+    tolerance: Float[Array, ""]
+
+
+_SERIES = ("energy", "h1_error", "barron_norm", "gradient_norm", "step_size", "inner_iterations")
+
+
+class GridSolveHistory(eqx.Module):
+    """Per-iterate records of a grid solve, each of length ``max_steps + 1``: entry t is
+    iterate t, entries after ``num_steps`` are NaN (0 for ``inner_iterations``).
+
+    Calling it with a name, ``history("energy")``, gives the trimmed numpy series of iterates
+    ``0..num_steps``.
+
+    Attributes:
         energy: discrete energy of every iterate.
         h1_error: ``||u_t - reference||_{H^1}`` (NaN without a reference).
         barron_norm: ``||u_t||_{B^s}`` (the "Barron trajectory").
@@ -51,14 +89,9 @@ class Trajectory(eqx.Module):
             ``lambda * ||u_t - u_h||_{H^1}`` for the discrete solution ``u_h``.
         step_size: the step used to leave iterate t.
         inner_iterations: CG iterations per Newton step (0 for gradient descent).
-        num_steps: number of steps taken.
-        converged: whether ``gradient_norm <= tol`` was reached.
-
-    ``result`` gives the code of :mod:`pdeml.core.least_squares` (``SUCCESS``,
-    ``MAX_STEPS_REACHED`` or ``NONFINITE``; messages in ``TRAJECTORY_MESSAGES``).
+        num_steps: number of steps taken (where the records end).
     """
 
-    u: Float[Array, "*grid"]
     energy: Float[Array, " T"]
     h1_error: Float[Array, " T"]
     barron_norm: Float[Array, " T"]
@@ -66,48 +99,107 @@ class Trajectory(eqx.Module):
     step_size: Float[Array, " T"]
     inner_iterations: Int[Array, " T"]
     num_steps: Int[Array, ""]
-    converged: Bool[Array, ""]
 
-    @property
-    def result(self) -> Int[Array, ""]:
-        """``SUCCESS``, ``NONFINITE`` (an iterate's gradient norm is NaN/inf) or
-        ``MAX_STEPS_REACHED``."""
-        last = self.gradient_norm[self.num_steps]
-        return jnp.where(self.converged, SUCCESS,
-                         jnp.where(jnp.isfinite(last), MAX_STEPS_REACHED, NONFINITE))
-
-    def history(self, name: str) -> np.ndarray:
+    def __call__(self, name: str) -> np.ndarray:
         """The series ``name`` (a field above) for iterates 0..num_steps, as numpy."""
-        if name not in ("energy", "h1_error", "barron_norm", "gradient_norm", "step_size", "inner_iterations"):
-            raise ValueError(f"unknown series {name!r}")
+        if name not in _SERIES:
+            raise ValueError(f"unknown series {name!r}; expected one of {list(_SERIES)}")
         return np.asarray(getattr(self, name))[: int(self.num_steps) + 1]
 
+
+class Trajectory(Solution):
+    """The :class:`~pdeml.core.Solution` of a grid solve.
+
+    Fields: ``value`` the final iterate (grid field; also ``u``); ``result`` a
+    :class:`~pdeml.core.RESULTS` code: ``SUCCESS`` (``stats.error_bound <= stats.tolerance``),
+    ``MAX_STEPS_REACHED`` or ``NONFINITE`` (an iterate became NaN/inf; the iteration stops at
+    once), messages in ``TRAJECTORY_MESSAGES``; ``stats`` a :class:`GridSolveStats`;
+    ``history`` a :class:`GridSolveHistory` (the Barron trajectory and the other per-iterate
+    records; ``history("energy")`` trims a series to the iterates taken).
+
+    The records can also be read directly (``energy``, ``h1_error``, ``barron_norm``,
+    ``gradient_norm``, ``step_size``, ``inner_iterations``, ``num_steps``).
+    """
+
+    u = property(lambda self: self.value, doc="The final iterate (``value``).")
+    num_steps = property(lambda self: self.stats.num_steps, doc="Steps taken.")
+    energy = property(lambda self: self.history.energy)
+    h1_error = property(lambda self: self.history.h1_error)
+    barron_norm = property(lambda self: self.history.barron_norm)
+    gradient_norm = property(lambda self: self.history.gradient_norm)
+    step_size = property(lambda self: self.history.step_size)
+    inner_iterations = property(lambda self: self.history.inner_iterations)
+
     def steps_to(self, name: str, threshold: float) -> int | None:
-        """First t with ``series[t] <= threshold`` (None if never)."""
+        """First t with ``history(name)[t] <= threshold`` (None if never)."""
         h = self.history(name)
         hit = np.nonzero(h <= threshold)[0]
         return int(hit[0]) if hit.size else None
 
 
 TRAJECTORY_MESSAGES = {
-    SUCCESS: "converged (gradient_norm <= tol)",
-    MAX_STEPS_REACHED: "did not reach gradient_norm <= tol within max_steps (raise max_steps, or "
-                       "check the step size against problem.bounds())",
-    NONFINITE: "an iterate became NaN/inf (the step is too large for this problem, or the "
-               "problem's data is not finite)",
+    RESULTS.SUCCESS: "converged (error_bound <= atol + rtol ||u||_{H^1})",
+    RESULTS.MAX_STEPS_REACHED: "did not pass the stopping test within max_steps (raise "
+                               "max_steps, loosen atol/rtol, or check the step size against "
+                               "problem.bounds())",
+    RESULTS.NONFINITE: "an iterate became NaN/inf (the step is too large for this problem, or "
+                       "the problem's data is not finite)",
 }
+
+
+def default_grid_tolerances(dtype) -> tuple[float, float]:
+    """``(atol, rtol)`` defaults of the grid solvers: ``(1e-10, 1e-10)`` in float64,
+    ``(1e-4, 1e-4)`` in float32 (round-off of the residual sits near ``1e-6`` there)."""
+    if jnp.finfo(dtype).bits >= 64:
+        return 1e-10, 1e-10
+    return 1e-4, 1e-4
 
 
 def _finish(traj: Trajectory, throw: bool, what: str) -> Trajectory:
     if not throw:
         return traj
-    u = error_if_failed(traj.u, ~traj.converged, traj.result, TRAJECTORY_MESSAGES, what)
-    return eqx.tree_at(lambda t: t.u, traj, u)
+    return raise_if_failed(traj, what, TRAJECTORY_MESSAGES)
 
 
-def _check_options(max_steps, tol, **counts):
+def _stopping_test(problem, dtype, atol, rtol, tol):
+    """``(lam, atol, rtol)`` as arrays: the test is ``gn <= lam (atol + rtol ||u||_{H^1})``.
+
+    ``tol`` (deprecated) is the former absolute test ``gn <= tol``.
+    """
+    if tol is not None:
+        if atol is not None or rtol is not None:
+            raise TypeError("give the tolerance as atol=/rtol=, not together with tol=")
+        warnings.warn("tol= is deprecated; use atol= (and rtol=): the solvers stop when "
+                      "gradient_norm / lambda <= atol + rtol ||u||_{H^1}", DeprecationWarning,
+                      stacklevel=3)
+        check_real_number("tol", tol, minimum=0.0)
+        lam, atol, rtol = 1.0, tol, 0.0
+    else:
+        d_atol, d_rtol = default_grid_tolerances(dtype)
+        atol = d_atol if atol is None else atol
+        rtol = d_rtol if rtol is None else rtol
+        check_real_number("atol", atol, minimum=0.0)
+        check_real_number("rtol", rtol, minimum=0.0)
+        b = problem.bounds()
+        lam = 1.0 if b is None else float(b[0])
+    return tuple(jnp.asarray(v, dtype) for v in (lam, atol, rtol))
+
+
+def _passed(gn, u, lam, atol, rtol):
+    return gn <= lam * (atol + rtol * sobolev_norm(u))
+
+
+def _solution(u, rec, inner, i, gn, lam, atol, rtol):
+    tolerance = atol + rtol * sobolev_norm(u)
+    stats = GridSolveStats(i, gn, gn / lam, tolerance)
+    history = GridSolveHistory(rec["energy"], rec["h1_error"], rec["barron_norm"],
+                               rec["gradient_norm"], rec["step_size"], inner, i)
+    result = result_code(gn <= lam * tolerance, ~jnp.isfinite(gn))
+    return Trajectory(value=u, result=result, stats=stats, history=history)
+
+
+def _check_options(max_steps, **counts):
     check_positive_int("max_steps", max_steps)
-    check_real_number("tol", tol, minimum=0.0)
     for name, v in counts.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
@@ -140,6 +232,17 @@ def _prepare(problem: VariationalProblem, u0, reference):
     # keep iterates in the subspace the preconditioner acts on (no Nyquist content)
     u0 = sobolev_inverse(_sobolev_apply(u0))
     return u0
+
+
+def _in_dtype(problem, u0, reference):
+    """The problem's floating-point arrays (source, Lagrangian parameters) and the reference in
+    the dtype of the iterates, so that a float32 solve stays float32 with x64 enabled."""
+    dtype = u0.dtype
+    problem = jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, problem)
+    if reference is not None:
+        reference = jnp.asarray(reference, dtype)
+    _, f = problem.on_grid(u0.shape, dtype)
+    return problem, jnp.asarray(f, dtype), reference
 
 
 def _sobolev_apply(u):
@@ -181,15 +284,15 @@ def _resolve_step(problem, step, line_search):
 
 
 @eqx.filter_jit
-def _sgd_impl(problem, u0, f, reference, *, step, line_search, max_steps, tol, barron_s, max_backtracks):
+def _sgd_impl(problem, u0, f, reference, *, step, line_search, max_steps, test, barron_s, max_backtracks):
     dtype = u0.dtype
     g, sg, gn, e, err, bn = _measure(problem, u0, f, reference, barron_s)
     rec = {k: _empty(max_steps, dtype) for k in ("energy", "h1_error", "barron_norm", "gradient_norm", "step_size")}
     rec = _record(rec, 0, energy=e, h1_error=err, barron_norm=bn, gradient_norm=gn, step_size=jnp.nan)
 
     def cond(c):
-        i, _, _, _, gn, _, _ = c
-        return (i < max_steps) & (gn > tol)
+        i, u, _, _, gn, _, _ = c
+        return (i < max_steps) & jnp.isfinite(gn) & ~_passed(gn, u, *test)
 
     def body(c):
         i, u, g, sg, gn, e, rec = c
@@ -208,7 +311,7 @@ def _sgd_impl(problem, u0, f, reference, *, step, line_search, max_steps, tol, b
 
     i, u, _, _, gn, _, rec = jax.lax.while_loop(cond, body, (jnp.asarray(0), u0, g, sg, gn, e, rec))
     inner = jnp.zeros((max_steps + 1,), jnp.int32)
-    return Trajectory(u, rec["energy"], rec["h1_error"], rec["barron_norm"], rec["gradient_norm"], rec["step_size"], inner, i, gn <= tol)
+    return _solution(u, rec, inner, i, gn, *test)
 
 
 def sobolev_gradient_descent(
@@ -218,11 +321,13 @@ def sobolev_gradient_descent(
     step: float | None = None,
     line_search: bool = False,
     max_steps: int = 200,
-    tol: float = 1e-10,
+    atol: float | None = None,
+    rtol: float | None = None,
     reference: Float[Array, "*grid"] | None = None,
     barron_s: float = 1.0,
     max_backtracks: int = 30,
     throw: bool = False,
+    tol: float | None = None,
 ) -> Trajectory:
     """Sobolev (H^1-preconditioned) gradient descent on the torus: the algorithm of [Barron].
 
@@ -237,7 +342,13 @@ def sobolev_gradient_descent(
             it is the initial trial step of an Armijo backtracking on the energy.
         line_search: use backtracking instead of a fixed step.
         max_steps: iteration cap.
-        tol: stop when ``||(I - Laplacian)^{-1} DE(u)||_{H^1} <= tol``.
+        atol, rtol: stop when the H^1 error bound ``||(I - Laplacian)^{-1} DE(u)||_{H^1} /
+            lambda`` (``lambda`` from ``problem.bounds()``; 1 when it is ``None``) is at most
+            ``atol + rtol ||u||_{H^1}``: then ``||u - u_h||_{H^1}`` is within that tolerance of
+            the discrete solution ``u_h``. Defaults: :func:`default_grid_tolerances` of the dtype
+            (1e-10 in float64, 1e-4 in float32).
+        tol: deprecated (warns): the former absolute test ``||(I - Laplacian)^{-1}
+            DE(u)||_{H^1} <= tol``.
         reference: a grid field to measure the H^1 error against (e.g. ``u*`` on the grid).
         barron_s: order s of the recorded Barron norm.
         throw: raise ``equinox.EquinoxRuntimeError`` if the solve did not converge; with
@@ -245,25 +356,29 @@ def sobolev_gradient_descent(
             ``converged`` / ``result``.
 
     Returns:
-        :class:`Trajectory`.
+        :class:`Trajectory`, a :class:`~pdeml.core.Solution`: ``value`` (also ``u``) the last
+        iterate, ``result``, ``stats`` (:class:`GridSolveStats`) and ``history``
+        (:class:`GridSolveHistory`: energy, H^1 error, Barron norm, gradient norm and step of
+        every iterate).
 
     Example:
         >>> from pdeml.barron import make_test_problem
         >>> problem = make_test_problem("T2", dim=2, nu=1.0)
         >>> ref = problem.solution_on_grid(15)
-        >>> traj = sobolev_gradient_descent(problem, 15, reference=ref, tol=1e-5)
+        >>> traj = sobolev_gradient_descent(problem, 15, reference=ref, atol=1e-5, rtol=0.0)
         >>> bool(traj.converged) and float(traj.history("h1_error")[-1]) < 1e-4
         True
 
-        In float64 (``jax_enable_x64``) ``tol=1e-10`` reaches an H^1 error below 1e-9.
+        In float64 (``jax_enable_x64``) ``atol=1e-10`` reaches an H^1 error below 1e-9.
     """
     u0 = _prepare(problem, u0, reference)
-    _check_options(max_steps, tol, max_backtracks=max_backtracks)
+    _check_options(max_steps, max_backtracks=max_backtracks)
+    test = _stopping_test(problem, u0.dtype, atol, rtol, tol)
     eta = _resolve_step(problem, step, line_search)
-    _, f = problem.on_grid(u0.shape, u0.dtype)
-    # step and tol travel as arrays so that new values do not recompile
+    problem, f, reference = _in_dtype(problem, u0, reference)
+    # step and the tolerances travel as arrays so that new values do not recompile
     traj = _sgd_impl(problem, u0, f, reference, step=jnp.asarray(eta, u0.dtype), line_search=line_search,
-                     max_steps=max_steps, tol=jnp.asarray(tol, u0.dtype), barron_s=barron_s,
+                     max_steps=max_steps, test=test, barron_s=barron_s,
                      max_backtracks=max_backtracks)
     return _finish(traj, throw, "sobolev_gradient_descent")
 
@@ -273,7 +388,7 @@ def _mean_dot(a, b):
 
 
 @eqx.filter_jit
-def _newton_impl(problem, u0, f, reference, *, max_steps, tol, cg_tol, cg_maxiter, barron_s, damped, max_backtracks):
+def _newton_impl(problem, u0, f, reference, *, max_steps, test, cg_tol, cg_maxiter, barron_s, damped, max_backtracks):
     dtype = u0.dtype
     g, sg, gn, e, err, bn = _measure(problem, u0, f, reference, barron_s)
     rec = {k: _empty(max_steps, dtype) for k in ("energy", "h1_error", "barron_norm", "gradient_norm", "step_size")}
@@ -281,7 +396,7 @@ def _newton_impl(problem, u0, f, reference, *, max_steps, tol, cg_tol, cg_maxite
     inner = jnp.zeros((max_steps + 1,), jnp.int32)
 
     def cond(c):
-        return (c[0] < max_steps) & (c[4] > tol)
+        return (c[0] < max_steps) & jnp.isfinite(c[4]) & ~_passed(c[4], c[1], *test)
 
     def body(c):
         i, u, g, sg, gn, e, rec, inner = c
@@ -303,7 +418,7 @@ def _newton_impl(problem, u0, f, reference, *, max_steps, tol, cg_tol, cg_maxite
         return i + 1, u1, g1, sg1, gn1, e1, rec, inner
 
     i, u, _, _, gn, _, rec, inner = jax.lax.while_loop(cond, body, (jnp.asarray(0), u0, g, sg, gn, e, rec, inner))
-    return Trajectory(u, rec["energy"], rec["h1_error"], rec["barron_norm"], rec["gradient_norm"], rec["step_size"], inner, i, gn <= tol)
+    return _solution(u, rec, inner, i, gn, *test)
 
 
 def newton_krylov(
@@ -311,7 +426,8 @@ def newton_krylov(
     u0,
     *,
     max_steps: int = 30,
-    tol: float = 1e-10,
+    atol: float | None = None,
+    rtol: float | None = None,
     cg_tol: float = 1e-12,
     cg_maxiter: int = 200,
     damped: bool = True,
@@ -319,6 +435,7 @@ def newton_krylov(
     barron_s: float = 1.0,
     max_backtracks: int = 30,
     throw: bool = False,
+    tol: float | None = None,
 ) -> Trajectory:
     """Newton's method with Sobolev-preconditioned conjugate gradients (the fast reference).
 
@@ -327,8 +444,8 @@ def newton_krylov(
     ``Lambda / lambda``, so CG needs a d- and N-independent number of iterations), then
     backtracks on the energy when ``damped``. A linear problem (T1) is solved in one step.
 
-    Args: as :func:`sobolev_gradient_descent` (including ``throw``), plus ``cg_tol`` (relative, in the
-    preconditioned norm), ``cg_maxiter`` and ``damped``.
+    Args: as :func:`sobolev_gradient_descent` (including ``atol``, ``rtol``, ``throw``), plus
+    ``cg_tol`` (relative, in the preconditioned norm), ``cg_maxiter`` and ``damped``.
 
     Returns:
         :class:`Trajectory` (``inner_iterations`` holds the CG counts).
@@ -336,15 +453,16 @@ def newton_krylov(
     Example:
         >>> from pdeml.barron import make_test_problem
         >>> problem = make_test_problem("T1", dim=2)
-        >>> traj = newton_krylov(problem, 9, reference=problem.solution_on_grid(9), tol=1e-5)
+        >>> traj = newton_krylov(problem, 9, reference=problem.solution_on_grid(9))
         >>> int(traj.num_steps), float(traj.history("h1_error")[-1]) < 1e-4  # linear: one step
         (1, True)
     """
     u0 = _prepare(problem, u0, reference)
-    _check_options(max_steps, tol, cg_maxiter=cg_maxiter, max_backtracks=max_backtracks)
+    _check_options(max_steps, cg_maxiter=cg_maxiter, max_backtracks=max_backtracks)
+    test = _stopping_test(problem, u0.dtype, atol, rtol, tol)
     check_real_number("cg_tol", cg_tol, positive=True)
-    _, f = problem.on_grid(u0.shape, u0.dtype)
-    traj = _newton_impl(problem, u0, f, reference, max_steps=max_steps, tol=jnp.asarray(tol, u0.dtype), cg_tol=jnp.asarray(cg_tol, u0.dtype),
+    problem, f, reference = _in_dtype(problem, u0, reference)
+    traj = _newton_impl(problem, u0, f, reference, max_steps=max_steps, test=test, cg_tol=jnp.asarray(cg_tol, u0.dtype),
                         cg_maxiter=cg_maxiter, barron_s=barron_s, damped=damped, max_backtracks=max_backtracks)
     return _finish(traj, throw, "newton_krylov")
 
