@@ -48,8 +48,8 @@ EPS = 1e-8
 
 
 def iterations_to(problem, n, eps=EPS, max_steps=400):
-    ref = newton_krylov(problem, n, tol=1e-13).u
-    traj = sobolev_gradient_descent(problem, n, reference=ref, tol=0.0, max_steps=max_steps)
+    ref = newton_krylov(problem, n, atol=1e-13, rtol=0.0).u
+    traj = sobolev_gradient_descent(problem, n, reference=ref, atol=0.0, rtol=0.0, max_steps=max_steps)
     return traj.steps_to("h1_error", eps), traj
 
 
@@ -77,8 +77,8 @@ def part_b(quick):
     sol = RidgeSum.random(2, key=jax.random.key(0), scale=0.1)
     p = manufactured_problem(QuasilinearLagrangian(mu=1.0, nu=1.0), sol, 2)
     n = 15
-    ref = newton_krylov(p, n, tol=1e-13).u
-    traj = sobolev_gradient_descent(p, n, reference=ref, tol=1e-12, max_steps=60)
+    ref = newton_krylov(p, n, atol=1e-13, rtol=0.0).u
+    traj = sobolev_gradient_descent(p, n, reference=ref, atol=1e-12, rtol=0.0, max_steps=60)
     lam, Lam = p.bounds()
     _, f = p.on_grid(n)
     growth, expo = p.lagrangian.barron_growth()
@@ -134,14 +134,15 @@ def part_c(quick):
         ng_points = 2048 if quick else {2: 4096, 4: 8192}.get(d, 2048)
         adam_steps = 300 if quick else 2000
         for name, fn, kw in [
-            ("Deep Ritz (natural gradient)", deep_ritz, dict(optimizer="natural_gradient", steps=ng_steps, num_points=ng_points, damping=1e-6, resample=True)),
-            ("Deep Ritz (Adam)", deep_ritz, dict(optimizer="adam", steps=adam_steps, num_points=1024, learning_rate=1e-3, resample=True)),
-            ("PINN (Adam)", pinn, dict(optimizer="adam", steps=adam_steps // 2, num_points=1024, quadrature="lattice", learning_rate=1e-3)),
+            ("Deep Ritz (natural gradient)", deep_ritz, dict(optimizer="natural_gradient", max_steps=ng_steps, num_points=ng_points, damping=1e-6, resample=True)),
+            ("Deep Ritz (Adam)", deep_ritz, dict(optimizer="adam", max_steps=adam_steps, num_points=1024, learning_rate=1e-3, resample=True)),
+            ("PINN (Adam)", pinn, dict(optimizer="adam", max_steps=adam_steps // 2, num_points=1024, quadrature="lattice", learning_rate=1e-3)),
         ]:
             t = time.perf_counter()
             r = fn(p, net, key=jax.random.key(3), **kw)
             rows.append({"dim": d, "method": name, "solution": "T2", "params": net.num_parameters, **RITZ_NET,
                          "rel_l2": float(r.relative_l2), "h1_error": float(r.h1_error), "certificate": float(r.certificate),
+                         "error_bound": float(r.stats.error_bound), "converged": bool(r.converged),
                          "seconds": time.perf_counter() - t, **kw})
             print(rows[-1], flush=True)
     return rows

@@ -16,10 +16,11 @@ sol = B.RidgeSum.random(d, key=jax.random.key(1), num_ridges=2, harmonics=1, sca
 p = B.manufactured_problem(B.SemilinearLagrangian(nu=1.0), sol, d)
 net = B.PeriodicMLP.random(d, key=jax.random.key(2), **B.RITZ_NET)
 t = time.perf_counter()
-r = B.deep_ritz(p, net, key=jax.random.key(3), optimizer="natural_gradient", steps=steps, num_points=points, resample=True)
+r = B.deep_ritz(p, net, key=jax.random.key(3), optimizer="natural_gradient", max_steps=steps, num_points=points, resample=True)
 row = {"dim": d, "method": "Deep Ritz (natural gradient, adaptive damping)", "params": net.num_parameters, **B.RITZ_NET,
        "steps": steps, "num_points": points, "rel_l2": float(r.relative_l2), "h1_error": float(r.h1_error),
-       "certificate": float(r.certificate), "seconds": time.perf_counter() - t,
+       "certificate": float(r.certificate), "error_bound": float(r.stats.error_bound),
+       "converged": bool(r.converged), "seconds": time.perf_counter() - t,
        "command": f"python benchmarks/barron_ritz_d4.py {steps} {points} (same problem/net/keys as benchmarks/barron.py part c)"}
 print(json.dumps(row), flush=True)
 json.dump(row, open(f"benchmarks/results/barron/c_full/ritz_ng_d4_adaptive.json", "w"), indent=1)

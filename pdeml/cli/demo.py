@@ -312,7 +312,7 @@ def _barron(args, sizes: Sizes) -> tuple[dict, dict]:
         lam, Lam = problem.lagrangian.bounds()
         ref = problem.solution_on_grid(sizes.barron_n)
         t0 = time.perf_counter()
-        traj = sobolev_gradient_descent(problem, sizes.barron_n, reference=ref, tol=1e-10, max_steps=200)
+        traj = sobolev_gradient_descent(problem, sizes.barron_n, reference=ref, atol=1e-10, rtol=0.0, max_steps=200)
         h1 = traj.history("h1_error")
         bn = traj.history("barron_norm")
         seconds = time.perf_counter() - t0
