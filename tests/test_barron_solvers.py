@@ -172,3 +172,12 @@ def test_tol_is_the_deprecated_absolute_test(t2):
         sobolev_gradient_descent(t2, 9, tol=1e-8, atol=1e-8)
     with pytest.raises(ValueError, match="^rtol must be"):
         newton_krylov(t2, 9, rtol=-1.0)
+
+
+def test_a_diverging_iterate_is_not_converged(t2):
+    # step 50 >> 1/Lambda: the iterates grow until ||u||_{H^1} overflows; rtol * inf must not
+    # pass the test
+    from pdeml.core import RESULTS
+
+    traj = sobolev_gradient_descent(t2, 9, step=50.0, max_steps=200)
+    assert int(traj.result) == RESULTS.NONFINITE and not bool(traj.converged)

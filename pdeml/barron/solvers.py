@@ -112,8 +112,8 @@ class Trajectory(Solution):
 
     Fields: ``value`` the final iterate (grid field; also ``u``); ``result`` a
     :class:`~pdeml.core.RESULTS` code: ``SUCCESS`` (``stats.error_bound <= stats.tolerance``),
-    ``MAX_STEPS_REACHED`` or ``NONFINITE`` (an iterate became NaN/inf; the iteration stops at
-    once), messages in ``TRAJECTORY_MESSAGES``; ``stats`` a :class:`GridSolveStats`;
+    ``MAX_STEPS_REACHED`` or ``NONFINITE`` (an iterate, or its norm, became NaN/inf; the
+    iteration stops at once), messages in ``TRAJECTORY_MESSAGES``; ``stats`` a :class:`GridSolveStats`;
     ``history`` a :class:`GridSolveHistory` (the Barron trajectory and the other per-iterate
     records; ``history("energy")`` trims a series to the iterates taken).
 
@@ -142,8 +142,8 @@ TRAJECTORY_MESSAGES = {
     RESULTS.MAX_STEPS_REACHED: "did not pass the stopping test within max_steps (raise "
                                "max_steps, loosen atol/rtol, or check the step size against "
                                "problem.bounds())",
-    RESULTS.NONFINITE: "an iterate became NaN/inf (the step is too large for this problem, or "
-                       "the problem's data is not finite)",
+    RESULTS.NONFINITE: "an iterate became NaN/inf or its norm overflowed (the step is too large "
+                       "for this problem, or the problem's data is not finite)",
 }
 
 
@@ -185,17 +185,26 @@ def _stopping_test(problem, dtype, atol, rtol, tol):
     return tuple(jnp.asarray(v, dtype) for v in (lam, atol, rtol))
 
 
-def _passed(gn, u, lam, atol, rtol):
-    return gn <= lam * (atol + rtol * sobolev_norm(u))
+def _status(gn, u, lam, atol, rtol):
+    """``(passed, finite, tolerance)``. A diverging iterate whose norm overflows is not finite
+    (``rtol * inf`` would pass any test)."""
+    norm = sobolev_norm(u)
+    tolerance = atol + rtol * norm
+    finite = jnp.isfinite(gn) & jnp.isfinite(norm)
+    return finite & (gn <= lam * tolerance), finite, tolerance
+
+
+def _keep_going(i, max_steps, gn, u, test):
+    passed, finite, _ = _status(gn, u, *test)
+    return (i < max_steps) & finite & ~passed
 
 
 def _solution(u, rec, inner, i, gn, lam, atol, rtol):
-    tolerance = atol + rtol * sobolev_norm(u)
+    passed, finite, tolerance = _status(gn, u, lam, atol, rtol)
     stats = GridSolveStats(i, gn, gn / lam, tolerance)
     history = GridSolveHistory(rec["energy"], rec["h1_error"], rec["barron_norm"],
                                rec["gradient_norm"], rec["step_size"], inner, i)
-    result = result_code(gn <= lam * tolerance, ~jnp.isfinite(gn))
-    return Trajectory(value=u, result=result, stats=stats, history=history)
+    return Trajectory(value=u, result=result_code(passed, ~finite), stats=stats, history=history)
 
 
 def _check_options(max_steps, **counts):
@@ -292,7 +301,7 @@ def _sgd_impl(problem, u0, f, reference, *, step, line_search, max_steps, test, 
 
     def cond(c):
         i, u, _, _, gn, _, _ = c
-        return (i < max_steps) & jnp.isfinite(gn) & ~_passed(gn, u, *test)
+        return _keep_going(i, max_steps, gn, u, test)
 
     def body(c):
         i, u, g, sg, gn, e, rec = c
@@ -396,7 +405,7 @@ def _newton_impl(problem, u0, f, reference, *, max_steps, test, cg_tol, cg_maxit
     inner = jnp.zeros((max_steps + 1,), jnp.int32)
 
     def cond(c):
-        return (c[0] < max_steps) & jnp.isfinite(c[4]) & ~_passed(c[4], c[1], *test)
+        return _keep_going(c[0], max_steps, c[4], c[1], test)
 
     def body(c):
         i, u, g, sg, gn, e, rec, inner = c
