@@ -159,12 +159,13 @@ def test_vmap_of_grad_equals_grad_of_vmap():
     def loss(feats_i, f_i):
         return jnp.sum(fn((feats_i, f_i)) ** 2)
 
-    g_vmap = jax.vmap(jax.grad(loss))(feats, fs)
-    g_sum = jax.grad(lambda a, b: jnp.sum(jax.vmap(loss)(a, b)))(feats, fs)
+    g_vmap = jax.jit(jax.vmap(jax.grad(loss)))(feats, fs)
+    g_sum = jax.jit(jax.grad(lambda a, b: jnp.sum(jax.vmap(loss)(a, b))))(feats, fs)
     np.testing.assert_allclose(g_vmap, g_sum, rtol=1e-10, atol=1e-12)
     # and forward mode under vmap
     tang = jnp.ones_like(feats)
-    jv = jax.vmap(lambda a, b, t: jax.jvp(lambda x: loss(x, b), (a,), (t,))[1])(feats, fs, tang)
+    jv = jax.jit(jax.vmap(lambda a, b, t: jax.jvp(lambda x: loss(x, b), (a,), (t,))[1]))(
+        feats, fs, tang)
     np.testing.assert_allclose(jv, jnp.sum(g_vmap * tang, axis=(1, 2, 3)), rtol=1e-9)
 
 
@@ -310,18 +311,20 @@ def test_basis_tangent_equals_generic_feature_derivative(hessian):
     fns = {}
     for fb in (False, True):
         make, basis, pts = _basis_problem(3, fb)
-        fns[fb] = (lambda make_: lambda b, p: solve_least_squares(
-            make_(b, p), solver=solver, adjoint=adj, throw=False).value)(make)
+        # jitted: each transformation below compiles once instead of running op by op
+        fns[fb] = jax.jit((lambda make_: lambda b, p: solve_least_squares(
+            make_(b, p), solver=solver, adjoint=adj, throw=False).value)(make))
     direction = jax.random.normal(jax.random.key(9), basis.shape)
     cot = jax.random.normal(jax.random.key(10), (basis.shape[-1],))
     out = {}
     for fb, fn in fns.items():
         w = fn(basis, pts)
         assert float(jnp.max(jnp.abs(w))) > 1e-3
-        jv = jax.jvp(lambda b: fn(b, pts), (basis,), (direction,))[1]
-        vj = jax.vjp(lambda b: fn(b, pts), basis)[1](cot)[0]
+        jv = jax.jit(lambda b, d: jax.jvp(lambda b_: fn(b_, pts), (b,), (d,))[1])(basis, direction)
+        vj = jax.jit(lambda b, c: jax.vjp(lambda b_: fn(b_, pts), b)[1](c)[0])(basis, cot)
         pts2 = jnp.stack([pts, pts[::-1]])
-        vm = jax.vmap(jax.grad(lambda b, p: jnp.sum(fn(b, p) * cot)), in_axes=(None, 0))(basis, pts2)
+        vm = jax.jit(jax.vmap(jax.grad(lambda b, p: jnp.sum(fn(b, p) * cot)),
+                              in_axes=(None, 0)))(basis, pts2)
         out[fb] = (w, jv, vj, vm)
     # Two formulations of the same derivative: they differ by rounding amplified by the
     # conditioning of the Hessian (the minimum-norm solve goes through its SVD).
@@ -368,7 +371,8 @@ def test_second_derivatives_of_the_implicit_solution():
                                            throw=False).value ** 3)
 
     d = jax.random.normal(jax.random.key(9), feats.shape)
-    hvp = jax.jvp(jax.grad(loss), (feats,), (d,))[1]
+    hvp = jax.jit(lambda t, v: jax.jvp(jax.grad(loss), (t,), (v,))[1])(feats, d)
     eps = 1e-5  # central differences of the gradient agree to 1.6e-7 (measured); broken: 0.14
-    fd = (jax.grad(loss)(feats + eps * d) - jax.grad(loss)(feats - eps * d)) / (2 * eps)
+    grad = jax.jit(jax.grad(loss))
+    fd = (grad(feats + eps * d) - grad(feats - eps * d)) / (2 * eps)
     assert float(jnp.linalg.norm(hvp - fd) / jnp.linalg.norm(fd)) < 1e-5

@@ -233,13 +233,15 @@ def test_expansiveness_matches_the_dense_hessian_eigenvalue():
 
     lpn = LPN(DenseICNN(6, (16, 16), key=jax.random.key(0), alpha=0.1, beta=5.0))
     v = jax.random.normal(jax.random.key(1), (3, 6))
-    est = expansiveness(lpn, v, jax.random.key(2), iters=400)
-    exact = [float(jnp.linalg.eigvalsh(jax.hessian(lpn.potential)(vi))[-1]) for vi in v]
+    jit = lambda f, **kw: eqx.filter_jit(lambda *a: f(*a, **kw))  # noqa: E731
+    est = jit(expansiveness, iters=400)(lpn, v, jax.random.key(2))
+    exact = eqx.filter_jit(jax.vmap(
+        lambda vi: jnp.linalg.eigvalsh(jax.hessian(lpn.potential)(vi))[-1]))(v)
     np.testing.assert_allclose(np.asarray(est), exact, rtol=1e-6)
     # few iterations: a lower bound (Rayleigh quotient of a unit vector)
-    rough = expansiveness(lpn, v, jax.random.key(2), iters=1)
+    rough = jit(expansiveness, iters=1)(lpn, v, jax.random.key(2))
     assert np.all(np.asarray(rough) <= np.asarray(exact) + 1e-9)
-    pen = expansiveness_penalty(lpn, v, jax.random.key(2), threshold=0.0, iters=400)
+    pen = jit(expansiveness_penalty, threshold=0.0, iters=400)(lpn, v, jax.random.key(2))
     np.testing.assert_allclose(float(pen), np.mean(np.square(exact)), rtol=1e-5)
 
 
@@ -276,14 +278,15 @@ def test_probe_fn_probes_enter_the_penalty():
     # alpha 0.9: the top eigenvalue ranges across the hinge's 0.98 over these points
     lpn = LPN(DenseICNN(3, (16, 16), key=jax.random.key(0), alpha=0.9, beta=5.0))
     pts = 2.0 * jax.random.normal(jax.random.key(1), (64, 3))
-    top = jnp.stack([jnp.linalg.eigvalsh(jax.hessian(lpn.potential)(p))[-1] for p in pts])
+    top = eqx.filter_jit(jax.vmap(lambda p: jnp.linalg.eigvalsh(jax.hessian(lpn.potential)(p))[-1]))(
+        pts)
     lo, hi = pts[jnp.argmin(top)], pts[jnp.argmax(top)]
     batch = {"x": jnp.stack([lo] * 4), "y": jnp.stack([lo] * 4), "gamma": jnp.asarray(1.0),
              "loss_id": jnp.asarray(0)}
     out = {}
     for name, fn in (("default", None), ("probe_fn", lambda k, b: jnp.stack([hi] * 2))):
         loss_fn = _penalised_loss_fn(1.0, 4, (1e-6, 1e-6), 400, fn)  # eigenvalues clustered
-        out[name] = loss_fn(lpn, batch, jax.random.key(2))
+        out[name] = eqx.filter_jit(loss_fn)(lpn, batch, jax.random.key(2))
     np.testing.assert_allclose(out["default"][1]["max_eigenvalue"], top.min(), rtol=1e-5)
     np.testing.assert_allclose(out["probe_fn"][1]["max_eigenvalue"], top.max(), rtol=1e-5)
     assert float(top.max()) > 0.98 > float(top.min())  # so only the probe_fn point is penalised

@@ -290,10 +290,12 @@ def expansiveness(lpn: LPN, v, key, *, iters: int = 4):
 
     def one(vi, ui):
         hvp = lambda w: jax.jvp(jax.grad(lpn.potential), (vi,), (w,))[1]  # noqa: E731
-        w = ui / jnp.linalg.norm(ui)
-        for _ in range(iters):
+        def power_step(_, w):
             w = jax.lax.stop_gradient(hvp(w))
-            w = w / jnp.linalg.norm(w)
+            return w / jnp.linalg.norm(w)
+
+        # a loop, not unrolled: compiles in constant time in ``iters``
+        w = jax.lax.fori_loop(0, iters, power_step, ui / jnp.linalg.norm(ui))
         return jnp.vdot(w, hvp(w))
 
     flat = v.reshape((-1, *v.shape[v.ndim - e:]))
