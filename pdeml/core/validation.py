@@ -65,7 +65,7 @@ def check_grid_indices(name: str, x, grid_shape: Sequence[int]):
     dtype = x.dtype if traced else np.asarray(x).dtype
     if not np.issubdtype(dtype, np.integer):
         raise TypeError(f"{name} must hold integer grid indices, got dtype {dtype}")
-    shape = jnp.shape(x)
+    shape = tuple(x.shape) if traced else np.shape(x)  # lists too (jnp.shape warns on them)
     if len(shape) < 1 or shape[-1] != len(grid_shape):
         raise ValueError(f"{name} must have shape (..., {len(grid_shape)}) (one index per grid "
                          f"axis of {grid_shape}), got {shape}")
