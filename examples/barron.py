@@ -19,14 +19,14 @@ from pdeml.barron import PeriodicMLP, deep_ritz, make_test_problem, sobolev_grad
 
 problem = make_test_problem("T3", 2, mu=1.0, nu=1.0)
 
-traj = sobolev_gradient_descent(problem, 15, tol=1e-10)
+traj = sobolev_gradient_descent(problem, 15, atol=1e-10, rtol=0.0)
 norms = traj.history("barron_norm")
 print(f"Sobolev descent, 15 x 15 grid: converged {bool(traj.converged)} in {int(traj.num_steps)} "
       f"steps; Barron norm of the iterates from {norms[1]:.3f} to {norms[-1]:.3f} "
       f"(max {norms[1:].max():.3f})")
 
 net = PeriodicMLP.random(2, width=12, depth=2, key=jax.random.key(0))
-ritz = deep_ritz(problem, net, key=jax.random.key(1), steps=40, num_points=1024,
+ritz = deep_ritz(problem, net, key=jax.random.key(1), max_steps=40, num_points=1024,
                  num_eval_points=2048)
 print(f"Deep Ritz, {sum(a.size for a in jax.tree.leaves(net))} parameters, 40 natural-gradient "
       f"steps: relative L2 error {float(ritz.relative_l2):.1e}, H1 error "
