@@ -24,7 +24,6 @@ import importlib
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 # (module under pdeml.cli, help line); each module registers its own sub-commands.
@@ -179,46 +178,32 @@ def writable_dir(path, option: str = "--out") -> Path:
     return path
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def write_text_atomic(path, text: str, *, what: str = "output file") -> Path:
+    """Write ``text`` to ``path`` atomically with a ``.sha256`` sidecar
+    (:func:`pdeml.core.io.write_with_sidecar`), so a reader never sees a half-written file.
+
+    A file that pdeml did not write (no sidecar) is never replaced: ``FileExistsError`` names
+    it (:func:`pdeml.core.io.check_overwrite`).
+    """
+    from pdeml.core.io import check_overwrite, sidecar_path, write_with_sidecar
+
+    check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what=what)
+    return write_with_sidecar(path, text.encode("utf-8"))
 
 
-def write_text_atomic(path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename,
-    so a reader never sees a half-written file."""
-    from pdeml.core.io import fsync_dir
+def save_figure_atomic(fig, path, *, what: str = "figure", **savefig_kwargs) -> Path:
+    """``fig.savefig`` written atomically with a ``.sha256`` sidecar; like
+    :func:`write_text_atomic`, never over a file pdeml did not write."""
+    import io
+
+    from pdeml.core.io import check_overwrite, sidecar_path, write_with_sidecar
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _umask_mode())  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
-
-
-def save_figure_atomic(fig, path, **savefig_kwargs) -> Path:
-    """``fig.savefig`` to a temporary file in the same directory, then a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, **savefig_kwargs)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what=what)
+    buf = io.BytesIO()
+    savefig_kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
+    fig.savefig(buf, **savefig_kwargs)
+    return write_with_sidecar(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -271,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import jax
 
+    from pdeml.core.io import ChecksumError
     from pdeml.train.checkpoint import CheckpointError
     from pdeml.train.loop import NonFiniteLossError
 
@@ -285,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         message = f"unusable checkpoint: {e}"
     except NonFiniteLossError as e:
         message = f"training diverged: {e}"
+    except (FileExistsError, ChecksumError) as e:  # a foreign or damaged file: the message names it
+        message = str(e)
     except OSError as e:  # unwritable / missing paths the command did not check itself
         where = f" {str(e.filename)!r}" if getattr(e, "filename", None) else ""
         message = f"cannot access{where}: {e.strerror or e}"

@@ -64,11 +64,18 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path, chunks: bytes | Iterable[bytes]) -> Path:
     """Write ``chunks`` (bytes or an iterable of bytes) to ``path`` atomically.
 
     The parent directory is created. On any error (a full disk included) the temporary file is
-    removed and the previous content of ``path``, if any, is left untouched.
+    removed and the previous content of ``path``, if any, is left untouched. The file gets the
+    usual mode for new files (``0o666`` less the umask), not the temporary file's ``0o600``.
     """
     path = Path(path)
     if isinstance(chunks, (bytes, bytearray, memoryview)):
@@ -81,6 +88,7 @@ def atomic_write(path, chunks: bytes | Iterable[bytes]) -> Path:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         try:

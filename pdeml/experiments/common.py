@@ -14,7 +14,9 @@ import optax
 
 from pdeml.core.io import (
     DirectoryLock,
+    check_overwrite,
     read_json,
+    sidecar_path,
     verify_sidecar,
     write_json,
     write_with_sidecar,
@@ -151,6 +153,9 @@ def write_run_outputs(out_dir, results: dict, arrays: dict, *, results_name: str
     """``results`` as JSON and ``arrays`` as ``predictions.npz`` in ``out_dir``, each written
     atomically with a ``.sha256`` sidecar. Returns ``out_dir``."""
     out_dir = Path(out_dir)
+    for name in ("predictions.npz", results_name):  # never over a file pdeml did not write
+        check_overwrite(out_dir / name, ours=lambda p: sidecar_path(p).is_file(),
+                        what="run output")
     write_with_sidecar(out_dir / "predictions.npz", _npz_bytes(arrays))
     write_json(out_dir / results_name, results)
     return out_dir
@@ -193,15 +198,15 @@ def pyplot():
 
 
 def save_figure(fig, out_png, *, dpi: int) -> Path:
-    """Lay out ``fig``, write it atomically to ``out_png`` (parents created) and close it."""
+    """Lay out ``fig``, write it atomically with a ``.sha256`` sidecar to ``out_png`` (parents
+    created) and close it; a file pdeml did not write is never replaced (``FileExistsError``)."""
     import io
-
-    from pdeml.core.io import atomic_write
 
     fig.tight_layout()
     out_png = Path(out_png)
+    check_overwrite(out_png, ours=lambda p: sidecar_path(p).is_file(), what="figure")
     out_png.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, dpi=dpi, format=out_png.suffix.lstrip(".") or "png")
     pyplot().close(fig)
-    return atomic_write(out_png, buf.getvalue())  # never a half-written figure
+    return write_with_sidecar(out_png, buf.getvalue())  # never a half-written figure

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pdeml.core.io import atomic_write
 
 __all__ = ["MetricsWriter", "read_metrics", "to_scalar"]
 
@@ -151,11 +152,8 @@ class MetricsWriter:
         n_lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
         if len(kept) == n_lines:
             return 0
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, allow_nan=True) + "\n" for r in kept))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        # temporary file + fsync + rename; a failed write (a full disk) leaves the old file
+        atomic_write(self.path, "".join(json.dumps(r, allow_nan=True) + "\n"
+                                        for r in kept).encode("utf-8"))
         return n_lines - len(kept)
 
