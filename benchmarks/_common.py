@@ -108,9 +108,14 @@ def pyplot():
 
 
 def savefig(fig, path, dpi: int) -> None:
+    """Lay out ``fig`` and write it atomically (never a half-written figure), then close it."""
+    import io
+
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format=os.path.splitext(str(path))[1].lstrip(".") or "png")
     pyplot().close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 # ---- timing ---------------------------------------------------------------------------------

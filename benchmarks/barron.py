@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 
 import jax
@@ -43,6 +44,9 @@ from pdeml.barron import (  # noqa: E402
     sobolev_gradient_descent,
     worst_case_barron_bound,
 )
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import savefig, write_json  # noqa: E402
 
 EPS = 1e-8
 
@@ -174,8 +178,7 @@ def _plot_a(plt, a, out):
     ax[1].plot(ds, [r["theory"] for r in a["vs_dim"]], "k--", label="(Lambda/lambda) log(1/eps)")
     ax[1].set(xlabel="d", ylabel="iterations", title="quasilinear+semilinear, Lambda/lambda=2", ylim=(0, None))
     ax[1].legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "a_iterations.png"), dpi=90)
+    savefig(fig, os.path.join(out, "a_iterations.png"), 90)
 
 
 def _plot_b(plt, b, out):
@@ -185,8 +188,7 @@ def _plot_b(plt, b, out):
     ax.axhline(b["barron_norm_reference"], color="g", ls=":", label="||u_h||_B (discrete solution)")
     ax.set(xlabel="iteration t", ylabel="Barron norm (s=1)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "b_barron_trajectory.png"), dpi=90)
+    savefig(fig, os.path.join(out, "b_barron_trajectory.png"), 90)
 
 
 def _plot_c(plt, c, out):
@@ -201,8 +203,7 @@ def _plot_c(plt, c, out):
                 ax.loglog([r["params"]], [r["rel_l2"]], "^", label=r["method"])
         ax.set(title=f"d={d}", xlabel="parameters", ylabel="relative L2")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "c_error_vs_params.png"), dpi=90)
+    savefig(fig, os.path.join(out, "c_error_vs_params.png"), 90)
 
 
 def main(argv=None):
@@ -219,8 +220,7 @@ def main(argv=None):
             res[part] = fn(args.quick)
             res["meta"][f"seconds_{part}"] = time.perf_counter() - t
             print(part, json.dumps(res[part])[:2000], flush=True)
-    with open(os.path.join(args.out, "barron.json"), "w") as fh:
-        json.dump(res, fh, indent=1)
+    write_json(os.path.join(args.out, "barron.json"), res, indent=1)
     plots(res, args.out)
 
 

@@ -9,6 +9,7 @@ benchmarks/results/barron/c_full/ritz_ng_d4_adaptive.json.
 import json, sys, time
 sys.path.insert(0, "benchmarks")
 import barron as B  # sets float64 like the benchmark
+from _common import write_json
 import jax
 steps, points = (int(sys.argv[1]), int(sys.argv[2])) if len(sys.argv) > 2 else (300, 8192)
 d = 4
@@ -23,4 +24,4 @@ row = {"dim": d, "method": "Deep Ritz (natural gradient, adaptive damping)", "pa
        "converged": bool(r.converged), "seconds": time.perf_counter() - t,
        "command": f"python benchmarks/barron_ritz_d4.py {steps} {points} (same problem/net/keys as benchmarks/barron.py part c)"}
 print(json.dumps(row), flush=True)
-json.dump(row, open(f"benchmarks/results/barron/c_full/ritz_ng_d4_adaptive.json", "w"), indent=1)
+write_json("benchmarks/results/barron/c_full/ritz_ng_d4_adaptive.json", row, indent=1)  # atomic

@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
 from pathlib import Path
+
+from pdeml.core.io import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -156,10 +157,7 @@ def _write(files: dict[Path, bytes], check: bool) -> list[str]:
             continue
         stale.append(str(path.relative_to(ROOT)))
         if not check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_bytes(data)
-            shutil.move(tmp, path)
+            atomic_write(path, data)  # temporary file, fsync, rename (parents created)
     return stale
 
 
