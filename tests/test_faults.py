@@ -110,48 +110,58 @@ def _t2(**params):
 # ---------------------------------------------------------------------------- 1. diagnostics
 
 
-@case("solvers", "clear error", "LPN.regularizer whose inner inversion stops at max_iter=1 "
-      "(x in [-40, 40]) raises, naming the tolerance")
+@case("solvers", "clear error", "LPN.regularizer whose inner inversion stops at max_steps=1 "
+      "(x in [-40, 40]) raises, naming the tolerance and the cap")
 def regularizer_not_converged():
     x = jnp.linspace(-40.0, 40.0, 9)[:, None]
     with pytest.raises(EqxError, match="LPN.regularizer.*did not reach the tolerance") as e:
+        jax.block_until_ready(_lpn().regularizer(x, max_steps=1))
+    assert "max_steps" in _message(e)
+
+
+@case("solvers", "clear error", "LPN.regularizer with the deprecated max_iter=1 (the issue's "
+      "exact call): warns DeprecationWarning, then raises naming max_iter")
+def regularizer_not_converged_legacy_keyword():
+    x = jnp.linspace(-40.0, 40.0, 9)[:, None]
+    with pytest.warns(DeprecationWarning, match="max_iter= is deprecated"), \
+            pytest.raises(EqxError, match="LPN.regularizer.*did not reach the tolerance") as e:
         jax.block_until_ready(_lpn().regularizer(x, max_iter=1))
     assert "max_iter" in _message(e)
 
 
-@case("solvers", "flagged result", "evaluate_regularizer with max_iter=1 reports "
+@case("solvers", "flagged result", "evaluate_regularizer with max_steps=1 reports "
       "converged=False and MAX_STEPS_REACHED per sample")
 def regularizer_diagnostics():
     from pdeml.core.least_squares import MAX_STEPS_REACHED
     from pdeml.prox import evaluate_regularizer
 
-    _, info = evaluate_regularizer(_lpn(), jnp.linspace(-40.0, 40.0, 9)[:, None], max_iter=1)
+    _, info = evaluate_regularizer(_lpn(), jnp.linspace(-40.0, 40.0, 9)[:, None], max_steps=1)
     assert not bool(info.converged.all())
     assert set(np.asarray(info.result)[~np.asarray(info.converged)]) == {MAX_STEPS_REACHED}
 
 
-@case("solvers", "clear error", "LPN.inverse(throw=True) with max_iter=1 raises")
+@case("solvers", "clear error", "LPN.inverse(throw=True) with max_steps=1 raises")
 def inverse_throw():
     with pytest.raises(EqxError, match="LPN.inverse"):
         jax.block_until_ready(_lpn().inverse(jnp.linspace(-40.0, 40.0, 9)[:, None],
-                                             max_iter=1, throw=True).y)
+                                             max_steps=1, throw=True).y)
 
 
-@case("solvers", "clear error", "ScaledLPN.prox whose inner solve stops at max_iter=1 raises")
+@case("solvers", "clear error", "ScaledLPN.prox whose inner solve stops at max_steps=1 raises")
 def scaled_prox_not_converged():
     from pdeml.prox import ScaledLPN
 
     with pytest.raises(EqxError, match="ScaledLPN.*did not reach the tolerance"):
-        jax.block_until_ready(ScaledLPN(_lpn(), 0.5, max_iter=1).prox(
+        jax.block_until_ready(ScaledLPN(_lpn(), 0.5, max_steps=1).prox(
             jnp.linspace(-400.0, 400.0, 9)[:, None]))
 
 
 @case("solvers", "flagged result", "ScaledLPN.solve returns the inner solve's diagnostics "
-      "(converged=False at max_iter=1)")
+      "(converged=False at max_steps=1)")
 def scaled_solve_diagnostics():
     from pdeml.prox import ScaledLPN
 
-    *_, info = ScaledLPN(_lpn(), 0.5, max_iter=1).solve(jnp.linspace(-400.0, 400.0, 9)[:, None])
+    *_, info = ScaledLPN(_lpn(), 0.5, max_steps=1).solve(jnp.linspace(-400.0, 400.0, 9)[:, None])
     assert not bool(info.converged.all())
 
 
@@ -180,13 +190,13 @@ def pnp_nan_prox_throw(method):
             _op(), _NaNProx(), _Y, 2.0, throw=True).x)
 
 
-@case("solvers", "clear error", "PnP-PGD(throw=True) that hits max_iter raises")
-def pnp_max_iter_throw():
+@case("solvers", "clear error", "PnP-PGD(throw=True) that hits max_steps raises")
+def pnp_max_steps_throw():
     from pdeml.inverse.solvers import pnp_pgd
     from pdeml.prox import SoftThreshold
 
-    with pytest.raises(EqxError, match="within max_iter"):
-        jax.block_until_ready(pnp_pgd(_op(), SoftThreshold(0.5), _Y, 2.0, max_iter=1,
+    with pytest.raises(EqxError, match="within max_steps"):
+        jax.block_until_ready(pnp_pgd(_op(), SoftThreshold(0.5), _Y, 2.0, max_steps=1,
                                       tol=0.0, throw=True).x)
 
 
@@ -209,7 +219,7 @@ def barron_throw(method):
 
     f = sobolev_gradient_descent if method == "sgd" else newton_krylov
     with pytest.raises(EqxError, match="within max_steps"):
-        jax.block_until_ready(f(_t2(nu=1.0), 9, max_steps=1, tol=0.0, throw=True).u)
+        jax.block_until_ready(f(_t2(nu=1.0), 9, max_steps=1, atol=0.0, rtol=0.0, throw=True).u)
 
 
 @case("solvers", "flagged result", "Sobolev gradient descent with a step 50x too large does "
@@ -248,7 +258,10 @@ def barron_bad_step(step):
 
 
 @cases("input", "clear error", {
-    "tol=nan": ("Barron solver with tol = NaN", ({"tol": float("nan")}, "tol")),
+    "atol=nan": ("Barron solver with atol = NaN", ({"atol": float("nan")}, "atol")),
+    "atol<0": ("Barron solver with atol = -1", ({"atol": -1.0}, "atol")),
+    "rtol=inf": ("Barron solver with rtol = inf", ({"rtol": float("inf")}, "rtol")),
+    "rtol<0": ("Barron solver with rtol = -1", ({"rtol": -1.0}, "rtol")),
     "max_steps=0": ("Barron solver with max_steps = 0", ({"max_steps": 0}, "max_steps")),
     "cg_tol=-1": ("Newton-Krylov with cg_tol = -1", ({"cg_tol": -1.0}, "cg_tol")),
 })
@@ -305,21 +318,8 @@ def barron_integer_u0():
         sobolev_gradient_descent(_t2(nu=1.0), jnp.zeros((9, 9), jnp.int32))
 
 
-@cases("input", "clear error", {
-    "rho=nan": ("PnP with rho = NaN", (float("nan"),)),
-    "rho=0": ("PnP with rho = 0", (0.0,)),
-    "rho<0": ("PnP with rho = -1", (-1.0,)),
-})
-def pnp_bad_rho(rho):
-    from pdeml.inverse.solvers import pnp_pgd
-    from pdeml.prox import SoftThreshold
-
-    with pytest.raises(ValueError, match="^rho must be a finite float > 0"):
-        pnp_pgd(_op(), SoftThreshold(0.5), _Y, rho)
-
-
-@case("input", "clear error", "PnP with a prox that returns float16 for a float64 input "
-      "(was a while_loop carry-type error)")
+@case("input", "clear error", "PnP with a prox that returns float16 for a float32 input "
+      "(the issue's float32-for-float64 case; was a while_loop carry-type error)")
 def pnp_prox_dtype():
     from pdeml.inverse.solvers import pnp_admm
 
@@ -335,15 +335,6 @@ def pnp_nan_measurements():
 
     with pytest.raises(EqxError, match="y \\(the measurements\\) contains NaN"):
         jax.block_until_ready(pnp_pgd(_op(), SoftThreshold(0.5), _Y * np.nan, 2.0).x)
-
-
-@case("input", "clear error", "PnP with x0 of the wrong shape")
-def pnp_bad_x0():
-    from pdeml.inverse.solvers import pnp_pgd
-    from pdeml.prox import SoftThreshold
-
-    with pytest.raises(ValueError, match="x0 must have shape"):
-        pnp_pgd(_op(), SoftThreshold(0.5), _Y, 2.0, x0=np.zeros(3))
 
 
 @case("input", "clear error", "LPN.inverse with y0 of the wrong shape (was a raw reshape error)")
@@ -367,7 +358,7 @@ def lpn_nan_input():
 @cases("input", "clear error", {
     "weight=2": ("ScaledLPN with weight 2 (outside (0, 1])", ({"weight": 2.0}, "weight")),
     "weight=0": ("ScaledLPN with weight 0", ({"weight": 0.0}, "weight")),
-    "max_iter=0": ("ScaledLPN with max_iter 0", ({"weight": 0.5, "max_iter": 0}, "max_iter")),
+    "max_steps=0": ("ScaledLPN with max_steps 0", ({"weight": 0.5, "max_steps": 0}, "max_steps")),
 })
 def scaled_lpn_bad_option(kwargs, name):
     from pdeml.prox import ScaledLPN
@@ -942,6 +933,379 @@ def navier_stokes_killed_and_resumed(tmp_path):
     a = np.load(tmp_path / "ref" / "predictions.npz")["pred"]
     b = np.load(tmp_path / "run" / "predictions.npz")["pred"]
     assert np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------- inputs, swept over
+# the public solvers: each bad argument raises at the boundary, naming the argument
+
+
+def _dense_lpn2():
+    from pdeml.nets.icnn import DenseICNN
+    from pdeml.prox import LPN
+
+    return LPN(DenseICNN(2, (8,), key=jax.random.key(0), alpha=0.1))
+
+
+_INVERSE_SOLVERS = ("pgd", "admm", "lpn_map")
+_INVERSE_BAD = {  # suffix -> (what, kwargs changed, exception, message)
+    "rho=nan": ("rho = NaN", {"rho": float("nan")}, ValueError, "^rho must be a finite float > 0"),
+    "rho=0": ("rho = 0", {"rho": 0.0}, ValueError, "^rho must be a finite float > 0"),
+    "rho<0": ("rho = -1", {"rho": -1.0}, ValueError, "^rho must be a finite float > 0"),
+    "rho=inf": ("rho = inf", {"rho": float("inf")}, ValueError, "^rho must be a finite float > 0"),
+    "tol<0": ("tol = -1", {"tol": -1.0}, ValueError, "^tol must be a float >= 0"),
+    "tol=nan": ("tol = NaN", {"tol": float("nan")}, ValueError, "^tol must be a float >= 0"),
+    "y_int": ("integer measurements y", {"y": np.array([2, 0])}, TypeError,
+              "^y must be a floating-point array"),
+    "y_shape": ("measurements y of the wrong shape", {"y": np.zeros(3)}, ValueError,
+                r"^y must have trailing shape \(2,\)"),
+    "x0_shape": ("x0 of the wrong shape", {"x0": np.zeros(3)}, ValueError,
+                 r"^x0 must have shape \(2,\)"),
+    "op_matrix": ("a bare matrix as op", {"op": np.eye(2)}, TypeError,
+                  "^op must be a pdeml.inverse LinearOperator"),
+    "max_steps=0": ("max_steps = 0", {"max_steps": 0}, ValueError, "max_steps"),
+}
+
+
+@cases("input", "clear error", {
+    f"{m}-{k}": (f"{m} with {v[0]}", (m, k)) for m in _INVERSE_SOLVERS for k, v in _INVERSE_BAD.items()
+})
+def inverse_bad_input(method, which):
+    from pdeml.inverse.solvers import lpn_map, pnp_admm, pnp_pgd
+    from pdeml.prox import SoftThreshold
+
+    _, change, exc, message = _INVERSE_BAD[which]
+    f = {"pgd": pnp_pgd, "admm": pnp_admm, "lpn_map": lpn_map}[method]
+    prior = _dense_lpn2() if method == "lpn_map" else SoftThreshold(0.5)
+    kw = {"op": _op(), "y": _Y, "rho": 2.0, **change}
+    with pytest.raises(exc, match=message):
+        f(kw.pop("op"), prior, kw.pop("y"), kw.pop("rho"), **kw)
+
+
+@cases("input", "clear error", {
+    m: (f"{m} with an inf in the measurements y", (m,)) for m in ("pgd", "admm")
+})
+def inverse_inf_measurements(method):
+    from pdeml.inverse.solvers import pnp_admm, pnp_pgd
+    from pdeml.prox import SoftThreshold
+
+    with pytest.raises(EqxError, match="y \\(the measurements\\) contains NaN or inf"):
+        jax.block_until_ready((pnp_pgd if method == "pgd" else pnp_admm)(
+            _op(), SoftThreshold(0.5), _Y * np.array([1.0, np.inf]), 2.0).x)
+
+
+_GRID_BAD = {  # suffix -> (what, kwargs, u0, exception, message)
+    "max_steps=0": ("max_steps = 0", {"max_steps": 0}, 9, ValueError, "^max_steps must be"),
+    "max_steps<0": ("max_steps = -3", {"max_steps": -3}, 9, ValueError, "^max_steps must be"),
+    "max_steps=2.5": ("max_steps = 2.5", {"max_steps": 2.5}, 9, ValueError, "^max_steps must be"),
+    "atol=inf": ("atol = inf", {"atol": float("inf")}, 9, ValueError, "^atol must be"),
+    "rtol=nan": ("rtol = NaN", {"rtol": float("nan")}, 9, ValueError, "^rtol must be"),
+    "u0_int": ("an integer u0 grid", {}, np.zeros((9, 9), np.int32), TypeError,
+               "^u0 must be a real floating-point grid field"),
+    "u0_complex": ("a complex u0 grid", {}, np.zeros((9, 9), np.complex64), TypeError,
+                   "^u0 must be a real floating-point grid field"),
+    "u0_axes": ("a u0 grid with 1 axis for a 2-D problem", {}, np.zeros(9, np.float32),
+                ValueError, "^u0 must be a grid field with 2 axes"),
+    "reference_shape": ("a reference of another grid shape",
+                        {"reference": np.zeros((7, 7), np.float32)}, 9, ValueError,
+                        "^reference must have the grid shape"),
+}
+
+
+@cases("input", "clear error", {
+    f"{m}-{k}": (f"{m} with {v[0]}", (m, k))
+    for m in ("sobolev_gradient_descent", "newton_krylov") for k, v in _GRID_BAD.items()
+})
+def barron_grid_bad_input(method, which):
+    import pdeml.barron as barron
+
+    _, kw, u0, exc, message = _GRID_BAD[which]
+    with pytest.raises(exc, match=message):
+        getattr(barron, method)(_t2(nu=1.0), u0, **kw)
+
+
+@cases("solvers", "flagged result", {
+    m: (f"{m} started from a u0 holding NaN: result NONFINITE, not converged", (m,))
+    for m in ("sobolev_gradient_descent", "newton_krylov")
+})
+def barron_nan_u0(method):
+    import pdeml.barron as barron
+    from pdeml.core.least_squares import NONFINITE
+
+    u0 = jnp.zeros((9, 9)).at[3, 3].set(jnp.nan)
+    t = getattr(barron, method)(_t2(nu=1.0), u0, max_steps=5)
+    assert not bool(t.converged) and int(t.result) == NONFINITE
+
+
+_LPN_CALLS = {
+    "prox": lambda lpn, x: lpn.prox(x),
+    "inverse": lambda lpn, x: lpn.inverse(x).y,
+    "regularizer": lambda lpn, x: lpn.regularizer(x),
+}
+
+
+@cases("input", "clear error", {
+    f"{m}-{bad}": (f"LPN.{m} with {what}", (m, bad))
+    for m in _LPN_CALLS
+    for bad, what in (("int", "an integer array"), ("inf", "an inf in the input"))
+})
+def lpn_bad_input(method, bad):
+    x = jnp.zeros((3, 1), jnp.int32) if bad == "int" else jnp.array([[0.5], [jnp.inf], [0.0]])
+    if bad == "int":
+        with pytest.raises(TypeError, match="x must be a floating-point array"):
+            _LPN_CALLS[method](_lpn(), x)
+    else:
+        with pytest.raises(EqxError, match="x contains NaN or inf"):
+            jax.block_until_ready(_LPN_CALLS[method](_lpn(), x))
+
+
+@cases("input", "clear error", {
+    "u0": ("hard constraint with an inf in u0: reported as non-finite data", ("u0",)),
+    "basis": ("hard constraint with an inf in the basis", ("basis",)),
+})
+def hard_inf_input(where):
+    layer, basis, u0 = _layer_and_basis()
+    if where == "u0":
+        u0, message = u0.at[0].set(jnp.inf), "initial condition u0\\) contains NaN or inf"
+    else:
+        basis, message = basis.at[1, 1, 1].set(jnp.inf), "basis contains NaN"
+    with pytest.raises(EqxError, match=message):
+        jax.block_until_ready(layer(basis, u0, key=jax.random.key(0))[0])
+
+
+# ---------------------------------------------------------------------------- files: more crashes
+
+
+_KILL_AT_RENAME = """
+import importlib.util, os, signal, sys
+spec = importlib.util.spec_from_file_location("io_", {io!r})
+io_ = importlib.util.module_from_spec(spec); spec.loader.exec_module(io_)
+path, when = sys.argv[1], sys.argv[2]
+real = os.replace
+
+def replace(src, dst):
+    if when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+    os.kill(os.getpid(), signal.SIGKILL)  # after the rename, before the directory fsync
+
+io_.os.replace = replace
+io_.write_checksummed(path, "checkpoint", b"new" * 1000, {{"v": "new"}})
+"""
+
+
+@cases("files", "exact resume", {
+    "before": ("kill -9 at the final rename (temporary file complete and fsync-ed, rename not "
+               "yet done): the previous checkpoint is intact and verified", ("before",)),
+    "after": ("kill -9 right after the final rename (before the directory fsync): the new "
+              "checkpoint is complete and verified", ("after",)),
+})
+def kill_at_rename(when, tmp_path):
+    from pdeml.core.io import read_checksummed
+    from pdeml.train import CheckpointManager
+
+    path = tmp_path / "ckpt_0000000001.eqx"
+    _load_io().write_checksummed(path, "checkpoint", b"old", {"v": "old"})
+    proc = subprocess.run([sys.executable, "-c", _KILL_AT_RENAME.format(io=_io_module_path()),
+                           str(path), when], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    meta, payload = read_checksummed(path, "checkpoint")
+    assert (meta["v"], payload) == (("old", b"old") if when == "before" else ("new", b"new" * 1000))
+    # the killed save's temporary file (if any) is recognised and removed on the next start
+    CheckpointManager(tmp_path).remove_stale_temporaries()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+@case("files", "clear error", "crash between writing results.json and its .sha256 sidecar: "
+      "the mismatch is reported on read (ChecksumError naming the file), never read silently")
+def crash_between_file_and_sidecar(tmp_path, monkeypatch):
+    from pdeml.core import io as pio
+    from pdeml.core.io import ChecksumError, read_json, write_json
+
+    write_json(tmp_path / "results.json", {"test": 1.0})
+    real, calls = pio.atomic_write, []
+
+    def crash_on_sidecar(path, data):
+        calls.append(path)
+        if str(path).endswith(".sha256"):
+            raise KeyboardInterrupt
+        return real(path, data)
+
+    monkeypatch.setattr(pio, "atomic_write", crash_on_sidecar)
+    with pytest.raises(KeyboardInterrupt):
+        write_json(tmp_path / "results.json", {"test": 2.0})
+    monkeypatch.undo()
+    with pytest.raises(ChecksumError, match="results.json.*SHA-256 differs"):
+        read_json(tmp_path / "results.json")
+
+
+_FSIZE_WRITER = """
+import importlib.util, resource, signal, sys
+spec = importlib.util.spec_from_file_location("io_", {io!r})
+io_ = importlib.util.module_from_spec(spec); spec.loader.exec_module(io_)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    io_.write_checksummed(sys.argv[1], "checkpoint", b"x" * 100000, {{"v": "new"}})
+except OSError as e:
+    print("OSError", e.errno, flush=True)
+"""
+
+
+@case("files", "exact resume", "a real write failure from the kernel (the file-size limit "
+      "RLIMIT_FSIZE, EFBIG, in a child process) while writing a checkpoint over a good one: "
+      "OSError, the old file untouched, no temporary left")
+def file_size_limit(tmp_path):
+    import errno as errno_
+
+    if not hasattr(signal, "SIGXFSZ"):  # pragma: no cover - non-POSIX
+        pytest.skip("no RLIMIT_FSIZE here")
+    from pdeml.core.io import read_checksummed
+
+    path = tmp_path / "c.eqx"
+    _load_io().write_checksummed(path, "checkpoint", b"old", {"v": "old"})
+    before = _snapshot(tmp_path)
+    r = subprocess.run([sys.executable, "-c", _FSIZE_WRITER.format(io=_io_module_path()),
+                        str(path)], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["OSError", str(errno_.EFBIG)], r.stderr
+    assert _snapshot(tmp_path) == before
+    assert read_checksummed(path, "checkpoint")[1] == b"old"
+
+
+@cases("files", "exact resume", {
+    how: (f"dataset cache file {how}: detected, regenerated, and equal to a fresh dataset",
+          (how,))
+    for how in ("truncated", "bit flip", "empty")
+})
+def cache_damaged(how, tmp_path):
+    from pdeml.pde import DiffusionSorption, load_or_generate
+
+    problem = DiffusionSorption(nx=8, nt=4)
+    first = load_or_generate(problem, 2, 0, cache_dir=tmp_path)
+    _damage(first.path, how)
+    with pytest.warns(UserWarning, match=re.escape(first.path.name)):
+        again = load_or_generate(problem, 2, 0, cache_dir=tmp_path)
+    assert not again.from_cache and again.checksum == first.checksum
+    np.testing.assert_array_equal(np.asarray(again.dataset.u), np.asarray(first.dataset.u))
+    assert load_or_generate(problem, 2, 0, cache_dir=tmp_path).from_cache
+
+
+@cases("files", "clear error", {
+    "missing": ("load_checkpoint of a missing file: CheckpointError naming it", ("missing",)),
+    "lpn_model": ("load_checkpoint of a pdeml file of another kind (an LPN model.eqx): "
+                  "CheckpointError naming it", ("lpn_model",)),
+})
+def checkpoint_wrong_file(which, tmp_path):
+    from pdeml.train import CheckpointError, load_checkpoint
+
+    if which == "missing":
+        path = tmp_path / "nothing.eqx"
+    else:
+        _write_lpn(tmp_path / "lpn")
+        path = tmp_path / "lpn" / "model.eqx"
+    with pytest.raises(CheckpointError, match=re.escape(path.name)):
+        load_checkpoint(path, {"w": jnp.zeros(3)})
+
+
+@cases("files", "clear error", {
+    "results": ("write_run_outputs over a user's own results.json: refused, the file is kept",
+                ("results.json",)),
+    "predictions": ("write_run_outputs over a user's own predictions.npz: refused, the file "
+                    "is kept", ("predictions.npz",)),
+})
+def run_outputs_foreign(name, tmp_path):
+    (tmp_path / name).write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match=f"refusing to overwrite.*{re.escape(name)}"):
+        _write_outputs(tmp_path)
+    assert (tmp_path / name).read_bytes() == b"mine"
+    assert not any(p.name.endswith(".sha256") for p in tmp_path.iterdir())
+
+
+@cases("files", "clear error", {
+    "json": ("a CLI output (result.json, --json PATH) over a user's own file: refused, kept",
+             ("json",)),
+    "figure": ("a CLI figure (--plot PATH, --png PATH) over a user's own file: refused, kept",
+               ("figure",)),
+    "run_figure": ("an experiment's figure (pdeml eval --plot) over a user's own file: refused, "
+                   "kept", ("run_figure",)),
+})
+def cli_output_foreign(kind, tmp_path):
+    from pdeml.cli import save_figure_atomic, write_text_atomic
+    from pdeml.experiments.common import pyplot, save_figure
+
+    path = tmp_path / ("out.json" if kind == "json" else "out.png")
+    path.write_bytes(b"mine")
+    if kind == "json":
+        write = lambda: write_text_atomic(path, "{}")  # noqa: E731
+    else:
+        fig = pyplot().figure()
+        write = (lambda: save_figure_atomic(fig, path, dpi=20)) if kind == "figure" else (  # noqa: E731
+            lambda: save_figure(fig, path, dpi=20))
+    try:
+        with pytest.raises(FileExistsError, match=f"refusing to overwrite.*{path.name}"):
+            write()
+    finally:
+        if kind != "json":
+            pyplot().close("all")
+    assert path.read_bytes() == b"mine"
+    # pdeml's own output is rewritten on a rerun, with its checksum
+    other = tmp_path / "ours.json"
+    write_text_atomic(other, "{}")
+    write_text_atomic(other, '{"again": 1}')
+    from pdeml.core.io import read_json
+
+    assert read_json(other) == {"again": 1}
+
+
+@case("runs", "exact resume", "a crash in the middle of appending a metrics record (a partial "
+      "last line in metrics.jsonl): reads skip it, the resumed run removes it and ends "
+      "bit-identical, with no (step, kind) twice")
+def metrics_torn_line(tmp_path):
+    from pdeml.train import read_metrics
+
+    ref = _tiny_train(tmp_path / "ref")
+
+    def stop(step, model):
+        if step == 6:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _tiny_train(tmp_path / "run", callback=stop)
+    log = tmp_path / "run" / "metrics.jsonl"
+    n = len(read_metrics(log))
+    with open(log, "a") as f:
+        f.write('{"step": 6, "kind": "train", "lo')
+    assert len(read_metrics(log)) == n
+    res = _tiny_train(tmp_path / "run")
+    assert np.array_equal(np.asarray(res.model), np.asarray(ref.model))
+    recs = read_metrics(log)
+    keys = [(r["step"], r["kind"]) for r in recs]
+    assert len(keys) == len(set(keys)) and log.read_text().endswith("\n")
+    assert keys == [(r["step"], r["kind"]) for r in read_metrics(tmp_path / "ref" / "metrics.jsonl")]
+
+
+_BAD_CONFIGS = {
+    "steps<0": ({"steps": -1}, "steps"),
+    "lr<0": ({"learning_rate": -1e-3}, "learning_rate"),
+    "lr=nan": ({"learning_rate": float("nan")}, "learning_rate"),
+    "batch>train": ({"batch_size": 64, "train_samples": 8}, "batch_size"),
+    "num_points>grid": ({"method": "hard", "num_points": 10**7}, "num_points"),
+}
+
+
+@cases("runs", "clear error", {
+    k: (f"an experiment rejected by validation ({k}): ValueError naming the field, no run "
+        "directory left behind", (k,))
+    for k in _BAD_CONFIGS
+})
+def experiment_invalid_config(which, tmp_path):
+    import pdeml.experiments.runner as runner
+    from pdeml.experiments import DiffusionSorptionConfig
+
+    change, field = _BAD_CONFIGS[which]
+    with pytest.raises(ValueError, match=field):  # the config is checked where it is made
+        runner.run_experiment(DiffusionSorptionConfig(**{"steps": 1, **change}), tmp_path / "run",
+                              progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------- the catalogue
