@@ -903,6 +903,54 @@ def train_concurrent(tmp_path):
     assert int(_tiny_train(tmp_path, steps=4).step) == 4
 
 
+_TINY_DS = dict(nx=16, nt=6, train_samples=4, test_samples=2, steps=4, batch_size=2,
+                num_basis=4, num_points=20, width=8, modes=3, layers=1, max_lm_steps=30)
+
+
+def _train_args(run_dir, cache_dir, **change):
+    args = ["train", "diffusion-sorption", "--method", "soft", "--run-dir", str(run_dir),
+            "--cache-dir", str(cache_dir), "--no-progress"]
+    for k, v in {**_TINY_DS, **change}.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    return args
+
+
+@case("runs", "clear error", "pdeml train in a run directory another process holds: one-line "
+      "error naming the holder, exit status 2, nothing written into the directory")
+def cli_train_locked(tmp_path, capsys):
+    from pdeml.cli import main
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER.format(io=_io_module_path()),
+                               str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code = main(_train_args(run, tmp_path / "cache"))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err == [err[0]] and f"in use by process {holder.pid}" in err[0]
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+@case("runs", "clear error", "the issue's case through the command line: a run trained at "
+      "--lr 1e-3, its config.json deleted, rerun with --lr 0.01: exit 2, the message names "
+      "learning_rate; the checkpoint is untouched")
+def cli_resume_other_lr(tmp_path, capsys):
+    from pdeml.cli import main
+
+    run = tmp_path / "run"
+    assert main(_train_args(run, tmp_path / "cache", lr=1e-3)) == 0
+    (run / "config.json").unlink()
+    (run / "config.json.sha256").unlink()
+    before = _snapshot(run / "checkpoints")
+    capsys.readouterr()
+    assert main(_train_args(run, tmp_path / "cache", lr=0.01)) == 2
+    assert "learning_rate" in capsys.readouterr().err
+    assert _snapshot(run / "checkpoints") == before
+
+
 _NS_RUN = """
 import sys, jax
 jax.config.update("jax_enable_x64", True)

@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import jax
 
-    from pdeml.core.io import ChecksumError
+    from pdeml.core.io import ChecksumError, DirectoryLockedError
     from pdeml.train.checkpoint import CheckpointError
     from pdeml.train.loop import NonFiniteLossError
 
@@ -271,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         message = f"unusable checkpoint: {e}"
     except NonFiniteLossError as e:
         message = f"training diverged: {e}"
-    except (FileExistsError, ChecksumError) as e:  # a foreign or damaged file: the message names it
-        message = str(e)
+    except (FileExistsError, ChecksumError, DirectoryLockedError) as e:  # the message names the
+        message = str(e)  # file, or the process that holds the run directory
     except OSError as e:  # unwritable / missing paths the command did not check itself
         where = f" {str(e.filename)!r}" if getattr(e, "filename", None) else ""
         message = f"cannot access{where}: {e.strerror or e}"
