@@ -64,6 +64,12 @@ def test_schedule_stages_gamma_and_learning_rate():
     assert held.stages[-1].learning_rate[1] == pytest.approx(1e-5)
     with pytest.raises(ValueError, match="hold_stages"):
         laplace_schedule(hold_stages=6)
+    d = laplace_schedule(final_steps=7500, average_steps=5000)
+    assert d.stages[-1].steps == 7500 and d.average_steps == 5000 and d.total_steps == 21000
+    assert laplace_schedule().average_steps == 0 and laplace_schedule().total_steps == 16000
+    for bad in (-1, 36, 1.5, True):
+        with pytest.raises(ValueError, match="average_steps"):
+            Schedule(s.stages, average_steps=bad)
     with pytest.raises(ValueError, match="gamma"):
         Stage("pm", 10)
     with pytest.raises(ValueError, match="unknown loss"):
@@ -120,6 +126,24 @@ def test_training_improves_denoising_and_keeps_convexity(mode):
     assert bool(jnp.all(jnp.diff(res.model.prox(x)[:, 0]) >= 0))
     gammas = [r["gamma"] for r in res.history if r.get("kind") == "train"]
     assert gammas[0] == 1.0 and gammas[-1] == 0.5  # stage gamma logged (1.0 = unused in l1)
+
+
+def test_tail_averaging_returns_the_mean_of_the_last_iterates():
+    """average_steps = 1 returns the last iterate; = 2 the mean of the last two iterates (both
+    trainings are deterministic and step-indexed, so a 39-step run gives iterate 39)."""
+    def run(stages, average_steps):
+        lpn = LPN(DenseICNN(1, (8, 8), key=jax.random.key(0), beta=10.0, alpha=0.01))
+        return train_lpn(lpn, lambda k: sample_laplace(k, 256, 1), Schedule(stages, average_steps),
+                         key=jax.random.key(3), steps_per_call=10, progress=False).model
+
+    full = (Stage("l1", 20, 1e-2), Stage("pm", 20, 3e-3, gamma=0.5))
+    last = run(full, 0)
+    before = run(full[:1] + (Stage("pm", 19, 3e-3, gamma=0.5),), 0)
+    leaves = lambda m: jax.tree.leaves(eqx.filter(m, eqx.is_array))  # noqa: E731
+    for a, b in zip(leaves(run(full, 1)), leaves(last)):
+        np.testing.assert_array_equal(a, b)
+    for a, b, c in zip(leaves(run(full, 2)), leaves(last), leaves(before)):
+        np.testing.assert_allclose(a, (b + c) / 2, rtol=1e-12, atol=1e-15)
 
 
 def test_training_resume_is_exact(tmp_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -116,6 +117,13 @@ class Stage:
 class Schedule:
     """A sequence of :class:`Stage` s run with one optimiser state.
 
+    ``average_steps`` > 0 makes :func:`train_lpn` return the uniform average of the parameters
+    over the last ``average_steps`` steps (Polyak-Ruppert averaging) instead of the last
+    iterate. At a small proximal-matching gamma only the few samples with ``|f(y) - x| <~
+    gamma`` carry gradient, so the iterates fluctuate around the minimiser; the average removes
+    most of that noise. Averaging keeps the model an LPN: averaged ``"softplus"`` parameters are
+    any reals, averaged ``"project"`` weights stay >= 0.
+
     Example:
         >>> s = Schedule((Stage("l1", 100), Stage("pm", 50, 1e-4, gamma=0.5)))
         >>> s.total_steps, int(s.stage_index(120)), float(s.gamma(120))
@@ -123,11 +131,16 @@ class Schedule:
     """
 
     stages: tuple[Stage, ...]
+    average_steps: int = 0
 
     def __post_init__(self):
         if len(self.stages) == 0 or not all(isinstance(s, Stage) for s in self.stages):
             raise ValueError("stages must be a non-empty sequence of Stage")
         object.__setattr__(self, "stages", tuple(self.stages))
+        a = self.average_steps
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool) or not 0 <= a <= self.total_steps:
+            raise ValueError(f"average_steps must be an integer in [0, total_steps = {self.total_steps}], "
+                             f"got {a!r}")
 
     @property
     def total_steps(self) -> int:
@@ -179,6 +192,8 @@ def laplace_schedule(
     pretrain_steps: int = 1000,
     stage_steps: int = 2500,
     gammas: Sequence[float] = (0.5, 0.4, 0.3, 0.2, 0.1, 0.05),
+    final_steps: int | None = None,
+    average_steps: int | None = None,
     lr_start: float = 1e-3,
     lr_end: float = 1e-4,
     hold_stages: int = 0,
@@ -187,19 +202,25 @@ def laplace_schedule(
     """The 1D Laplacian schedule of [LPN]: l1 pre-training at ``lr_start``, then proximal
     matching with ``gammas`` (multiples of the noise level ``sigma``), the learning rate held at
     ``lr_start`` for the first ``hold_stages`` proximal-matching stages and then decaying
-    geometrically to ``lr_end`` over the rest.
+    geometrically to ``lr_end`` over the rest. Every stage has ``stage_steps`` steps except the
+    last, which has ``final_steps`` (default ``stage_steps``); with ``average_steps`` > 0 the
+    returned model is the average of the parameters over the last ``average_steps`` steps.
 
     The defaults are the documented run of docs/prox.md (x ~ Laplace(0, 1), sigma = 1, batch
     2000, 16,000 steps): the published gammas 0.5 ... 0.1 plus a final 0.05, whose smaller
     smoothing bias matters at the kinks of soft-thresholding (the exact proximal-matching
-    minimiser is off by 0.11 at |y| = 1 for gamma = 0.1 and by 0.065 for gamma = 0.05).
+    minimiser is off by 0.11 at |y| = 1 for gamma = 0.1 and by 0.065 for gamma = 0.05). At
+    gamma = 0.05 only a few percent of a batch lands within gamma of f(y), so the last iterate
+    is noisy; ``final_steps=7500, average_steps=5000`` (measured in float64: seed 0 max
+    |f - soft_threshold| 0.157 -> 0.133, max |R - |x| - c| 0.124 -> 0.046) averages it out,
+    but seeds 1 and 2 still miss the R target in the sparsely sampled tails |x| > 2.
     Gammas scale with ``sigma``: proximal matching compares ``f(y)`` with ``x`` at the scale
     of the noise.
 
     Example:
         >>> s = laplace_schedule(pretrain_steps=10, stage_steps=5)
-        >>> s.total_steps, [st.gamma for st in s.stages[1:]]
-        (40, [0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+        >>> s.total_steps, [st.gamma for st in s.stages[1:]], s.average_steps
+        (40, [0.5, 0.4, 0.3, 0.2, 0.1, 0.05], 0)
         >>> [round(st.gamma, 12) for st in laplace_schedule(gammas=(0.5, 0.1), sigma=0.2).stages[1:]]
         [0.1, 0.02]
     """
@@ -208,14 +229,47 @@ def laplace_schedule(
     k = len(gammas)
     if not isinstance(hold_stages, int) or not 0 <= hold_stages < max(k, 1):
         raise ValueError(f"hold_stages must be an integer in [0, {max(k - 1, 0)}], got {hold_stages!r}")
+    final_steps = stage_steps if final_steps is None else final_steps
+    average_steps = 0 if average_steps is None else average_steps
     lrs = [lr_start] * hold_stages + [float(v) for v in np.geomspace(lr_start, lr_end, k - hold_stages + 1)]
     return Schedule(
         (Stage("l1", pretrain_steps, lr_start),)
         + tuple(
-            Stage("pm", stage_steps, (lrs[i], lrs[i + 1]), gamma=float(g) * sigma)
+            Stage("pm", final_steps if i == k - 1 else stage_steps, (lrs[i], lrs[i + 1]),
+                  gamma=float(g) * sigma)
             for i, g in enumerate(gammas)
-        )
+        ),
+        average_steps=average_steps,
     )
+
+
+class _AverageState(NamedTuple):
+    count: jax.Array
+    average: object
+
+
+def _tail_average(start: int) -> optax.GradientTransformation:
+    """Leaves the updates unchanged; its state holds the uniform average of the parameters
+    after steps ``start, start + 1, ...`` (before ``start``: the current parameters)."""
+
+    def init(params):
+        return _AverageState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.asarray, params))
+
+    def update(updates, state, params):
+        new = optax.apply_updates(params, updates)
+        n = jnp.maximum(state.count - start + 1, 1)
+        avg = jax.tree.map(
+            lambda m, v: None if m is None else m + (v - m) / n.astype(m.dtype),
+            state.average, new, is_leaf=lambda t: t is None)
+        return updates, _AverageState(state.count + 1, avg)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _averaged_params(opt_state):
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda t: isinstance(t, _AverageState))
+             if isinstance(s, _AverageState)]
+    return found[-1].average
 
 
 def add_noise(key, x, sigma, *, event_ndim: int = 1):
@@ -377,7 +431,8 @@ def train_lpn(
             ``eval_fn``, ``log_every``, ...).
 
     Returns:
-        :class:`pdeml.train.TrainResult` (``.model`` is the trained LPN).
+        :class:`pdeml.train.TrainResult` (``.model`` is the trained LPN: the average of the
+        parameters over the last ``schedule.average_steps`` steps when that is > 0).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -411,7 +466,9 @@ def train_lpn(
             raise ValueError(f"power_iterations must be a positive integer, got {power_iterations!r}")
         loss_fn = _penalised_loss_fn(float(expansiveness_weight), int(probes), (float(lo), float(hi)),
                                      power_iterations, probe_fn)
-    return train(
+    if schedule.average_steps:
+        opt = optax.chain(opt, _tail_average(schedule.total_steps - schedule.average_steps))
+    res = train(
         lpn,
         loss_fn,
         opt,
@@ -423,3 +480,9 @@ def train_lpn(
         progress=progress,
         **train_options,
     )
+    if schedule.average_steps:
+        import equinox as eqx
+
+        _, static = eqx.partition(res.model, train_options.get("filter_spec", eqx.is_inexact_array))
+        res = dataclasses.replace(res, model=eqx.combine(_averaged_params(res.opt_state), static))
+    return res
