@@ -17,10 +17,13 @@ from pdeml.prox import (
     add_noise,
     l1_loss,
     l2_loss,
+    laplace_posterior_sampler,
     laplace_schedule,
     lpn_loss_fn,
+    make_batch_fn,
     paper_image_schedule,
     proximal_matching_loss,
+    sample_laplace_posterior,
     soft_threshold,
     train_lpn,
 )
@@ -74,6 +77,61 @@ def test_schedule_stages_gamma_and_learning_rate():
         Stage("pm", 10)
     with pytest.raises(ValueError, match="unknown loss"):
         Stage("huber", 10)
+
+
+def test_laplace_posterior_sampler_draws_the_exact_posterior():
+    """Moments of the draws against quadrature of p(x | y) ~ exp(-|x| / b - (x - y)^2 / (2
+    sigma^2)); tolerances are ~4 standard errors of 40,000 draws."""
+    n = 40000
+    for y0, sigma, b in [(-4.0, 1.0, 1.0), (0.3, 1.0, 1.0), (2.5, 1.0, 1.0), (1.0, 0.5, 2.0)]:
+        x = np.asarray(sample_laplace_posterior(jax.random.key(0), jnp.full((n,), y0), sigma, scale=b))
+        grid = np.linspace(y0 - 12 * sigma, y0 + 12 * sigma, 200001)
+        w = np.exp(-np.abs(grid) / b - (grid - y0) ** 2 / (2 * sigma**2) + abs(y0) / b)
+        w /= w.sum()
+        mean, sd, p_pos = grid @ w, np.sqrt(((grid - grid @ w) ** 2) @ w), w[grid > 0].sum()
+        median = grid[np.searchsorted(np.cumsum(w), 0.5)]
+        assert abs(x.mean() - mean) < 4 * sd / np.sqrt(n), (y0, x.mean(), mean)
+        assert abs(x.std() - sd) < 4 * sd / np.sqrt(2 * n)
+        assert abs((x > 0).mean() - p_pos) < 4 * np.sqrt(p_pos * (1 - p_pos) / n) + 1e-4
+        assert abs(np.median(x) - median) < 0.03 * sd
+    # the posterior median of the Laplace prior is soft-thresholding at sigma^2 / b
+    x = sample_laplace_posterior(jax.random.key(1), jnp.full((n,), 3.0))
+    np.testing.assert_allclose(np.median(np.asarray(x)), soft_threshold(3.0, 1.0), atol=0.03)
+    # far tails: finite, on the right side
+    far = sample_laplace_posterior(jax.random.key(2), jnp.array([-30.0, 30.0, 0.0], jnp.float32))
+    assert far.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(far)))
+    assert float(far[0]) < -25 and float(far[1]) > 25
+    with pytest.raises(ValueError, match="sigma"):
+        sample_laplace_posterior(jax.random.key(0), x, 0.0)
+
+
+def test_laplace_posterior_sampler_pairs():
+    x, y = laplace_posterior_sampler(50000, proposal_scale=2.0)(jax.random.key(0))
+    assert x.shape == y.shape == (50000, 1)
+    # y = 2 Laplace + N(0, 1): variance 2 * 4 + 1 = 9 (relative s.e. ~1.3%)
+    np.testing.assert_allclose(jnp.var(y), 9.0, rtol=6e-2)
+    xk, yk = laplace_posterior_sampler(6, 2, x_per_y=5)(jax.random.key(1))
+    assert xk.shape == (6, 5, 2) and yk.shape == (6, 2)
+    assert not bool(jnp.all(xk == xk[:, :1]))  # independent draws per y
+    for bad in ({"x_per_y": 0}, {"x_per_y": 2.0}, {"proposal_scale": 0.0}, {"sigma": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            laplace_posterior_sampler(4, **bad)
+
+
+def test_paired_sampler_and_several_clean_samples_per_input():
+    """A sampler returning (x, y) gives the batch its y; x of shape (batch, k, *event) is
+    compared with f(y) k times: the loss is the mean of the k single-sample losses."""
+    sched = Schedule((Stage("pm", 5, gamma=0.3),))
+    sampler = laplace_posterior_sampler(8, x_per_y=3)
+    batch = make_batch_fn(sampler, sched, 1.0, event_ndim=1)(0, jax.random.key(0))
+    x, y = sampler(jax.random.split(jax.random.key(0))[0])
+    np.testing.assert_array_equal(batch["y"], y)
+    np.testing.assert_array_equal(batch["x"], x)
+    lpn = LPN(DenseICNN(1, (8,), key=jax.random.key(0), alpha=0.1))
+    for loss_id in range(3):
+        b = dict(batch, loss_id=jnp.asarray(loss_id))
+        single = [lpn_loss_fn(lpn, dict(b, x=b["x"][:, j]))[0] for j in range(3)]
+        np.testing.assert_allclose(lpn_loss_fn(lpn, b)[0], np.mean(single), rtol=1e-13)
 
 
 def test_add_noise_fixed_and_sampled_levels():

@@ -44,6 +44,8 @@ __all__ = [
     "paper_image_schedule",
     "laplace_schedule",
     "make_batch_fn",
+    "sample_laplace_posterior",
+    "laplace_posterior_sampler",
     "lpn_loss_fn",
     "expansiveness",
     "expansiveness_penalty",
@@ -293,17 +295,96 @@ def add_noise(key, x, sigma, *, event_ndim: int = 1):
     return x + s.reshape(batch + (1,) * event_ndim) * v, s
 
 
+def sample_laplace_posterior(key, y, sigma: float = 1.0, *, scale: float = 1.0):
+    """Exact draws of ``x ~ p(x | y)`` for i.i.d. coordinates ``x ~ Laplace(0, scale)`` and
+    ``y = x + sigma v``, ``v ~ N(0, I)``, one per entry of ``y`` (any shape).
+
+    Per coordinate ``p(x | y) ~ exp(-|x| / scale - (x - y)^2 / (2 sigma^2))`` is a mixture of
+    ``N(y - s, sigma^2)`` truncated to ``x > 0`` and ``N(y + s, sigma^2)`` truncated to
+    ``x < 0`` (``s = sigma^2 / scale``), with weights ``exp(-y / scale) Phi((y - s) / sigma)``
+    and ``exp(y / scale) Phi(-(y + s) / sigma)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = sample_laplace_posterior(jax.random.key(0), jnp.full((20000,), 3.0))
+        >>> bool(abs(float(jnp.median(x)) - 2.0) < 0.05)  # posterior median: soft_threshold(3, 1)
+        True
+    """
+    if not (sigma > 0 and scale > 0):
+        raise ValueError(f"sigma and scale must be > 0, got sigma={sigma!r}, scale={scale!r}")
+    y = jnp.asarray(y)
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        y = y.astype(jnp.result_type(float))
+    kb, kp, km = jax.random.split(key, 3)
+    s = sigma**2 / scale
+    a = (y - s) / sigma  # the positive part is y - s + sigma z, z ~ N(0, 1) truncated to z > -a
+    b = (y + s) / sigma  # the negative part is y + s + sigma z, z truncated to z < -b
+    log_ndtr = jax.scipy.special.log_ndtr
+    positive = jax.random.bernoulli(kb, jax.nn.sigmoid(-2 * y / scale + log_ndtr(a) - log_ndtr(-b)))
+    # sample the upper tail z > t as -z' with z' < -t: the inverse-CDF sampler is accurate on
+    # the lower side, where the CDF has no cancellation
+    zp = -jax.random.truncated_normal(kp, -jnp.inf, a, y.shape, y.dtype)
+    zm = jax.random.truncated_normal(km, -jnp.inf, -b, y.shape, y.dtype)
+    xp = jnp.maximum(y - s + sigma * zp, 0.0)
+    xm = jnp.minimum(y + s + sigma * zm, 0.0)
+    return jnp.where(positive, xp, xm)
+
+
+def laplace_posterior_sampler(n: int, dim: int = 1, *, sigma: float = 1.0, scale: float = 1.0,
+                              proposal_scale: float = 2.0, x_per_y: int = 1,
+                              dtype=None) -> Callable:
+    """A paired sampler ``sampler(key) -> (x, y)`` for :func:`train_lpn` on the Laplace prior.
+
+    ``y = x' + sigma v`` with ``x' ~ Laplace(0, proposal_scale)`` (wider than the prior), then
+    ``x ~ p(x | y)`` exactly under the prior Laplace(0, ``scale``)
+    (:func:`sample_laplace_posterior`). The minimiser of any of the losses at a given ``y``
+    depends only on ``p(x | y)``, so it is the same as for ``x ~ Laplace(0, scale)``, ``y = x
+    + sigma v``; only the density of the sampled ``y`` changes: the tails, where the prior's
+    own samples are sparse, get more data.
+
+    Example:
+        >>> import jax
+        >>> x, y = laplace_posterior_sampler(8)(jax.random.key(0))
+        >>> x.shape, y.shape
+        ((8, 1), (8, 1))
+    """
+    if not proposal_scale > 0:
+        raise ValueError(f"proposal_scale must be > 0, got {proposal_scale!r}")
+    if not isinstance(x_per_y, int) or isinstance(x_per_y, bool) or x_per_y < 1:
+        raise ValueError(f"x_per_y must be a positive integer, got {x_per_y!r}")
+    if not (sigma > 0 and scale > 0):
+        raise ValueError(f"sigma and scale must be > 0, got sigma={sigma!r}, scale={scale!r}")
+
+    def sampler(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        dt = jnp.result_type(float) if dtype is None else dtype
+        y = (proposal_scale * jax.random.laplace(k1, (n, dim), dt)
+             + sigma * jax.random.normal(k2, (n, dim), dt))
+        if x_per_y == 1:
+            return sample_laplace_posterior(k3, y, sigma, scale=scale), y
+        yk = jnp.broadcast_to(y[:, None], (n, x_per_y, dim))
+        return sample_laplace_posterior(k3, yk, sigma, scale=scale), y
+
+    return sampler
+
+
 def make_batch_fn(sampler: Callable, schedule: Schedule, sigma, *, event_ndim: int) -> Callable:
     """``batch_fn(step, key)`` for :func:`pdeml.train.train`.
 
     ``sampler(key) -> x`` draws clean samples ``(batch, *event)``; the batch holds ``x``, the noisy
-    ``y``, and the step's ``gamma`` and ``loss_id`` from ``schedule``.
+    ``y`` (``x`` plus noise of level ``sigma``), and the step's ``gamma`` and ``loss_id`` from
+    ``schedule``. A *paired* sampler ``sampler(key) -> (x, y)`` gives the noisy inputs itself
+    (e.g. :func:`laplace_posterior_sampler`); ``sigma`` is then unused.
     """
 
     def batch_fn(step, key):
         kx, kn = jax.random.split(key)
-        x = sampler(kx)
-        y, _ = add_noise(kn, x, sigma, event_ndim=event_ndim)
+        out = sampler(kx)
+        if isinstance(out, tuple):
+            x, y = out
+        else:
+            x = out
+            y, _ = add_noise(kn, x, sigma, event_ndim=event_ndim)
         return {"x": x, "y": y, "gamma": schedule.gamma(step).astype(x.dtype), "loss_id": schedule.loss_id(step)}
 
     return batch_fn
@@ -313,11 +394,16 @@ def lpn_loss_fn(lpn: LPN, batch, key=None):
     """``(loss, metrics)`` for one batch: the stage's loss of ``lpn.prox(y)`` against ``x``.
 
     All three losses are computed (cheap next to the network) and the stage's one selected, so
-    one compiled step serves every stage.
+    one compiled step serves every stage. ``x`` may have one more axis than ``y``, ``(batch, k,
+    *event)``: ``k`` clean samples per noisy input (e.g. draws from the posterior ``p(x | y)``,
+    :func:`laplace_posterior_sampler`); each is compared with ``f(y)`` and the losses average
+    over all of them, at the cost of one network evaluation per ``y``.
     """
     x, y = batch["x"], batch["y"]
     e = lpn.event_ndim
     pred = lpn.prox(y)
+    if x.ndim == pred.ndim + 1:
+        pred = jnp.broadcast_to(jnp.expand_dims(pred, pred.ndim - e), x.shape)
     losses = jnp.stack(
         [l2_loss(pred, x, event_ndim=e), l1_loss(pred, x, event_ndim=e),
          proximal_matching_loss(pred, x, batch["gamma"], event_ndim=e)]
@@ -374,6 +460,8 @@ def _penalised_loss_fn(weight: float, probes: int, probe_sigma, iters: int, prob
         loss, metrics = lpn_loss_fn(lpn, batch, key)
         k1, k2, k3, k4 = jax.random.split(key, 4)
         x = batch["x"][:probes]
+        if x.ndim == batch["y"].ndim + 1:  # k clean samples per noisy input: take the first
+            x = x[:, 0]
         # probes: the training inputs, and clean ones with noise of a log-uniform level in
         # [lo, hi] (farther from the data, where PnP iterates wander), and any custom ones
         e = lpn.event_ndim
