@@ -113,7 +113,7 @@ def test_layer_gradients_match_fd_and_unrolled():
     data = data._replace(f=data.f + 0.3 * noise)
     basis = smooth_basis(NONLIN, N, seed=6)
     pts = HardConstraint(NONLIN, num_points=40).select_points(jax.random.key(1))
-    tight = LevenbergMarquardt(max_steps=100, xtol=1e-14, gtol=1e-14)
+    tight = LevenbergMarquardt(max_steps=100, xtol=1e-14, rtol=1e-14)
 
     def make(adjoint):
         layer = HardConstraint(NONLIN, solver=tight, adjoint=adjoint, throw=False)
@@ -135,10 +135,10 @@ def test_basis_change_invariance(mat):
     data = data._replace(f=data.f + 0.3 * jax.random.normal(jax.random.key(3), data.f.shape))
     basis = smooth_basis(NONLIN, N, seed=7)
     pts = HardConstraint(NONLIN, num_points=40).select_points(jax.random.key(2))
-    layer = HardConstraint(NONLIN, solver=LevenbergMarquardt(gtol=1e-13))
+    layer = HardConstraint(NONLIN, solver=LevenbergMarquardt(rtol=1e-13))
     solve_u = eqx.filter_jit(lambda b: layer(b, data, points=pts)[0])
     # u is determined by span(basis); the coordinates change only the solver's stopping point
-    # (stationarity test at gtol = 1e-13, times cond(J) ~ 1e2): 1e-8 relative.
+    # (stationarity test at rtol = 1e-13, times cond(J) ~ 1e2): 1e-8 relative.
     check_basis_change_invariance(solve_u, basis, jnp.asarray(mat), rtol=1e-8)
 
 

@@ -92,7 +92,7 @@ def test_nonlinear_recovers_exact_solution(seed):
 
 
 # Tight tolerances: finite differences need w* accurate far below their round-off (1e-12).
-TIGHT = LevenbergMarquardt(max_steps=100, xtol=1e-14, gtol=1e-14)
+TIGHT = LevenbergMarquardt(max_steps=100, xtol=1e-14, rtol=1e-14)
 
 
 def _solver_fn(adjoint):
@@ -195,7 +195,7 @@ def test_backends_agree_with_native(backend):
     # A back end's own stop counts as converged only where pdeml's stationarity test holds:
     # optimistix gets there; jaxopt stops on a gradient norm it cannot push below
     # ~sqrt(eps) ||J^T r(w0)|| (its step acceptance compares objectives), measured cosine
-    # 5e-8 > gtol, and is reported STAGNATED, not converged.
+    # 5e-8 > rtol, and is reported STAGNATED, not converged.
     expected = SUCCESS if backend == "optimistix" else STAGNATED
     assert int(other.stats.result) == expected
     assert float(other.stats.stationarity) < 1e-6
@@ -255,6 +255,36 @@ def test_max_steps_reported():
     assert int(sol.stats.iterations) == 1
 
 
+def test_tolerances_atol_rtol_and_the_deprecated_gtol():
+    # A noisy problem (residual ~0.5 at the minimiser): the test is
+    # max_j |(J^T r)_j| / ||J_j|| <= atol + rtol ||r|| + floor.
+    feats, f, _ = make_problem(4, noise=0.5)
+    prob = StructuredLeastSquares(feats, phi, f)
+    tight = solve_least_squares(prob, solver=LevenbergMarquardt(rtol=1e-12))
+    assert bool(tight.stats.converged) and float(tight.stats.stationarity) <= 1e-12
+    # The deprecated gtol= is the same test as rtol=: same iterate, with a warning.
+    with pytest.warns(DeprecationWarning, match="gtol= is deprecated; use rtol="):
+        old = LevenbergMarquardt(gtol=1e-12)
+    np.testing.assert_array_equal(solve_least_squares(prob, solver=old).value, tight.value)
+    # solve_least_squares(atol=, rtol=) overrides the solver's: an atol above the start's
+    # scaled gradient accepts the start itself (0 iterations); rtol = 1 (a cosine) too.
+    w0 = jnp.zeros(N)
+    r0 = prob.residual(w0)
+    jac0 = jax.jacfwd(prob.residual)(w0)
+    start_measure = float(jnp.max(jnp.abs(jac0.T @ r0) / jnp.linalg.norm(jac0, axis=0)))
+    loose = solve_least_squares(prob, w0, atol=2 * start_measure, rtol=0.0)
+    assert bool(loose.converged) and int(loose.stats.iterations) == 0
+    assert int(solve_least_squares(prob, w0, rtol=1.0).stats.iterations) == 0
+    # atol just below the start's measure with rtol = 0 must iterate.
+    assert int(solve_least_squares(prob, w0, atol=0.5 * start_measure,
+                                   rtol=0.0).stats.iterations) > 0
+    for bad in ({"atol": -1.0}, {"rtol": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            LevenbergMarquardt(**bad)
+    with pytest.raises(TypeError, match="not together with gtol"):
+        LevenbergMarquardt(gtol=1e-8, rtol=1e-8)
+
+
 def test_shape_and_option_errors():
     feats, f, _ = make_problem(2)
     with pytest.raises(ValueError, match=r"features must have shape \(K, m, N\)"):
@@ -306,7 +336,7 @@ def test_basis_tangent_equals_generic_feature_derivative(hessian):
     # from_basis differentiates through the basis in closed form (basis_tangent); it must
     # agree with differentiating through the gathered features, in both modes and under vmap
     # over the collocation points (as the mixture of experts does).
-    solver = LevenbergMarquardt(max_steps=200, xtol=1e-14, gtol=1e-14)
+    solver = LevenbergMarquardt(max_steps=200, xtol=1e-14, rtol=1e-14)
     adj = ImplicitAdjoint(hessian)
     fns = {}
     for fb in (False, True):
@@ -364,7 +394,7 @@ def test_second_derivatives_of_the_implicit_solution():
     # Nonlinear least squares with a non-zero residual: Hessian-vector product of a scalar
     # function of w* against central differences of its (first-order, tested) gradient.
     feats, f, _ = make_problem(7, noise=0.3)
-    solver = LevenbergMarquardt(max_steps=200, xtol=1e-14, gtol=1e-14)
+    solver = LevenbergMarquardt(max_steps=200, xtol=1e-14, rtol=1e-14)
 
     def loss(t):
         return jnp.sum(solve_least_squares(StructuredLeastSquares(t, phi, f), solver=solver,

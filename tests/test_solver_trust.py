@@ -49,7 +49,7 @@ def _layer_solve(prob, basis, u0, m, solver, key=0):
     return layer, np.asarray(u, np.float64), info
 
 
-def _stationary_in_float64(layer, basis, u0, info, gtol, eps):
+def _stationary_in_float64(layer, basis, u0, info, rtol, eps):
     """The stationarity test re-evaluated independently in float64 at the returned w.
 
     J and r by jax.jacfwd of the residual (not the solver's structured formulas); the rounding
@@ -63,7 +63,7 @@ def _stationary_in_float64(layer, basis, u0, info, gtol, eps):
     worst = float(jnp.max(jnp.abs(jac.T @ r) / jnp.linalg.norm(jac, axis=0)))
     size = float(jnp.linalg.norm(jac @ w) + jnp.linalg.norm(lsq.targets))
     floor = 16 * eps * size / np.sqrt(r.shape[0])
-    return worst <= 2 * (gtol * float(jnp.linalg.norm(r)) + floor)
+    return worst <= 2 * (rtol * float(jnp.linalg.norm(r)) + floor)
 
 
 def test_float32_agrees_with_float64_on_an_ill_conditioned_basis():
@@ -93,7 +93,7 @@ def test_converged_is_independently_stationary(x64):
     dtype = _dtype(x64)
     eps = float(jnp.finfo(dtype).eps)
     solver = LevenbergMarquardt(max_steps=300)
-    _, gtol = solver.tolerances(dtype)
+    _, _, rtol = solver.tolerances(dtype)
     for nx, nt, degrees, m in ((64, 26, 6, 1000), (32, 11, 10, 200)):
         with jax.enable_x64(x64):
             prob, basis, u0 = _polynomial_case(nx, nt, degrees, dtype)
@@ -101,19 +101,19 @@ def test_converged_is_independently_stationary(x64):
         result = int(info.stats.result)
         if bool(info.stats.converged):
             assert result == SUCCESS
-            assert _stationary_in_float64(layer, basis, u0, info, gtol, eps)
+            assert _stationary_in_float64(layer, basis, u0, info, rtol, eps)
         else:
             assert result in (MAX_STEPS_REACHED, STAGNATED)
 
 
 @pytest.mark.parametrize("x64", PRECISIONS)
 def test_unreachable_tolerance_is_refused_with_a_reason(x64):
-    # gtol far below what the precision can resolve: the solve must not claim success, must
+    # rtol far below what the precision can resolve: the solve must not claim success, must
     # say STAGNATED or MAX_STEPS_REACHED, and throw=True must raise with that reason.
     dtype = _dtype(x64)
     with jax.enable_x64(x64):
         prob, basis, u0 = _polynomial_case(32, 11, 10, dtype)
-        solver = LevenbergMarquardt(max_steps=60, gtol=1e-3 * float(jnp.finfo(dtype).eps))
+        solver = LevenbergMarquardt(max_steps=60, rtol=1e-3 * float(jnp.finfo(dtype).eps))
         _, _, info = _layer_solve(prob, basis, u0, 200, solver)
         assert not bool(info.stats.converged)
         assert int(info.stats.result) in (MAX_STEPS_REACHED, STAGNATED)

@@ -31,6 +31,8 @@ Reference: Negiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024 (arXiv:2
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -374,7 +376,7 @@ RESULT_MESSAGES = {
                "and the data for NaN/inf)",
     STAGNATED: "stopped at a point that is not stationary: no step reduces ||r|| any more "
                "(round-off limited; the basis is too ill-conditioned for this precision -- use "
-               "float64, a better-conditioned basis, or loosen gtol)",
+               "float64, a better-conditioned basis, or loosen rtol)",
 }
 
 BACKENDS = ("native", "jaxopt", "optimistix", "optimistix-cholesky")
@@ -442,13 +444,14 @@ class LevenbergMarquardt(eqx.Module):
 
     **Convergence means stationarity.** A solve is converged when
 
-        max_j |(J^T r)_j| / ||J_j||  <=  gtol ||r||  +  16 eps size / sqrt(M),
+        max_j |(J^T r)_j| / ||J_j||  <=  atol  +  rtol ||r||  +  4 eps size / sqrt(M),
 
     (M rows in r; ``size = sqrt(sum_i t_i^2) + ||rows w|| + ||targets||`` with
     ``t_i = sum_k |dPhi/da_k a_k| + |Phi - sum_k dPhi/da_k a_k|`` at point i, the size of the
-    terms that cancel in the residual, :meth:`StructuredLeastSquares.residual_size`), the first
-    term the scaled first-order test (the largest cosine between r
-    and a column of J at most ``gtol``), the second the rounding floor of J^T r in the working
+    terms that cancel in the residual, :meth:`StructuredLeastSquares.residual_size`), the
+    ``rtol`` term the scaled first-order test (the largest cosine between r and a column of J at
+    most ``rtol``), ``atol`` an absolute bound on the scaled gradient (0 by default: the test is
+    relative to ||r||), the last the rounding floor of J^T r in the working
     precision (each entry of r is computed to about eps times the size of its terms), so that
     a zero-residual problem converges once r reaches round-off. A solve that stops for
     any other reason is not converged and says why in ``stats.result``: the iteration cap
@@ -457,8 +460,10 @@ class LevenbergMarquardt(eqx.Module):
 
     Attributes:
         max_steps: iteration cap.
-        gtol: the cosine tolerance above; ``None``: ``sqrt(eps)`` of the dtype (1.5e-8 in
+        rtol: the cosine tolerance above; ``None``: ``sqrt(eps)`` of the dtype (1.5e-8 in
             float64, close to scipy's ``least_squares`` default 1e-8; 3.5e-4 in float32).
+        atol: the absolute tolerance above (default 0).
+        gtol: deprecated spelling of ``rtol`` (warns; the same test).
         xtol: the relative step tolerance handed to the external back ends' own stopping
             tests (``None``: ``sqrt(eps)``); the native solver does not use it.
         damping: initial damping ``mu`` (relative to the scaled diagonal).
@@ -466,6 +471,8 @@ class LevenbergMarquardt(eqx.Module):
     """
 
     max_steps: int = eqx.field(static=True, default=100)
+    rtol: float | None = eqx.field(static=True, default=None)
+    atol: float = eqx.field(static=True, default=0.0)
     gtol: float | None = eqx.field(static=True, default=None)
     xtol: float | None = eqx.field(static=True, default=None)
     damping: float = eqx.field(static=True, default=1e-6)
@@ -478,16 +485,29 @@ class LevenbergMarquardt(eqx.Module):
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ValueError(f"{name} must be positive, got {v}")
+        for name in ("rtol", "atol"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                      and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.gtol is not None:
+            if self.rtol is not None:
+                raise TypeError("give the tolerance as rtol=, not together with gtol=")
+            warnings.warn(f"gtol= is deprecated; use rtol= (gtol={self.gtol:g} is atol=0, "
+                          f"rtol={self.gtol:g}): the test is max_j |(J^T r)_j| / ||J_j|| <= "
+                          "atol + rtol ||r|| + the rounding floor", DeprecationWarning,
+                          stacklevel=4)
         if not self.damping >= 0:
             raise ValueError(f"damping must be >= 0, got {self.damping}")
         check_choice("linear_solver", self.linear_solver, LINEAR_SOLVERS)
 
     def tolerances(self, dtype):
-        """``(xtol, gtol)`` for ``dtype`` (the defaults filled in)."""
+        """``(xtol, atol, rtol)`` for ``dtype`` (the defaults filled in)."""
         eps = float(jnp.finfo(dtype).eps)
         xtol = self.xtol if self.xtol is not None else eps**0.5
-        gtol = self.gtol if self.gtol is not None else eps**0.5
-        return xtol, gtol
+        rtol = self.rtol if self.rtol is not None else self.gtol
+        rtol = rtol if rtol is not None else eps**0.5
+        return xtol, float(self.atol), rtol
 
     def uses_qr(self, dtype) -> bool:
         """Whether the steps are solved by QR for features of ``dtype``."""
@@ -496,8 +516,11 @@ class LevenbergMarquardt(eqx.Module):
         return self.linear_solver == "qr"
 
 
-def stationarity_test(problem: StructuredLeastSquares, w, obj, grad, gtg, gtol, size=None):
-    """``(measure, passed)``: the scaled first-order test of :class:`LevenbergMarquardt`.
+def stationarity_test(problem: StructuredLeastSquares, w, obj, grad, gtg, rtol, size=None,
+                      atol=0.0):
+    """``(measure, passed)``: the scaled first-order test of :class:`LevenbergMarquardt` with
+    tolerances ``atol`` / ``rtol``; ``measure`` is the largest cosine between r and a column of
+    J (the scaled gradient over ||r||).
 
     ``size``: :meth:`StructuredLeastSquares.residual_size` at ``w`` (the solver has it from its
     linearisation); ``None`` evaluates it.
@@ -510,7 +533,7 @@ def stationarity_test(problem: StructuredLeastSquares, w, obj, grad, gtg, gtol, 
     if size is None:
         size = problem.normal_equations(w, with_size=True)[4]
     rows = problem.num_points + problem.rows.shape[0] + w.shape[0]
-    passed = worst <= gtol * rnorm + _FLOOR * eps * size / rows**0.5
+    passed = worst <= atol + rtol * rnorm + _FLOOR * eps * size / rows**0.5
     measure = worst / jnp.maximum(rnorm, jnp.finfo(w.dtype).tiny)
     return measure, passed
 
@@ -547,9 +570,9 @@ def _init_state(problem: StructuredLeastSquares, w0, solver: LevenbergMarquardt)
     qr = solver.uses_qr(w0.dtype)
     fixed = problem.row_factor() if qr else problem.row_gram()
     obj, grad, gtg, tri, pde_sq, size = _linearise(problem, w0, fixed, qr)
-    _, gtol = solver.tolerances(w0.dtype)
+    _, atol, rtol = solver.tolerances(w0.dtype)
     finite = jnp.isfinite(obj) & jnp.all(jnp.isfinite(grad))
-    converged = finite & stationarity_test(problem, w0, obj, grad, gtg, gtol, size)[1]
+    converged = finite & stationarity_test(problem, w0, obj, grad, gtg, rtol, size, atol)[1]
     dt = w0.dtype
     return _State(
         w=w0, obj=obj, grad=grad, gtg=gtg, tri=tri, pde_sq=pde_sq, size=size, fixed=fixed,
@@ -579,7 +602,7 @@ def _damped_step(s: _State, qr: bool):
 
 
 def _lm_step(problem: StructuredLeastSquares, solver: LevenbergMarquardt, s: _State) -> _State:
-    _, gtol = solver.tolerances(s.w.dtype)
+    _, atol, rtol = solver.tolerances(s.w.dtype)
     qr = solver.uses_qr(s.w.dtype)
     eps = jnp.finfo(s.w.dtype).eps
     tiny = jnp.finfo(s.w.dtype).tiny
@@ -613,7 +636,7 @@ def _lm_step(problem: StructuredLeastSquares, solver: LevenbergMarquardt, s: _St
     mu = jnp.where(accept, mu_accept, s.mu * s.nu)
     nu = jnp.where(accept, 2.0, 2.0 * s.nu).astype(s.nu.dtype)
 
-    converged = stationarity_test(problem, w, obj, grad, gtg, gtol, size)[1]
+    converged = stationarity_test(problem, w, obj, grad, gtg, rtol, size, atol)[1]
     stagnated = ~converged & (mu >= 1.0 / eps)
     nonfinite = ~finite & ~jnp.isfinite(s.obj)  # could not recover from a bad start
     step = s.step + 1
@@ -727,11 +750,11 @@ def _rank_deficient(sv, qr: bool):
 
 
 def _stats_from(problem: StructuredLeastSquares, w, obj, grad, gtg, tri, pde_sq, size,
-                iterations, converged, stagnated, qr: bool, gtol) -> SolveStats:
+                iterations, converged, stagnated, qr: bool, rtol) -> SolveStats:
     dt = w.dtype
     sv = _singular_values(gtg, tri, qr)
     cond = sv[0] / jnp.maximum(sv[-1], jnp.finfo(dt).tiny)
-    measure, _ = stationarity_test(problem, w, obj, grad, gtg, gtol, size)
+    measure, _ = stationarity_test(problem, w, obj, grad, gtg, rtol, size)
     finite = jnp.all(jnp.isfinite(w)) & jnp.isfinite(pde_sq) & jnp.all(jnp.isfinite(grad))
     converged = converged & finite
     result = result_code(converged, ~finite, stagnated)
@@ -757,18 +780,18 @@ def _stats(problem: StructuredLeastSquares, w, iterations, converged, solver) ->
     qr = solver.uses_qr(w.dtype)
     fixed = problem.row_factor() if qr else problem.row_gram()
     obj, grad, gtg, tri, pde_sq, size = _linearise(problem, w, fixed, qr)
-    _, gtol = solver.tolerances(w.dtype)
-    stationary = stationarity_test(problem, w, obj, grad, gtg, gtol, size)[1]
+    _, atol, rtol = solver.tolerances(w.dtype)
+    stationary = stationarity_test(problem, w, obj, grad, gtg, rtol, size, atol)[1]
     return _stats_from(problem, w, obj, grad, gtg, tri, pde_sq, size, iterations,
-                       converged & stationary, converged & ~stationary, qr, gtol)
+                       converged & stationary, converged & ~stationary, qr, rtol)
 
 
 def _state_stats(problem: StructuredLeastSquares, state: _State, solver) -> SolveStats:
     """Diagnostics from the solver's final state: no extra evaluation of the problem."""
-    _, gtol = solver.tolerances(state.w.dtype)
+    _, _, rtol = solver.tolerances(state.w.dtype)
     return _stats_from(problem, state.w, state.obj, state.grad, state.gtg, state.tri,
                        state.pde_sq, state.size, state.step, state.converged, state.stagnated,
-                       solver.uses_qr(state.w.dtype), gtol)
+                       solver.uses_qr(state.w.dtype), rtol)
 
 
 def solve_least_squares(
@@ -779,6 +802,8 @@ def solve_least_squares(
     adjoint: ImplicitAdjoint | UnrolledAdjoint = ImplicitAdjoint(),
     backend: str = "native",
     max_steps: int | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
     throw: bool = True,
 ) -> Solution:
     """Solve ``min_w 1/2 ||r(w)||^2`` for a :class:`StructuredLeastSquares` problem.
@@ -792,6 +817,8 @@ def solve_least_squares(
             with its default QR steps) or ``"optimistix-cholesky"`` (normal equations) on the
             same residual; needs the extra of that name; only with :class:`ImplicitAdjoint`.
         max_steps: the iteration cap (default: ``solver.max_steps``).
+        atol, rtol: the tolerances of the stationarity test (default: ``solver``'s;
+            :class:`LevenbergMarquardt` states the test).
         throw: raise ``equinox.EquinoxRuntimeError`` if the solve fails; with ``False`` the
             failure is only reported in ``result`` / ``stats.result``.
 
@@ -814,6 +841,14 @@ def solve_least_squares(
     if max_steps is not None:
         max_steps, _ = max_steps_option(max_steps, solver.max_steps)
         solver = dataclasses.replace(solver, max_steps=max_steps)
+    if atol is not None or rtol is not None:
+        changes = {"atol": solver.atol if atol is None else atol,
+                   "rtol": solver.rtol if rtol is None else rtol}
+        if solver.gtol is not None and rtol is None:
+            changes["rtol"] = solver.gtol
+        with warnings.catch_warnings():  # the caller's solver already warned about its gtol=
+            warnings.simplefilter("ignore", DeprecationWarning)
+            solver = dataclasses.replace(solver, gtol=None, **changes)
     n = problem.num_basis
     dtype = problem.features.dtype
     w0 = jnp.zeros((n,), dtype) if w0 is None else jnp.asarray(w0, dtype)

@@ -36,7 +36,7 @@ def levenberg_marquardt_jaxopt(problem, w0, solver):
     pdeml's sense (stationary) is decided by :func:`pdeml.core.solve_least_squares`.
     """
     jaxopt = _import_jaxopt()
-    _, gtol = solver.tolerances(w0.dtype)
+    _, _, gtol = solver.tolerances(w0.dtype)
     xtol = float(jnp.finfo(w0.dtype).eps) ** 0.5
     tol = xtol * jnp.maximum(1.0, jnp.linalg.norm(problem.optimality(w0)))
     lm = jaxopt.LevenbergMarquardt(

@@ -72,7 +72,7 @@ def levenberg_marquardt_optimistix(problem, w0, solver, *, linear_solver: str = 
     """
     _check_linear_solver(linear_solver)
     optx = _import_optimistix()
-    xtol, _ = solver.tolerances(w0.dtype)
+    xtol, _, _ = solver.tolerances(w0.dtype)
     lm = optx.LevenbergMarquardt(rtol=xtol, atol=xtol, linear_solver=lineax_solver(linear_solver))
     sol = optx.least_squares(
         lambda w, args: problem.residual(w),
