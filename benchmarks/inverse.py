@@ -163,7 +163,7 @@ def make_tasks(cfg, nat, ct):
 
 
 def _tv(lam):
-    return TotalVariationProx(float(lam), ndim=2, gap_tol=1e-7, max_iter=100)
+    return TotalVariationProx(float(lam), ndim=2, atol=1e-7, max_steps=100)
 
 
 def methods_for(task, priors, cfg):
@@ -204,9 +204,9 @@ def _iteration_cap(method, cfg, tuning=False):
 
 def _run(op, prox, y, rho, max_iter, method=None):
     if method == "LPN-J MAP":
-        return lpn_map(op, prox, y, rho, max_iter=max_iter, tol=1e-4)
+        return lpn_map(op, prox, y, rho, max_steps=max_iter, rtol=1e-4)
     # CG warm-started from the previous x: 20 iterations per data step are plenty
-    return pnp_admm(op, prox, y, rho, max_iter=max_iter, tol=1e-4, cg_maxiter=20,
+    return pnp_admm(op, prox, y, rho, max_steps=max_iter, rtol=1e-4, cg_max_steps=20,
                     track_objective=True)
 
 
@@ -226,7 +226,7 @@ def _objective_at_truth(op, lpn, y, x_rec, truth, rho):
     truth = jnp.asarray(truth, x_rec.dtype)
 
     def obj(x):
-        r_val, info = evaluate_regularizer(lpn, x, max_iter=200)
+        r_val, info = evaluate_regularizer(lpn, x, max_steps=200)
         h = jnp.sum((op(x) - y) ** 2, axis=tuple(range(1, y.ndim))) / (2 * rho)
         return h + r_val, bool(info.converged.all())
 

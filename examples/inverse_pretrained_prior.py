@@ -31,12 +31,12 @@ norm = float(op.normest())  # ||A^T A||
 
 # Total variation, PnP-ADMM (lambda 1e-3, rho = 0.2 ||A^T A||)
 rho = 0.2 * norm
-tv = pnp_admm(op, TotalVariationProx(1e-3 / rho, ndim=2, gap_tol=1e-7, max_iter=100), y, rho,
-              max_steps=150, tol=1e-4)
+tv = pnp_admm(op, TotalVariationProx(1e-3 / rho, ndim=2, atol=1e-7, max_steps=100), y, rho,
+              max_steps=150, rtol=1e-4)
 
 # The pretrained LPN prior, MAP estimate (rho = 0.05 ||A^T A||)
 prior = pretrained("lpn_j_ct_sigma0.02")
-lpn = lpn_map(op, prior, y, 0.05 * norm, max_steps=150, tol=1e-4)
+lpn = lpn_map(op, prior, y, 0.05 * norm, max_steps=150, rtol=1e-4)
 
 info = pretrained_info("lpn_j_ct_sigma0.02")
 print(f"prior: {info['description']}")

@@ -110,6 +110,6 @@ def test_conjugate_gradient_short_form_is_shared():
 
     assert pdeml.inverse.conjugate_gradient is conjugate_gradient
     A, b, _, _ = _spd(5, 8, jnp.float64)
-    x, k = conjugate_gradient(lambda v: A @ v, b, tol=1e-10, maxiter=50)
+    x, k = conjugate_gradient(lambda v: A @ v, b, rtol=1e-10, max_steps=50)
     y, stats = cg_solve(lambda v: A @ v, b, rtol=1e-10, max_steps=50)
     assert int(k) == int(stats.iterations) and bool(jnp.all(x == y))

@@ -89,7 +89,7 @@ def test_cli_lpn_map_accepts_any_rho_and_matches_the_library(tmp_path, capsys):
     x = jnp.asarray(shepp_logan(16))[None, None]
     op = Radon((1, 16, 16), 6)
     y = measure(op, x, 0.01, key=jax.random.key(1))
-    res = lpn_map(op, lpn, y, 0.2 * float(op.normest()), max_steps=40, tol=1e-5)
+    res = lpn_map(op, lpn, y, 0.2 * float(op.normest()), max_steps=40, rtol=1e-5)
     assert info["iterations"] == int(res.iterations) > 0
     np.testing.assert_allclose(info["psnr"], float(psnr(res.x, x)[0, 0]), rtol=1e-9)
 

@@ -58,8 +58,8 @@ def test_pnp_with_soft_threshold_solves_the_lasso(seed, lam):
     rho = 1.5 * L
     # F = ||Ax - y||^2 / (2 rho) + (lam / rho) ||x||_1 = lasso / rho: same minimiser
     prox = SoftThreshold(lam / rho)
-    pgd = pnp_pgd(op, prox, jnp.asarray(y), rho, max_steps=20000, tol=1e-15)
-    admm = pnp_admm(op, prox, jnp.asarray(y), rho, max_steps=20000, tol=1e-13)
+    pgd = pnp_pgd(op, prox, jnp.asarray(y), rho, max_steps=20000, rtol=1e-15)
+    admm = pnp_admm(op, prox, jnp.asarray(y), rho, max_steps=20000, rtol=1e-13)
     # the lasso here is strongly convex (A has full column rank) so both converge linearly;
     # 1e-8 leaves a wide margin over their stopping tests
     np.testing.assert_allclose(pgd.x, exact, atol=1e-8)
@@ -74,7 +74,7 @@ def test_admm_ridge_matches_closed_form_and_history_layout():
     A, y = rng.normal(size=(6, 4)), rng.normal(size=(3, 6))
     rho, lam = 2.0, 0.7
     op = MatrixOperator(jnp.asarray(A))
-    res = pnp_admm(op, SquaredL2Prox(lam), jnp.asarray(y), rho, max_steps=3000, tol=1e-13)
+    res = pnp_admm(op, SquaredL2Prox(lam), jnp.asarray(y), rho, max_steps=3000, rtol=1e-13)
     # minimiser of ||Ax - y||^2 / (2 rho) + lam/2 ||x||^2
     exact = np.linalg.solve(A.T @ A / rho + lam * np.eye(4), A.T @ y.T / rho).T
     np.testing.assert_allclose(res.x, exact, atol=1e-9)
@@ -111,12 +111,12 @@ def test_lpn_pnp_descent_under_the_conditions(seed):
     rho = 1.01 * norm
     cond = convergence_conditions(lpn, op, rho, norm=norm)
     assert cond.holds, cond.explain()
-    pgd = pnp_pgd(op, lpn, y, rho, max_steps=300, tol=0.0)
+    pgd = pnp_pgd(op, lpn, y, rho, max_steps=300, rtol=0.0)
     obj = np.asarray(pgd.objective)[: int(pgd.iterations)]  # it may reach an exact fixed point
     # allowed increase: rounding of F (values O(1..10)) in float64
     assert np.all(np.diff(obj, axis=0) <= 1e-11), np.diff(obj, axis=0).max()
     assert obj[-1].max() < obj[0].min() or np.all(obj[-1] < obj[0])
-    admm = pnp_admm(op, lpn, y, rho, max_steps=300, tol=0.0, cg_tol=1e-13)
+    admm = pnp_admm(op, lpn, y, rho, max_steps=300, rtol=0.0, cg_tol=1e-13)
     lag = np.asarray(admm.lagrangian)[: int(admm.iterations)]
     # CG solves to 1e-13 relative: the Lagrangian is exact to ~1e-11
     assert np.all(np.diff(lag, axis=0) <= 1e-10), np.diff(lag, axis=0).max()
@@ -145,7 +145,7 @@ def test_lpn_map_matches_closed_form_for_a_quadratic_prior(rho_over_norm):
     op = MatrixOperator(A)
     y = jax.random.normal(jax.random.key(4), (2, 4))
     rho = rho_over_norm * float(op.normest(iters=5000, rtol=1e-14))
-    res = lpn_map(op, lpn, y, rho, max_steps=500, tol=1e-12)
+    res = lpn_map(op, lpn, y, rho, max_steps=500, rtol=1e-12)
     assert bool(res.converged)
     H = A.T @ A / rho + (1 / alpha - 1) * jnp.eye(6)
     x_star = jnp.linalg.solve(H, (y @ A).T / rho).T
@@ -164,7 +164,7 @@ def test_lpn_map_descends_to_a_stationary_point_at_any_rho(seed):
     y = jax.random.normal(jax.random.key(20 + seed), (3, 4))
     rho = 0.05 * float(op.normest(iters=5000, rtol=1e-14))
     assert not convergence_conditions(lpn, op, rho).holds
-    res = lpn_map(op, lpn, y, rho, max_steps=1000, tol=1e-10)
+    res = lpn_map(op, lpn, y, rho, max_steps=1000, rtol=1e-10)
     assert bool(res.converged)
     obj = np.asarray(res.objective)
     d = np.diff(obj, axis=0)
@@ -185,9 +185,9 @@ def test_lpn_map_has_the_fixed_points_of_pnp_admm():
     op = MatrixOperator(jax.random.normal(jax.random.key(5), (4, 6)))
     y = jax.random.normal(jax.random.key(6), (2, 4))
     rho = 1.5 * float(op.normest(iters=5000, rtol=1e-14))
-    admm = pnp_admm(op, lpn, y, rho, max_steps=3000, tol=1e-12, cg_tol=1e-13)
+    admm = pnp_admm(op, lpn, y, rho, max_steps=3000, rtol=1e-12, cg_tol=1e-13)
     w = lpn.inverse(admm.x).y  # the prox input whose output is the ADMM solution
-    res = lpn_map(op, lpn, y, rho, x0=w, tol=1e-8)
+    res = lpn_map(op, lpn, y, rho, x0=w, rtol=1e-8)
     assert bool(res.converged) and int(res.iterations) == 0
     np.testing.assert_allclose(res.x, admm.x, atol=1e-10)
 
@@ -213,7 +213,7 @@ def test_conjugate_gradient_is_differentiable_and_warm_started():
     b = jnp.array([1.0, -2.0, 0.5])
 
     def loss(b, s):
-        x, _ = conjugate_gradient(lambda v: s * (M @ v), b, tol=1e-14)
+        x, _ = conjugate_gradient(lambda v: s * (M @ v), b, rtol=1e-14)
         return jnp.sum(x**2)
 
     g_b, g_s = jax.grad(loss, argnums=(0, 1))(b, 1.3)
@@ -221,8 +221,8 @@ def test_conjugate_gradient_is_differentiable_and_warm_started():
     x = np.linalg.solve(1.3 * np.asarray(M), np.asarray(b))
     np.testing.assert_allclose(g_b, 2 * np.linalg.solve(1.3 * np.asarray(M), x), rtol=1e-10)
     np.testing.assert_allclose(g_s, -2 * x @ x / 1.3, rtol=1e-10)
-    x_exact, k0 = conjugate_gradient(lambda v: M @ v, b, tol=1e-12)
-    _, k1 = conjugate_gradient(lambda v: M @ v, b, x_exact, tol=1e-12)
+    x_exact, k0 = conjugate_gradient(lambda v: M @ v, b, rtol=1e-12)
+    _, k1 = conjugate_gradient(lambda v: M @ v, b, x_exact, rtol=1e-12)
     assert int(k1) == 0 < int(k0)
 
 
@@ -234,7 +234,7 @@ def test_admm_is_forward_differentiable_in_the_measurements():
     prox = SquaredL2Prox(0.3)
 
     def f(y):
-        return jnp.sum(pnp_admm(op, prox, y, 2.0, max_steps=400, tol=1e-14,
+        return jnp.sum(pnp_admm(op, prox, y, 2.0, max_steps=400, rtol=1e-14,
                                 track_objective=False).x ** 2)
 
     e = jnp.zeros(5).at[2].set(1.0)
@@ -263,8 +263,8 @@ def test_tv_pnp_runs_batched_on_images():
     op = GaussianBlur((1, 12, 12), 1.0)
     x = jnp.zeros((2, 1, 12, 12)).at[:, :, 3:8, 4:9].set(1.0)
     y = op(x)
-    res = pnp_admm(op, TotalVariationProx(0.002, ndim=2, gap_tol=1e-10, max_iter=500), y, 1.0,
-                   max_steps=150, tol=1e-6)
+    res = pnp_admm(op, TotalVariationProx(0.002, ndim=2, atol=1e-10, max_steps=500), y, 1.0,
+                   max_steps=150, rtol=1e-6)
     # TV deblurring of a noiseless piecewise-constant image: close to the truth
     assert float(jnp.abs(res.x - x).mean()) < 0.05
     assert np.all(np.isfinite(np.asarray(res.objective[: int(res.iterations)])))

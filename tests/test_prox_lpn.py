@@ -146,7 +146,7 @@ def test_fully_conv_any_size_and_batch_axes():
 def test_inversion_with_unconverged_budget_is_reported():
     lpn = LPN(DENSE["softplus"])
     x = 3.0 * jax.random.normal(jax.random.key(8), (8, 3))
-    res = lpn.inverse(x, max_iter=1)
+    res = lpn.inverse(x, max_steps=1)
     assert not bool(res.converged.all())
     assert bool(jnp.all(res.iterations <= 1))
 

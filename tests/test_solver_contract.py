@@ -23,8 +23,10 @@ from pdeml.core import (
     SUCCESS,
     Solution,
     StructuredLeastSquares,
+    conjugate_gradient,
     max_steps_option,
     solve_least_squares,
+    tolerance_option,
 )
 from pdeml.barron import (
     CosineNetwork,
@@ -38,9 +40,9 @@ from pdeml.barron import (
     sobolev_gradient_descent,
 )
 from pdeml.inverse.operators import MatrixOperator
-from pdeml.inverse.solvers import lpn_map, pnp_admm, pnp_pgd
+from pdeml.inverse.solvers import lpn_map, pnp_admm, pnp_pgd, tikhonov
 from pdeml.nets.icnn import DenseICNN
-from pdeml.prox import LPN, SoftThreshold, evaluate_regularizer
+from pdeml.prox import LPN, SoftThreshold, TotalVariationProx, evaluate_regularizer
 
 DTYPES = (jnp.float32, jnp.float64)
 
@@ -86,7 +88,8 @@ def _pnp(solver):
         op = MatrixOperator(jnp.asarray([[1.0, 0.2], [0.0, 0.8]], dtype))
 
         def solve(y, **options):
-            options.setdefault("tol", 1e-4)
+            if "tol" not in options:  # the deprecated spelling, tested below
+                options.setdefault("rtol", 1e-4)
             return solver(op, SoftThreshold(0.1), y, 2.0, **options)
 
         y = jnp.asarray([2.0, -0.7], dtype)
@@ -168,7 +171,7 @@ EAGER_CASES = {"deep_ritz": _deep_ritz}
 def _failing_options(name):
     # A stopping test one step cannot pass (an LPN's inverse far out is nearly linear, so one
     # Newton step meets the float32 default tolerance there).
-    tight = {"pnp_pgd": {"tol": 0.0}, "pnp_admm": {"tol": 0.0},
+    tight = {"pnp_pgd": {"atol": 0.0, "rtol": 0.0}, "pnp_admm": {"atol": 0.0, "rtol": 0.0},
              "deep_ritz": {"atol": 0.0, "rtol": 1e-12},
              "LPN.inverse": {"atol": 0.0, "rtol": 1e-12},
              "evaluate_regularizer": {"atol": 0.0, "rtol": 1e-12}}
@@ -274,3 +277,138 @@ def test_lpn_map_diagnostics_have_their_own_names():
     np.testing.assert_array_equal(sol.primal_residual, hist.gradient_norm)
     np.testing.assert_array_equal(sol.cg_iterations, hist.line_search_halvings)
     assert bool(jnp.all(jnp.isnan(sol.lagrangian)))
+
+
+# ----------------------------------------------------------------------------- atol / rtol
+# Every solver with a residual stopping test states it as ``quantity <= atol + rtol * scale``.
+# Each case: make(dtype) -> (solve(**options) -> Solution, stated(sol) -> (quantity, scale)),
+# the quantity and scale of the stated test at the returned iterate, per sample.
+
+
+def _stated_pnp(kind):
+    def stated(sol):
+        k = int(sol.iterations) - 1
+        q = sol.primal_residual[k] if kind == "pgd" else jnp.maximum(sol.primal_residual[k],
+                                                                     sol.dual_residual[k])
+        return q, jnp.linalg.norm(sol.x, axis=-1)
+
+    return stated
+
+
+def _tol_pnp(solver, kind):
+    def make(dtype):
+        op = MatrixOperator(jnp.asarray([[1.0, 0.2], [0.0, 0.8]], dtype))
+        y = jnp.asarray([[2.0, -0.7], [0.4, 1.5]], dtype)
+        def solve(**options):
+            options.setdefault("max_steps", 500)
+            return solver(op, SoftThreshold(0.1), y, 2.0, **options)
+
+        return solve, _stated_pnp(kind)
+
+    return make
+
+
+def _tol_lpn_map(dtype):
+    lpn = _lpn(dtype)
+    op = MatrixOperator(jnp.asarray([[1.0, 0.2], [0.0, 0.8]], dtype))
+    y = jnp.asarray([[1.0, -0.5], [0.3, 0.8]], dtype)
+
+    def stated(sol):
+        k = np.asarray(sol.stats.sample_iterations) - 1
+        gn = np.asarray(sol.history.gradient_norm)[k, np.arange(2)]
+        return gn, jnp.linalg.norm(sol.x, axis=-1)
+
+    return (lambda **o: lpn_map(op, lpn, y, 0.5, **o)), stated
+
+
+TOLERANCE_CASES = {"pnp_pgd": _tol_pnp(pnp_pgd, "pgd"), "pnp_admm": _tol_pnp(pnp_admm, "admm"),
+                   "lpn_map": _tol_lpn_map}
+
+
+def _tolerances(dtype):
+    # relative only, absolute only, both
+    if dtype == jnp.float32:
+        return [(0.0, 1e-4), (1e-3, 0.0), (1e-4, 1e-4)]
+    return [(0.0, 1e-10), (1e-9, 0.0), (1e-10, 1e-10)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(TOLERANCE_CASES))
+def test_atol_rtol_is_the_stated_test(name, dtype):
+    solve, stated = TOLERANCE_CASES[name](dtype)
+    for atol, rtol in _tolerances(dtype):
+        sol = eqx.filter_jit(lambda a=atol, r=rtol: solve(atol=a, rtol=r))()
+        assert bool(jnp.all(sol.converged)), (atol, rtol)
+        assert _leaves_dtype(sol.value) == {jnp.dtype(dtype)}
+        quantity, scale = stated(sol)
+        assert np.all(np.asarray(quantity) <= atol + rtol * np.asarray(scale)), (atol, rtol)
+    # with atol = rtol = 0 one iteration does not pass: the tolerances are what stops the solver
+    assert not bool(jnp.all(solve(atol=0.0, rtol=0.0, max_steps=1).converged))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(TOLERANCE_CASES))
+def test_deprecated_tol_is_rtol_with_atol_zero(name, dtype):
+    solve, _ = TOLERANCE_CASES[name](dtype)
+    t = 1e-4 if dtype == jnp.float32 else 1e-10
+    new = solve(atol=0.0, rtol=t)
+    with pytest.warns(DeprecationWarning, match=r"tol= is deprecated.*atol=0, rtol="):
+        old = solve(tol=t)
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="not together with tol="):
+        solve(tol=t, rtol=t)
+    with pytest.raises(ValueError, match="^atol must be a float >= 0"):
+        solve(atol=-1.0)
+    with pytest.raises(ValueError, match="^rtol must be a float >= 0"):
+        solve(rtol=float("nan"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_cg_solvers_take_atol_rtol_max_steps(dtype):
+    A = jnp.asarray([[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]], dtype)
+    b = jnp.asarray([1.0, -2.0, 0.5], dtype)
+    rtol = 1e-5 if dtype == jnp.float32 else 1e-12
+    x, k = jax.jit(lambda v: conjugate_gradient(lambda u: A @ u, v, rtol=rtol, max_steps=50))(b)
+    assert float(jnp.linalg.norm(A @ x - b)) <= 10 * rtol * float(jnp.linalg.norm(b))
+    with pytest.warns(DeprecationWarning):
+        x_old, k_old = conjugate_gradient(lambda u: A @ u, b, tol=rtol, maxiter=50)
+    np.testing.assert_array_equal(x, x_old)
+    assert int(k) == int(k_old)
+
+    # tikhonov: CG on the normal equations, ||A^T y - (A^T A + lam I) x|| <= atol + rtol ||A^T y||
+    op, y = MatrixOperator(A), jnp.stack([b, 2.0 * b])
+    x = jax.jit(lambda v: tikhonov(op, v, 0.3, atol=0.0, rtol=rtol, max_steps=50))(y)
+    assert x.dtype == dtype
+    res = jnp.linalg.norm(op.adjoint(y) - op.gram(x) - 0.3 * x, axis=-1)
+    assert np.all(np.asarray(res) <= 10 * rtol * np.asarray(jnp.linalg.norm(op.adjoint(y), axis=-1)))
+    with pytest.warns(DeprecationWarning):
+        x_old = tikhonov(op, y, 0.3, tol=rtol, maxiter=50)
+    np.testing.assert_array_equal(x, x_old)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_total_variation_prox_takes_atol_rtol_max_steps(dtype):
+    x = jnp.asarray([[0.0, 0.1, 2.9, 3.0, 1.0]], dtype)
+    new = TotalVariationProx(0.5, atol=1e-6, max_steps=300)
+    with pytest.warns(DeprecationWarning, match="gap_tol= is deprecated"):
+        old = TotalVariationProx(0.5, gap_tol=1e-6, max_steps=300)
+    with pytest.warns(DeprecationWarning, match="max_iter= is deprecated"):
+        assert TotalVariationProx(0.5, atol=1e-6, max_iter=300) == old
+    assert (old.atol, old.rtol, old.max_steps) == (1e-6, 0.0, 300) == (new.gap_tol, 0.0, new.max_iter)
+    np.testing.assert_array_equal(new.prox(x), old.prox(x))
+    z = TotalVariationProx(0.5, atol=0.0, rtol=1e-6).prox(x)  # a relative duality gap
+    np.testing.assert_allclose(z, new.prox(x), atol=1e-2)
+    with pytest.raises(ValueError, match="both be 0"):
+        TotalVariationProx(0.5, atol=0.0, rtol=0.0)
+
+
+def test_tolerance_option_maps_the_old_single_tolerance():
+    assert tolerance_option(None, None, (0.0, 1e-5), test="t") == (0.0, 1e-5)
+    with pytest.warns(DeprecationWarning, match="the test is t"):
+        assert tolerance_option(None, None, (0.0, 1e-5), test="t", tol=1e-3) == (0.0, 1e-3)
+    with pytest.warns(DeprecationWarning):
+        assert tolerance_option(None, None, (1.0, 0.0), test="t", tol=2.0, tol_is="atol") \
+            == (2.0, 0.0)
+    with pytest.raises(ValueError, match="^tol must be a float >= 0"):
+        tolerance_option(None, None, (0.0, 1e-5), test="t", tol=-1.0)

@@ -31,7 +31,7 @@ from jaxtyping import Array, Float, Int
 
 from pdeml.core.krylov import cg_solve
 from pdeml.core.linesearch import backtracking_line_search
-from pdeml.core.solution import RESULTS, Solution, raise_if_failed, result_code
+from pdeml.core.solution import RESULTS, Solution, max_steps_option, raise_if_failed, result_code
 from pdeml.core.validation import check_positive_int, check_real_number
 
 from .norms import barron_norm
@@ -397,7 +397,7 @@ def _mean_dot(a, b):
 
 
 @eqx.filter_jit
-def _newton_impl(problem, u0, f, reference, *, max_steps, test, cg_tol, cg_maxiter, barron_s, damped, max_backtracks):
+def _newton_impl(problem, u0, f, reference, *, max_steps, test, cg_tol, cg_max_steps, barron_s, damped, max_backtracks):
     dtype = u0.dtype
     g, sg, gn, e, err, bn = _measure(problem, u0, f, reference, barron_s)
     rec = {k: _empty(max_steps, dtype) for k in ("energy", "h1_error", "barron_norm", "gradient_norm", "step_size")}
@@ -412,7 +412,7 @@ def _newton_impl(problem, u0, f, reference, *, max_steps, test, cg_tol, cg_maxit
         # CG in the grid mean inner product, preconditioned by (I - Laplacian)^{-1}; the
         # tolerance is relative in the preconditioned norm
         delta, cg = cg_solve(lambda v: hessian_vector_product(problem, u, v, f), -g, rtol=cg_tol,
-                             max_steps=cg_maxiter, preconditioner=sobolev_inverse, inner=_mean_dot)
+                             max_steps=cg_max_steps, preconditioner=sobolev_inverse, inner=_mean_dot)
         k = cg.iterations
         eta = jnp.asarray(1.0, dtype)
         if damped:
@@ -438,13 +438,14 @@ def newton_krylov(
     atol: float | None = None,
     rtol: float | None = None,
     cg_tol: float = 1e-12,
-    cg_maxiter: int = 200,
+    cg_max_steps: int | None = None,
     damped: bool = True,
     reference: Float[Array, "*grid"] | None = None,
     barron_s: float = 1.0,
     max_backtracks: int = 30,
     throw: bool = False,
     tol: float | None = None,
+    cg_maxiter: int | None = None,
 ) -> Trajectory:
     """Newton's method with Sobolev-preconditioned conjugate gradients (the fast reference).
 
@@ -454,7 +455,9 @@ def newton_krylov(
     backtracks on the energy when ``damped``. A linear problem (T1) is solved in one step.
 
     Args: as :func:`sobolev_gradient_descent` (including ``atol``, ``rtol``, ``throw``), plus
-    ``cg_tol`` (relative, in the preconditioned norm), ``cg_maxiter`` and ``damped``.
+    ``cg_tol`` (each CG solve stops at ``||r||_M <= cg_tol ||b||_M``, relative in the
+    preconditioned norm), ``cg_max_steps`` (the CG iteration cap, default 200; ``cg_maxiter``:
+    its deprecated spelling) and ``damped``.
 
     Returns:
         :class:`Trajectory` (``inner_iterations`` holds the CG counts).
@@ -467,12 +470,13 @@ def newton_krylov(
         (1, True)
     """
     u0 = _prepare(problem, u0, reference)
-    _check_options(max_steps, cg_maxiter=cg_maxiter, max_backtracks=max_backtracks)
+    cg_max_steps, _ = max_steps_option(cg_max_steps, 200, cg_maxiter=cg_maxiter)
+    _check_options(max_steps, max_backtracks=max_backtracks)
     test = _stopping_test(problem, u0.dtype, atol, rtol, tol)
     check_real_number("cg_tol", cg_tol, positive=True)
     problem, f, reference = _in_dtype(problem, u0, reference)
     traj = _newton_impl(problem, u0, f, reference, max_steps=max_steps, test=test, cg_tol=jnp.asarray(cg_tol, u0.dtype),
-                        cg_maxiter=cg_maxiter, barron_s=barron_s, damped=damped, max_backtracks=max_backtracks)
+                        cg_max_steps=cg_max_steps, barron_s=barron_s, damped=damped, max_backtracks=max_backtracks)
     return _finish(traj, throw, "newton_krylov")
 
 

@@ -274,8 +274,8 @@ def _inverse_ct(args, sizes: Sizes) -> tuple[dict, dict]:
     images = {"truth": np.asarray(x[0, 0]), "A^T y": np.asarray(op.adjoint(y)[0, 0])}
     info = {"settings": dict(s), "norm_AtA": norm, "methods": {}}
     rho = s["tv_rho_factor"] * norm
-    tv = pnp_admm(op, TotalVariationProx(s["tv_lam"] / rho, ndim=2, gap_tol=1e-7, max_iter=100), y,
-                  rho, max_steps=sizes.ct_iters, tol=1e-4)
+    tv = pnp_admm(op, TotalVariationProx(s["tv_lam"] / rho, ndim=2, atol=1e-7, max_steps=100), y,
+                  rho, max_steps=sizes.ct_iters, rtol=1e-4)
     info["methods"]["TV"] = {"psnr": float(psnr(tv.x, x)[0, 0]), "ssim": float(ssim(tv.x, x)[0, 0]),
                              "iterations": int(tv.iterations), "converged": bool(tv.converged)}
     images["TV"] = np.asarray(tv.x[0, 0])
@@ -285,7 +285,7 @@ def _inverse_ct(args, sizes: Sizes) -> tuple[dict, dict]:
         print(f"      {source}: the learned prior is skipped", flush=True)
     else:
         prox = jax.tree.map(lambda a: a.astype(dtype) if hasattr(a, "astype") else a, prox)
-        res = lpn_map(op, prox, y, s["map_rho_factor"] * norm, max_steps=sizes.ct_iters, tol=1e-4)
+        res = lpn_map(op, prox, y, s["map_rho_factor"] * norm, max_steps=sizes.ct_iters, rtol=1e-4)
         info["methods"]["LPN MAP"] = {"psnr": float(psnr(res.x, x)[0, 0]),
                                       "ssim": float(ssim(res.x, x)[0, 0]),
                                       "iterations": int(res.iterations),

@@ -189,14 +189,14 @@ def run(args) -> int:
         info.update(lam=lam)
     elif args.method == "lpn-map":
         prox = _lpn_from(args, dtype)
-        res = lpn_map(op, prox, y, rho, max_steps=iters, tol=1e-5)
+        res = lpn_map(op, prox, y, rho, max_steps=iters, rtol=1e-5)
         est = res.x
         info.update(rho=rho, iterations=int(res.iterations), converged=bool(res.converged),
                     convergence_conditions="any rho > 0 (line search on the objective)")
     else:
         if args.method == "tv":
             lam = TV_LAM[task] if args.lam is None else args.lam
-            prox = TotalVariationProx(lam / rho, ndim=2, gap_tol=1e-7, max_iter=200)
+            prox = TotalVariationProx(lam / rho, ndim=2, atol=1e-7, max_steps=200)
             info.update(lam=lam)
         elif args.method == "bm3d":
             from pdeml.inverse import BM3DDenoiser
@@ -212,7 +212,7 @@ def run(args) -> int:
             if not cond.holds and not args.no_guarantee:
                 raise CLIError(f"convergence conditions violated: {cond.explain()} "
                                "(use --rho-factor > 1 or --no-guarantee)")
-        res = pnp_admm(op, prox, y, rho, max_steps=iters, tol=1e-5)
+        res = pnp_admm(op, prox, y, rho, max_steps=iters, rtol=1e-5)
         est = res.x
         info.update(rho=rho, iterations=int(res.iterations), converged=bool(res.converged))
     info["psnr"] = float(psnr(est, x)[0, 0])

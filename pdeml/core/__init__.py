@@ -22,7 +22,14 @@ from pdeml.core.least_squares import (
     stop_gradient_arrays,
 )
 from pdeml.core.linesearch import LineSearchResult, armijo_accepts, backtracking_line_search
-from pdeml.core.solution import RESULTS, Solution, max_steps_option, raise_if_failed, result_code
+from pdeml.core.solution import (
+    RESULTS,
+    Solution,
+    max_steps_option,
+    raise_if_failed,
+    result_code,
+    tolerance_option,
+)
 
 __all__ = [
     "BACKENDS",
@@ -53,4 +60,5 @@ __all__ = [
     "solve_least_squares",
     "stationarity_test",
     "stop_gradient_arrays",
+    "tolerance_option",
 ]

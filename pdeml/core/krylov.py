@@ -33,6 +33,8 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
+from pdeml.core.solution import max_steps_option, tolerance_option
+
 __all__ = ["CGStats", "cg_solve", "conjugate_gradient"]
 
 
@@ -155,11 +157,15 @@ def cg_solve(
                                    has_aux=True)
 
 
-def conjugate_gradient(matvec, b, x0=None, *, tol: float = 1e-8, maxiter: int = 100):
+def conjugate_gradient(matvec, b, x0=None, *, rtol: float | None = None,
+                       atol: float | None = None, max_steps: int | None = None,
+                       tol: float | None = None, maxiter: int | None = None):
     """Solve ``M x = b`` for a symmetric positive-definite linear ``matvec`` by CG.
 
-    The short form of :func:`cg_solve` (relative tolerance ``tol``: stop at
-    ``||r|| <= tol ||b||``; ``maxiter`` iterations at most) returning the iteration count only.
+    The short form of :func:`cg_solve` returning the iteration count only: stop at
+    ``||r|| <= atol + rtol ||b||`` (defaults ``atol = 0``, ``rtol = 1e-8``), ``max_steps``
+    iterations at most (default 100); ``tol`` / ``maxiter`` are the deprecated spellings of
+    ``rtol`` (with ``atol = 0``) and ``max_steps`` (they warn).
     Differentiable: wrapped in :func:`jax.lax.custom_linear_solve` (``symmetric=True``), so the
     derivative of the solution with respect to ``b`` and to anything ``matvec`` closes over is
     computed by another CG solve (implicit function theorem), never by unrolling the loop.
@@ -175,5 +181,8 @@ def conjugate_gradient(matvec, b, x0=None, *, tol: float = 1e-8, maxiter: int = 
         >>> bool(jnp.allclose(M @ x, jnp.array([1.0, 2.0]), atol=1e-5))
         True
     """
-    x, stats = cg_solve(matvec, b, x0, rtol=tol, max_steps=maxiter)
+    max_steps, _ = max_steps_option(max_steps, 100, maxiter=maxiter)
+    atol, rtol = tolerance_option(atol, rtol, (0.0, 1e-8), test="||r|| <= atol + rtol ||b||",
+                                  tol=tol)
+    x, stats = cg_solve(matvec, b, x0, rtol=rtol, atol=atol, max_steps=max_steps)
     return x, stats.iterations

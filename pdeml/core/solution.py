@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import enum
+import math
 import warnings
 
 import equinox as eqx
@@ -35,7 +36,8 @@ from jaxtyping import Array, Bool, Int, PyTree
 
 from pdeml.core.validation import check_positive_int, error_if_failed
 
-__all__ = ["RESULTS", "Solution", "max_steps_option", "raise_if_failed", "result_code"]
+__all__ = ["RESULTS", "Solution", "max_steps_option", "raise_if_failed", "result_code",
+           "tolerance_option"]
 
 
 class RESULTS(enum.IntEnum):
@@ -135,10 +137,11 @@ def raise_if_failed(solution: Solution, what: str, messages: dict[int, str] | No
     return eqx.tree_at(lambda s: s.value, solution, x)
 
 
-def max_steps_option(max_steps, default: int, **legacy) -> tuple[int, str]:
+def max_steps_option(max_steps, default: int, *, stacklevel: int = 3, **legacy) -> tuple[int, str]:
     """``(cap, keyword)``: the iteration cap from ``max_steps`` or from ONE deprecated spelling
     of it (``legacy``: ``{"max_iter": value}``, ``None`` when not given), with the keyword the
-    caller used (for error messages). A legacy keyword warns with ``DeprecationWarning``;
+    caller used (for error messages). A legacy keyword warns with ``DeprecationWarning``
+    (``stacklevel`` as in :func:`warnings.warn`, counted from this function);
     giving two raises ``TypeError``; the cap must be a positive integer (``ValueError`` naming
     the keyword).
 
@@ -156,6 +159,45 @@ def max_steps_option(max_steps, default: int, **legacy) -> tuple[int, str]:
     (name, value), = given.items()
     if name != "max_steps":
         warnings.warn(f"{name}= is deprecated; use max_steps=", DeprecationWarning,
-                      stacklevel=3)
+                      stacklevel=stacklevel)
     check_positive_int(name, value)
     return int(value), name
+
+
+def _check_tolerance(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not value >= 0:
+        raise ValueError(f"{name} must be a float >= 0, got {value!r}")
+    return float(value)
+
+
+def tolerance_option(atol, rtol, default: tuple[float, float], *, test: str, tol=None,
+                     tol_is: str = "rtol", tol_name: str = "tol",
+                     stacklevel: int = 3) -> tuple[float, float]:
+    """``(atol, rtol)`` of a stopping test ``quantity <= atol + rtol * scale``.
+
+    ``atol`` / ``rtol`` as given (``None``: the entry of ``default``), or from the deprecated
+    single tolerance ``tol``, which was the relative test (``tol_is="rtol"``: ``atol = 0,
+    rtol = tol``) or the absolute one (``tol_is="atol"``: ``atol = tol, rtol = 0``), so a call
+    with ``tol=`` gives the same result as one with the equivalent ``atol=`` / ``rtol=``
+    (``tol_name``: the deprecated keyword's name in messages). The
+    deprecated keyword warns with ``DeprecationWarning`` stating ``test`` (the stopping test);
+    giving it together with ``atol=`` / ``rtol=`` raises ``TypeError``; every tolerance must be
+    a finite number ``>= 0`` (``ValueError`` naming the keyword, checked before the warning).
+
+    Example:
+        >>> tolerance_option(None, 1e-6, (0.0, 1e-5), test="||dx|| <= atol + rtol ||x||")
+        (0.0, 1e-06)
+    """
+    if tol is not None:
+        if atol is not None or rtol is not None:
+            raise TypeError(f"give the tolerance as atol=/rtol=, not together with {tol_name}=")
+        tol = _check_tolerance(tol_name, tol)
+        atol, rtol = (0.0, tol) if tol_is == "rtol" else (tol, 0.0)
+        warnings.warn(f"{tol_name}= is deprecated; use atol= and rtol= ({tol_name}={tol:g} is "
+                      f"atol={atol:g}, rtol={rtol:g}): the test is {test}",
+                      DeprecationWarning, stacklevel=stacklevel)
+        return atol, rtol
+    atol = default[0] if atol is None else _check_tolerance("atol", atol)
+    rtol = default[1] if rtol is None else _check_tolerance("rtol", rtol)
+    return float(atol), float(rtol)

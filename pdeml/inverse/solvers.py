@@ -61,14 +61,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from pdeml.core.krylov import conjugate_gradient
-from pdeml.core.linesearch import backtracking_line_search
-from pdeml.core.solution import (
+from pdeml.core import (
     RESULTS,
     Solution,
+    backtracking_line_search,
+    cg_solve,
+    conjugate_gradient,
     max_steps_option,
     raise_if_failed,
     result_code,
+    tolerance_option,
 )
 from pdeml.inverse.operators import LinearOperator
 
@@ -205,7 +207,7 @@ def pnp_messages(cap: str = "max_steps") -> dict[int, str]:
     return {
         RESULTS.SUCCESS: "converged (the stopping test passed)",
         RESULTS.MAX_STEPS_REACHED: f"did not pass the stopping test within {cap} (raise {cap} "
-                                   "or loosen tol)",
+                                   "or loosen atol/rtol)",
         RESULTS.NONFINITE: "an iterate became NaN/inf (the prox returned a non-finite value, or "
                            "the data step diverged): check the prox on inputs of this size",
         RESULTS.STAGNATED: "stopped: no step decreases the objective any more (round-off "
@@ -290,14 +292,12 @@ def _check_rho(rho, dtype):
     return eqx.error_if(rho, ~(jnp.isfinite(rho) & (rho > 0)), "rho must be a finite float > 0")
 
 
-def _check_inputs(op, prox, y, x0, rho, tol):
+def _check_inputs(op, prox, y, x0, rho):
     if not isinstance(op, LinearOperator):
         raise TypeError(f"op must be a pdeml.inverse LinearOperator, got {type(op).__name__}")
     if not callable(getattr(prox, "prox", None)):
         raise TypeError(f"prox must have a prox(x) method (the ProximalOperator interface), "
                         f"got {type(prox).__name__}")
-    if not isinstance(tol, (int, float)) or not tol >= 0:
-        raise ValueError(f"tol must be a float >= 0, got {tol!r}")
     y = jnp.asarray(y)
     if not jnp.issubdtype(y.dtype, jnp.floating):
         raise TypeError(f"y must be a floating-point array, got dtype {y.dtype}")
@@ -360,8 +360,16 @@ def _history(max_steps, batch, dtype):
 # ----------------------------------------------------------------------------- PGD
 
 
+_PGD_TEST = "||x_{k+1} - x_k|| <= atol + rtol ||x_{k+1}|| for every sample"
+_ADMM_TEST = "max(||z - x||, ||x_{k+1} - x_k||) <= atol + rtol ||z|| for every sample"
+_MAP_TEST = "||grad F(x_k)|| <= atol + rtol ||x_k|| for each sample"
+_PNP_TOLERANCES = (0.0, 1e-5)  # (atol, rtol) defaults of PnP-PGD / PnP-ADMM
+_MAP_TOLERANCES = (0.0, 1e-4)  # of lpn_map
+
+
 def pnp_pgd(op: LinearOperator, prox, y, rho, *, x0=None, max_steps: int | None = None,
-            tol: float = 1e-5, track_objective: bool = True, throw: bool = False,
+            atol: float | None = None, rtol: float | None = None, track_objective: bool = True,
+            throw: bool = False, tol: float | None = None,
             max_iter: int | None = None) -> PnPResult:
     """Plug-and-play proximal gradient descent: ``x <- prox(x - A^T (A x - y) / rho)``.
 
@@ -374,8 +382,10 @@ def pnp_pgd(op: LinearOperator, prox, y, rho, *, x0=None, max_steps: int | None 
             ``rho >= ||A^T A||`` (see :func:`convergence_conditions`). Python float or traced
             scalar (no recompilation across values).
         x0: start (default ``A^T y``).
-        max_steps: iteration cap (default 100; ``max_iter``: its deprecated spelling); tol:
-            stop when ``max ||x_{k+1} - x_k|| / ||x_{k+1}|| <= tol``.
+        max_steps: iteration cap (default 100; ``max_iter``: its deprecated spelling).
+        atol, rtol: stop when ``||x_{k+1} - x_k|| <= atol + rtol ||x_{k+1}||`` for every
+            sample (defaults ``atol = 0``, ``rtol = 1e-5``).
+        tol: deprecated (warns): the former relative test, the same as ``atol=0, rtol=tol``.
         track_objective: record ``F = h + R`` (needs R, see the module docstring).
         throw: raise ``equinox.EquinoxRuntimeError`` (at run time) if the result is not
             ``SUCCESS``; with ``False`` (default: a fixed iteration budget is a normal use)
@@ -396,13 +406,14 @@ def pnp_pgd(op: LinearOperator, prox, y, rho, *, x0=None, max_steps: int | None 
         [1.5, 0.0]
     """
     max_steps, cap = max_steps_option(max_steps, 100, max_iter=max_iter)
-    y, x0, rho, batch = _check_inputs(op, prox, y, x0, rho, tol)
-    res = _pgd(op, prox, y, rho, x0, max_steps, float(tol), bool(track_objective))
+    atol, rtol = tolerance_option(atol, rtol, _PNP_TOLERANCES, test=_PGD_TEST, tol=tol)
+    y, x0, rho, batch = _check_inputs(op, prox, y, x0, rho)
+    res = _pgd(op, prox, y, rho, x0, max_steps, atol, rtol, bool(track_objective))
     return _finish(res, throw, "pnp_pgd", cap)
 
 
 @eqx.filter_jit
-def _pgd(op, prox, y, rho, x0, max_steps, tol, track):
+def _pgd(op, prox, y, rho, x0, max_steps, atol, rtol, track):
     n_event = len(op.in_shape)
     batch = y.shape[: y.ndim - len(op.out_shape)]
     x = op.adjoint(y) if x0 is None else x0
@@ -424,9 +435,9 @@ def _pgd(op, prox, y, rho, x0, max_steps, tol, track):
         step = _norm(dx, n_event)
         opt = _norm(dx - op.gram(dx) / rho, n_event)
         F = h(x_new) + R
-        rel = step / jnp.maximum(_norm(x_new, n_event), jnp.finfo(dt).tiny)
+        scale = jnp.maximum(_norm(x_new, n_event), jnp.finfo(dt).tiny)
         return {
-            "x": x_new, "k": k + 1, "done": jnp.all(rel <= tol),
+            "x": x_new, "k": k + 1, "done": jnp.all(step <= atol + rtol * scale),
             "nonfinite": ~jnp.all(jnp.isfinite(x_new)),
             "pr": s["pr"].at[k].set(step), "dr": s["dr"].at[k].set(opt),
             "obj": s["obj"].at[k].set(F),
@@ -448,16 +459,20 @@ def _pgd(op, prox, y, rho, x0, max_steps, tol, track):
 
 
 def pnp_admm(op: LinearOperator, prox, y, rho, *, x0=None, max_steps: int | None = None,
-             tol: float = 1e-5, cg_tol: float | None = None, cg_max_steps: int | None = None,
-             track_objective: bool = True, throw: bool = False, max_iter: int | None = None,
+             atol: float | None = None, rtol: float | None = None, cg_tol: float | None = None,
+             cg_max_steps: int | None = None, track_objective: bool = True, throw: bool = False,
+             tol: float | None = None, max_iter: int | None = None,
              cg_maxiter: int | None = None) -> PnPResult:
     """Plug-and-play ADMM with a CG data step (see the module docstring for the iteration).
 
     Args:
         op, prox, y, rho, x0, max_steps, track_objective: as in :func:`pnp_pgd` (the augmented
             Lagrangian is non-increasing for an LPN when ``rho > ||A^T A||``).
-        tol: stop when ``max(||z - x||, ||x_{k+1} - x_k||) <= tol ||z||`` for every sample.
-        cg_tol: relative residual of each CG solve (default 1e-10 in float64, 1e-5 in float32);
+        atol, rtol: stop when ``max(||z - x||, ||x_{k+1} - x_k||) <= atol + rtol ||z||`` for
+            every sample (defaults ``atol = 0``, ``rtol = 1e-5``).
+        tol: deprecated (warns): the former relative test, the same as ``atol=0, rtol=tol``.
+        cg_tol: relative residual of each CG solve, ``||r|| <= cg_tol ||b||`` (default 1e-10
+            in float64, 1e-5 in float32);
             cg_max_steps: CG iteration cap (default 100; ``cg_maxiter``: its deprecated
             spelling). CG is warm-started from the previous x.
         throw: raise ``equinox.EquinoxRuntimeError`` (at run time) if the result is not
@@ -477,24 +492,25 @@ def pnp_admm(op: LinearOperator, prox, y, rho, *, x0=None, max_steps: int | None
         >>> from pdeml.inverse.operators import MatrixOperator
         >>> from pdeml.prox import SoftThreshold
         >>> res = pnp_admm(MatrixOperator(jnp.eye(2)), SoftThreshold(0.5), jnp.array([2.0, 0.1]),
-        ...                2.0, max_steps=500, tol=1e-10)
+        ...                2.0, max_steps=500, rtol=1e-10)
         >>> [round(v, 4) for v in res.x.tolist()]  # argmin |x - y|^2 / (2 rho) + 0.5 |x|_1 = y - 1
         [1.0, 0.0]
     """
     max_steps, cap = max_steps_option(max_steps, 100, max_iter=max_iter)
     cg_max_steps, _ = max_steps_option(cg_max_steps, 100, cg_maxiter=cg_maxiter)
-    y, x0, rho, batch = _check_inputs(op, prox, y, x0, rho, tol)
+    atol, rtol = tolerance_option(atol, rtol, _PNP_TOLERANCES, test=_ADMM_TEST, tol=tol)
+    y, x0, rho, batch = _check_inputs(op, prox, y, x0, rho)
     if cg_tol is None:
         cg_tol = 1e-10 if y.dtype == jnp.float64 else 1e-5
     if not cg_tol > 0:
         raise ValueError(f"cg_tol must be > 0, got {cg_tol!r}")
-    res = _admm(op, prox, y, rho, x0, max_steps, float(tol), float(cg_tol), cg_max_steps,
+    res = _admm(op, prox, y, rho, x0, max_steps, atol, rtol, float(cg_tol), cg_max_steps,
                 bool(track_objective))
     return _finish(res, throw, "pnp_admm", cap)
 
 
 @eqx.filter_jit
-def _admm(op, prox, y, rho, x0, max_steps, tol, cg_tol, cg_max_steps, track):
+def _admm(op, prox, y, rho, x0, max_steps, atol, rtol, cg_tol, cg_max_steps, track):
     n_event = len(op.in_shape)
     n_out = len(op.out_shape)
     batch = y.shape[: y.ndim - n_out]
@@ -511,8 +527,9 @@ def _admm(op, prox, y, rho, x0, max_steps, tol, cg_tol, cg_max_steps, track):
 
     def data_step(rhs, xw):
         def one(b, w):
-            return conjugate_gradient(lambda v: op._adjoint(op._apply(v)) + rho * v, b, w,
-                                      tol=cg_tol, maxiter=cg_max_steps)
+            x, stats = cg_solve(lambda v: op._adjoint(op._apply(v)) + rho * v, b, w,
+                                rtol=cg_tol, max_steps=cg_max_steps)
+            return x, stats.iterations
 
         xs, ks = jax.vmap(one)(rhs.reshape(flat_in), xw.reshape(flat_in))
         return xs.reshape(rhs.shape), ks.reshape(batch)
@@ -530,7 +547,7 @@ def _admm(op, prox, y, rho, x0, max_steps, tol, cg_tol, cg_max_steps, track):
         lag = R + h(x_new) + 0.5 * _sum_event((z - x_new + u_new) ** 2, n_event) \
             - 0.5 * _sum_event(u_new**2, n_event)
         scale = jnp.maximum(_norm(z, n_event), jnp.finfo(dt).tiny)
-        done = jnp.all(jnp.maximum(r, d) <= tol * scale)
+        done = jnp.all(jnp.maximum(r, d) <= atol + rtol * scale)
         return {
             "x": x_new, "u": u_new, "z": z, "k": k + 1, "done": done,
             "nonfinite": ~(jnp.all(jnp.isfinite(z)) & jnp.all(jnp.isfinite(x_new))),
@@ -555,7 +572,8 @@ def _admm(op, prox, y, rho, x0, max_steps, tol, cg_tol, cg_max_steps, track):
 
 
 def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_steps: int | None = None,
-            tol: float = 1e-4, memory: int = 10, max_backtrack: int = 30, throw: bool = False,
+            atol: float | None = None, rtol: float | None = None, memory: int = 10,
+            max_backtrack: int = 30, throw: bool = False, tol: float | None = None,
             max_iter: int | None = None) -> LPNMapResult:
     """MAP with an LPN's explicit regulariser, guaranteed for ANY data weight ``rho > 0``.
 
@@ -582,8 +600,10 @@ def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_steps: int | None =
         y: measurements ``(*batch, *out_shape)``; rho: data weight > 0 (any value).
         x0: start, as a prox input: ``x_0 = f(x0)`` (default ``x0 = A^T y``).
         max_steps: L-BFGS iterations per sample (default 300; ``max_iter``: its deprecated
-            spelling); tol: stop a sample when
-            ``||grad F(x_k)|| <= tol ||x_k||``.
+            spelling).
+        atol, rtol: stop a sample when ``||grad F(x_k)|| <= atol + rtol ||x_k||`` (defaults
+            ``atol = 0``, ``rtol = 1e-4``).
+        tol: deprecated (warns): the former relative test, the same as ``atol=0, rtol=tol``.
         memory: L-BFGS pairs; max_backtrack: halvings of the step before giving up (then the
             sample stops with ``converged`` reporting the stationarity test and ``result =
             STAGNATED``).
@@ -607,8 +627,9 @@ def lpn_map(op: LinearOperator, lpn, y, rho, *, x0=None, max_steps: int | None =
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     max_steps, cap = max_steps_option(max_steps, 300, max_iter=max_iter)
-    y, x0, rho, batch = _check_inputs(op, lpn, y, x0, rho, tol)
-    res = _lpn_map(op, lpn, y, rho, x0, max_steps, float(tol), memory, max_backtrack)
+    atol, rtol = tolerance_option(atol, rtol, _MAP_TOLERANCES, test=_MAP_TEST, tol=tol)
+    y, x0, rho, batch = _check_inputs(op, lpn, y, x0, rho)
+    res = _lpn_map(op, lpn, y, rho, x0, max_steps, atol, rtol, memory, max_backtrack)
     return _finish(res, throw, "lpn_map", cap)
 
 
@@ -645,7 +666,7 @@ def _two_loop(g, S, Y, valid, newest):
 
 
 @eqx.filter_jit
-def _lpn_map(op, lpn, y, rho, x0, max_steps, tol, memory, max_backtrack):
+def _lpn_map(op, lpn, y, rho, x0, max_steps, atol, rtol, memory, max_backtrack):
     n_out = len(op.out_shape)
     batch = y.shape[: y.ndim - n_out]
     dt = y.dtype
@@ -680,7 +701,8 @@ def _lpn_map(op, lpn, y, rho, x0, max_steps, tol, memory, max_backtrack):
                   obj=hist, gn=hist, step=hist, bt=jnp.zeros(max_steps, jnp.int32))
 
         def stationary(s):
-            return jnp.linalg.norm(s["d"]) <= tol * jnp.maximum(jnp.linalg.norm(s["z"]), jnp.finfo(dt).tiny)
+            scale = jnp.maximum(jnp.linalg.norm(s["z"]), jnp.finfo(dt).tiny)
+            return jnp.linalg.norm(s["d"]) <= atol + rtol * scale
 
         def cond(s):
             return (s["k"] < max_steps) & ~s["stop"] & ~stationary(s)
@@ -744,7 +766,8 @@ def _lpn_map(op, lpn, y, rho, x0, max_steps, tol, memory, max_backtrack):
 
 
 def tikhonov(op: LinearOperator, y, lam, *, regularizer: str = "identity", x0=None,
-             tol: float | None = None, maxiter: int = 500):
+             atol: float | None = None, rtol: float | None = None, max_steps: int | None = None,
+             tol: float | None = None, maxiter: int | None = None):
     """Tikhonov-regularised least squares ``argmin ||A x - y||^2 + lam ||L x||^2`` by CG.
 
     Args:
@@ -752,7 +775,13 @@ def tikhonov(op: LinearOperator, y, lam, *, regularizer: str = "identity", x0=No
         lam: weight > 0.
         regularizer: ``"identity"`` (L = I) or ``"gradient"`` (L = periodic forward differences
             along the last two axes, or the last axis for 1D signals: an H^1 seminorm).
-        x0: warm start; tol: CG relative tolerance (default 1e-10 float64 / 1e-5 float32).
+        x0: warm start.
+        atol, rtol: CG stops when the residual of the normal equations
+            ``||A^T y - (A^T A + lam L^T L) x|| <= atol + rtol ||A^T y||`` per sample (defaults
+            ``atol = 0``, ``rtol`` 1e-10 in float64 / 1e-5 in float32).
+        max_steps: CG iteration cap (default 500).
+        tol, maxiter: deprecated (warn): ``tol`` is ``atol=0, rtol=tol``; ``maxiter`` is
+            ``max_steps``.
 
     Returns:
         ``x`` of shape ``(*batch, *in_shape)`` (differentiable in ``y`` and ``lam``).
@@ -765,15 +794,20 @@ def tikhonov(op: LinearOperator, y, lam, *, regularizer: str = "identity", x0=No
     """
     if isinstance(lam, (int, float)) and not lam > 0:
         raise ValueError(f"lam must be a float > 0, got {lam!r}")
-    y, x0, lam, batch = _check_inputs(op, _HasProx(), y, x0, lam, 0.0)
+    max_steps, _ = max_steps_option(max_steps, 500, maxiter=maxiter)
+    y, x0, lam, batch = _check_inputs(op, _HasProx(), y, x0, lam)
     if regularizer not in ("identity", "gradient"):
         raise ValueError(f"unknown regularizer {regularizer!r}; expected 'identity' or 'gradient'")
-    tol = (1e-10 if y.dtype == jnp.float64 else 1e-5) if tol is None else float(tol)
-    return _tikhonov(op, y, lam, regularizer, x0, tol, int(maxiter))
+    default = (0.0, 1e-10 if y.dtype == jnp.float64 else 1e-5)
+    atol, rtol = tolerance_option(atol, rtol, default, test=_TIKHONOV_TEST, tol=tol)
+    return _tikhonov(op, y, lam, regularizer, x0, atol, rtol, max_steps)
+
+
+_TIKHONOV_TEST = "||A^T y - (A^T A + lam L^T L) x|| <= atol + rtol ||A^T y|| (CG)"
 
 
 @eqx.filter_jit
-def _tikhonov(op, y, lam, regularizer, x0, tol, maxiter):
+def _tikhonov(op, y, lam, regularizer, x0, atol, rtol, max_steps):
     batch = y.shape[: y.ndim - len(op.out_shape)]
     nd = min(2, len(op.in_shape))
     axes = tuple(range(-nd, 0))
@@ -792,8 +826,8 @@ def _tikhonov(op, y, lam, regularizer, x0, tol, maxiter):
     w = jnp.zeros_like(b) if x0 is None else x0.reshape(flat)
 
     def one(bi, wi):
-        return conjugate_gradient(lambda v: op._adjoint(op._apply(v)) + lam * LtL(v), bi, wi,
-                                  tol=tol, maxiter=maxiter)[0]
+        return cg_solve(lambda v: op._adjoint(op._apply(v)) + lam * LtL(v), bi, wi,
+                        rtol=rtol, atol=atol, max_steps=max_steps)[0]
 
     return jax.vmap(one)(b, w).reshape((*batch, *op.in_shape))
 

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from pdeml.core.solution import max_steps_option, tolerance_option
 from pdeml.prox.base import ProximalOperator
 
 __all__ = [
@@ -212,17 +213,25 @@ def _diffs_adjoint(us, shape):
     return out.at[:, 1:].add(v).at[:, :-1].add(-v)
 
 
+_TV_TEST = "duality gap P(z) - D(u) <= atol + rtol P(z)"
+
+
 class TotalVariationProx(ProximalOperator):
     """Prox of ``lam TV(z)``, anisotropic TV (sum of |forward differences|), 1D or 2D samples.
 
     Solved per sample through the dual ``min_{|u|_inf <= lam} 1/2 ||x - D^T u||^2`` with FISTA
-    (step ``1/||D D^T||``, bounded by 4 in 1D and 8 in 2D) until the duality gap is below
-    ``gap_tol`` (which bounds ``||z - z*||^2 <= 2 gap_tol``) or ``max_iter`` is reached.
+    (step ``1/||D D^T||``, bounded by 4 in 1D and 8 in 2D) until the duality gap passes the
+    stopping test ``P(z) - D(u) <= atol + rtol P(z)`` (``P(z) = 1/2 ||z - x||^2 + lam TV(z)``
+    the primal objective at ``z = x - D^T u``, ``D`` the dual one; the gap bounds
+    ``||z - z*||^2 <= 2 gap``) or ``max_steps`` iterations are reached.
 
     Args:
         lam: weight >= 0.
         ndim: 1 (signals, one trailing axis) or 2 (images, two trailing axes).
-        gap_tol: duality-gap tolerance; ``max_iter``: FISTA iteration cap.
+        atol, rtol: the duality-gap test above (defaults ``atol = 1e-12``, ``rtol = 0``).
+        max_steps: FISTA iteration cap (default 20000).
+        gap_tol, max_iter: deprecated spellings (warn) of ``atol`` (with ``rtol = 0``) and
+            ``max_steps``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -235,16 +244,27 @@ class TotalVariationProx(ProximalOperator):
 
     lam: float = eqx.field(static=True)
     ndim: int = eqx.field(static=True, default=1)
-    gap_tol: float = eqx.field(static=True, default=1e-12)
-    max_iter: int = eqx.field(static=True, default=20000)
+    atol: float = eqx.field(static=True, default=1e-12)
+    rtol: float = eqx.field(static=True, default=0.0)
+    max_steps: int = eqx.field(static=True, default=20000)
 
-    def __init__(self, lam: float, ndim: int = 1, gap_tol: float = 1e-12, max_iter: int = 20000):
+    def __init__(self, lam: float, ndim: int = 1, *, atol: float | None = None,
+                 rtol: float | None = None, max_steps: int | None = None,
+                 gap_tol: float | None = None, max_iter: int | None = None):
         self.lam = _check_lam(lam)
         if ndim not in (1, 2):
             raise ValueError(f"ndim must be 1 (signals) or 2 (images), got {ndim!r}")
-        if not gap_tol > 0:
-            raise ValueError(f"gap_tol must be > 0, got {gap_tol}")
-        self.ndim, self.gap_tol, self.max_iter = ndim, float(gap_tol), int(max_iter)
+        # equinox's constructor adds frames between the caller and this __init__
+        atol, rtol = tolerance_option(atol, rtol, (1e-12, 0.0), test=_TV_TEST, tol=gap_tol,
+                                      tol_is="atol", tol_name="gap_tol", stacklevel=5)
+        if not atol + rtol > 0:
+            raise ValueError(f"atol and rtol must not both be 0, got {atol}, {rtol}")
+        max_steps, _ = max_steps_option(max_steps, 20000, max_iter=max_iter, stacklevel=5)
+        self.ndim, self.atol, self.rtol, self.max_steps = ndim, atol, rtol, max_steps
+
+    gap_tol = property(lambda self: self.atol, doc="Deprecated spelling of :attr:`atol`.")
+    max_iter = property(lambda self: self.max_steps,
+                        doc="Deprecated spelling of :attr:`max_steps`.")
 
     @property
     def event_ndim(self):
@@ -265,7 +285,7 @@ class TotalVariationProx(ProximalOperator):
             z = primal_of(u)
             p = 0.5 * jnp.sum((z - x) ** 2) + lam * self._tv(z)
             d = 0.5 * jnp.sum(x * x) - 0.5 * jnp.sum(z * z)
-            return p - d
+            return p - d, p
 
         def body(s):
             u, w, t, k, _ = s
@@ -277,7 +297,9 @@ class TotalVariationProx(ProximalOperator):
             return u_new, w_new, t_new, k + 1, gap(u_new)
 
         def cond(s):
-            return (s[4] > self.gap_tol) & (s[3] < self.max_iter)
+            g, p = s[4]
+            tolerance = self.atol if self.rtol == 0 else self.atol + self.rtol * p
+            return (g > tolerance) & (s[3] < self.max_steps)
 
         init = (u0, u0, jnp.asarray(1.0, x.dtype), jnp.asarray(0), gap(u0))
         u, *_ = lax.while_loop(cond, body, init)
