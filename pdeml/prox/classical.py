@@ -60,14 +60,9 @@ def _event_sum(v, event_ndim):
     return jnp.sum(v, axis=tuple(range(1, 1 + event_ndim)))
 
 
-class SoftThreshold(ProximalOperator):
-    """Prox of ``lam ||z||_1``: soft-thresholding. ``event_ndim`` trailing axes form a sample.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> SoftThreshold(1.0).prox(jnp.array([[-2.0], [0.5], [3.0]])).ravel().tolist()
-        [-1.0, 0.0, 2.0]
-    """
+class _WeightedProx(ProximalOperator):
+    """The prox of ``lam`` times a fixed function of each sample (``event_ndim`` trailing
+    axes): the fields, constructor and ``event_ndim`` shared by the weighted classical proxes."""
 
     lam: float = eqx.field(static=True)
     event_ndim_: int = eqx.field(static=True, default=1)
@@ -79,6 +74,16 @@ class SoftThreshold(ProximalOperator):
     @property
     def event_ndim(self):
         return self.event_ndim_
+
+
+class SoftThreshold(_WeightedProx):
+    """Prox of ``lam ||z||_1``: soft-thresholding. ``event_ndim`` trailing axes form a sample.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> SoftThreshold(1.0).prox(jnp.array([[-2.0], [0.5], [3.0]])).ravel().tolist()
+        [-1.0, 0.0, 2.0]
+    """
 
     def _prox_flat(self, x):
         return soft_threshold(x, jnp.asarray(self.lam, x.dtype))
@@ -91,19 +96,8 @@ class SoftThreshold(ProximalOperator):
         return BoxProx(-self.lam, self.lam, self.event_ndim)
 
 
-class L2NormProx(ProximalOperator):
+class L2NormProx(_WeightedProx):
     """Prox of ``lam ||z||_2`` over each sample: ``max(1 - lam / ||x||, 0) x``."""
-
-    lam: float = eqx.field(static=True)
-    event_ndim_: int = eqx.field(static=True, default=1)
-
-    def __init__(self, lam: float, event_ndim: int = 1):
-        self.lam = _check_lam(lam)
-        self.event_ndim_ = _check_event_ndim(event_ndim)
-
-    @property
-    def event_ndim(self):
-        return self.event_ndim_
 
     def _norm(self, x):
         return jnp.sqrt(_event_sum(x * x, self.event_ndim))
@@ -145,19 +139,8 @@ class L2BallProjection(ProximalOperator):
         return jnp.where(n <= self.radius * (1 + 1e-12), 0.0, jnp.inf).astype(x.dtype)
 
 
-class SquaredL2Prox(ProximalOperator):
+class SquaredL2Prox(_WeightedProx):
     """Prox of ``lam/2 ||z||_2^2``: ``x / (1 + lam)``."""
-
-    lam: float = eqx.field(static=True)
-    event_ndim_: int = eqx.field(static=True, default=1)
-
-    def __init__(self, lam: float, event_ndim: int = 1):
-        self.lam = _check_lam(lam)
-        self.event_ndim_ = _check_event_ndim(event_ndim)
-
-    @property
-    def event_ndim(self):
-        return self.event_ndim_
 
     def _prox_flat(self, x):
         return x / (1 + self.lam)
