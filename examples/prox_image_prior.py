@@ -12,7 +12,10 @@ first ``--n-test`` held-out images, it measures the learned regulariser R
 - along the segment between two held-out images (the paper: R is non-convex there; reported
   both as the largest rise above the chord and as the smallest second difference),
 
-and writes ``image_prior_<data>.json`` (table) and ``image_prior_<data>.png`` under ``--out``.
+and writes ``image_prior_<data>.json`` (table) and ``image_prior_<data>.png`` under ``--out``,
+each atomically with a ``.sha256`` sidecar that records this run's options
+(:func:`pdeml.core.io.write_protected`): rerunning the same command replaces them, a run with
+other options (or a file pdeml did not write) is refused with an error naming the file.
 Needs the optional extra ``data`` (scikit-image, scikit-learn).
 
 Run:  python examples/prox_image_prior.py --out benchmarks/results/prox
@@ -22,7 +25,9 @@ Reference: Fang, Buchanan & Sulam, ICLR 2024 (arXiv:2310.14344), Sec. 5.3.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pdeml.cli.prox import run_train
+from pdeml.core.io import check_overwrite, request_fingerprint, sidecar_path, write_protected
 from pdeml.data.images import load_image_dataset
 from pdeml.prox.analysis import interpolation_profile, load_lpn, perturbation_study
 
@@ -42,7 +48,9 @@ def main(argv=None):
     p.add_argument("--pretrain-steps", type=int, default=1000)
     p.add_argument("--stage-steps", type=int, default=1000)
     p.add_argument("--hidden", type=int, nargs="+", default=[16, 32, 32])
-    p.add_argument("--model-dir", default=None, help="where the model goes (default: a temp dir)")
+    p.add_argument("--model-dir", default=None,
+                   help="where the model goes (default: a temporary directory named by the "
+                   "options, so a rerun resumes and other options train afresh)")
     p.add_argument("--alpha", type=float, default=0.01, help="strong convexity of psi")
     p.add_argument("--n-test", type=int, default=64,
                    help="evaluate on the first N held-out images only (0: all)")
@@ -50,13 +58,21 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = args.model_dir or f"/tmp/pdeml_image_prior_{args.data}"
+    # what this run computes (its options, not where it writes)
+    request = {"function": "examples/prox_image_prior.py",
+               "options": {k: v for k, v in vars(args).items() if k not in ("out", "model_dir")}}
+    paths = [out / f"image_prior_{args.data}.json", out / f"image_prior_{args.data}.png"]
+    for path in paths:  # refuse before training, not after
+        check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what="--out",
+                        request=request)
+    model_dir = args.model_dir or str(Path(tempfile.gettempdir()) / (
+        f"pdeml_image_prior_{args.data}_{request_fingerprint(request)[:12]}"))
     t0 = time.perf_counter()
     run_train(argparse.Namespace(
         data=args.data, model="conv", hidden=args.hidden, alpha=args.alpha, beta=100.0,
         nonnegativity="project", loss="pm", pretrain_steps=args.pretrain_steps,
         stage_steps=args.stage_steps, gammas=None, lr=1e-3, lr_end=1e-4, sigma=0.1, batch=32,
-        steps_per_call=100, seed=0, out=model_dir, no_progress=True))
+        steps_per_call=100, seed=0, out=model_dir, no_progress=True, json=False))
     train_s = time.perf_counter() - t0
     lpn, config = load_lpn(model_dir)
     test = jnp.asarray(load_image_dataset(args.data)["test"], jnp.float32)[: args.n_test or None]
@@ -87,13 +103,14 @@ def main(argv=None):
                           "nonconvex_pairs": sum(p["max_above_chord"] > 0 for p in profiles),
                           "nonconvex_pairs_second_difference": sum(p["min_second_difference"] < 0 for p in profiles)},
     }
-    (out / f"image_prior_{args.data}.json").write_text(json.dumps(summary, indent=2))
-    _plot(summary, test, lpn, out / f"image_prior_{args.data}.png")
+    write_protected(paths[0], (json.dumps(summary, indent=2) + "\n").encode(), request=request,
+                    what="--out")
+    _plot(summary, test, lpn, paths[1], request=request)
     print(json.dumps({k: v for k, v in summary.items() if k != "interpolation"}, indent=1))
     print("interpolation max above chord:", [p["max_above_chord"] for p in profiles])
 
 
-def _plot(summary, test, lpn, path):
+def _plot(summary, test, lpn, path, *, request):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,7 +139,10 @@ def _plot(summary, test, lpn, path):
     for a in ax[:3]:
         a.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
+    plt.close(fig)
+    write_protected(path, buf.getvalue(), request=request, what="--out")
 
 
 if __name__ == "__main__":

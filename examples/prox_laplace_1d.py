@@ -14,7 +14,10 @@ and report on x in [-3, 3]: max |f - soft_threshold| and max |R - |x| - c| (c fi
 squares, i.e. the mean of R - |x|). It also trains proximal matching with both ways of keeping
 the ICNN weights non-negative (``project`` vs ``softplus``) and reports which is better.
 
-Writes ``laplace_1d.json`` and ``laplace_1d.png`` under ``--out``.
+Writes ``laplace_1d.json``, ``laplace_1d_curves.npz`` and ``laplace_1d.png`` under ``--out``,
+each atomically with a ``.sha256`` sidecar that records this run's options
+(:func:`pdeml.core.io.write_protected`): rerunning the same command replaces them, a run with
+other options (or a file pdeml did not write) is refused with an error naming the file.
 
 Run:  python examples/prox_laplace_1d.py --out benchmarks/results/prox
 Reference: Fang, Buchanan & Sulam, ICLR 2024 (arXiv:2310.14344), Sec. 5.1 / Fig. 2.
@@ -23,6 +26,7 @@ Reference: Fang, Buchanan & Sulam, ICLR 2024 (arXiv:2310.14344), Sec. 5.1 / Fig.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import time
 from pathlib import Path
@@ -32,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pdeml.core.io import check_overwrite, sidecar_path, write_protected
 from pdeml.data import sample_laplace
 from pdeml.nets.icnn import DenseICNN
 from pdeml.prox import (
@@ -107,7 +112,7 @@ def run(args) -> dict:
     return results
 
 
-def plot(results, path):
+def plot(results, path, *, request):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,7 +135,10 @@ def plot(results, path):
         a.legend(fontsize=8)
         a.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
+    plt.close(fig)
+    write_protected(path, buf.getvalue(), request=request, what="--out")
 
 
 def main(argv=None):
@@ -153,6 +161,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    name = "laplace_1d" if not args.only else "laplace_1d_" + "_".join(args.only)
+    # what this run computes (its options, not where it writes or how it prints)
+    request = {"function": "examples/prox_laplace_1d.py",
+               "options": {k: v for k, v in vars(args).items() if k not in ("out", "quiet")}}
+    paths = [out / f"{name}.json", out / f"{name}_curves.npz", out / f"{name}.png"]
+    for path in paths:  # refuse before training, not after
+        check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what="--out",
+                        request=request)
     results = run(args)
     summary = {
         "config": vars(args) | {"model": f"1 -> {' x '.join(map(str, args.hidden))}, softplus beta=10",
@@ -165,11 +181,13 @@ def main(argv=None):
         better = min(pms, key=lambda k: results[k]["max_abs_R_minus_absx_minus_c"]
                      + results[k]["max_abs_f_minus_soft_threshold"])
         summary["nonnegativity_better"] = results[better]["nonnegativity"]
-    name = "laplace_1d" if not args.only else "laplace_1d_" + "_".join(args.only)
-    (out / f"{name}.json").write_text(json.dumps(summary, indent=2))
-    np.savez(out / f"{name}_curves.npz", **{f"{k}_{c}": np.asarray(v["curves"][c])
-                                              for k, v in results.items() for c in ("x", "f", "R_minus_c")})
-    plot(results, out / f"{name}.png")
+    write_protected(paths[0], (json.dumps(summary, indent=2) + "\n").encode(), request=request,
+                    what="--out")
+    buf = io.BytesIO()
+    np.savez(buf, **{f"{k}_{c}": np.asarray(v["curves"][c])
+                     for k, v in results.items() for c in ("x", "f", "R_minus_c")})
+    write_protected(paths[1], buf.getvalue(), request=request, what="--out")
+    plot(results, paths[2], request=request)
     print(json.dumps(summary["results"], indent=1))
     return summary
 

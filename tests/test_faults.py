@@ -197,7 +197,7 @@ def pnp_max_steps_throw():
 
     with pytest.raises(EqxError, match="within max_steps"):
         jax.block_until_ready(pnp_pgd(_op(), SoftThreshold(0.5), _Y, 2.0, max_steps=1,
-                                      tol=0.0, throw=True).x)
+                                      atol=0.0, rtol=0.0, throw=True).x)
 
 
 @case("solvers", "flagged result", "Sobolev gradient descent stopped at max_steps=2 reports "
@@ -590,17 +590,20 @@ def _write_dataset(path):
     save_dataset(path, PDEDataset(u0=np.ones(3), u=np.ones((1, 3, 2)), metadata={"request": {}}))
 
 
-def _write_lpn(path):
+def _write_lpn(path, alpha=0.1):
     from pdeml.prox.analysis import build_lpn, save_lpn
 
-    cfg = {"kind": "fully_conv", "channels": 1, "hidden": [4, 4], "alpha": 0.1, "seed": 3}
+    cfg = {"kind": "fully_conv", "channels": 1, "hidden": [4, 4], "alpha": alpha, "seed": 3}
     save_lpn(path, build_lpn(dict(cfg)), {"model": cfg})
 
 
-def _write_outputs(path):
+_RUN_REQUEST = {"function": "run_experiment", "config": {"lr": 0.001}}
+
+
+def _write_outputs(path, request=_RUN_REQUEST):
     from pdeml.experiments.common import write_run_outputs
 
-    write_run_outputs(path, {"test": 1.0}, {"pred": np.ones(3)})
+    write_run_outputs(path, {"test": 1.0}, {"pred": np.ones(3)}, request=request)
 
 
 _WRITERS = {"checkpoint": (_write_checkpoint, "c.eqx"), "dataset": (_write_dataset, "d.npz"),
@@ -760,7 +763,8 @@ def eval_beside_run(tmp_path):
 
     _write_outputs(tmp_path)
     before = _snapshot(tmp_path)
-    out = write_evaluation(tmp_path, "float32", {"test": 2.0}, {"pred": np.zeros(3)})
+    out = write_evaluation(tmp_path, "float32", {"test": 2.0}, {"pred": np.zeros(3)},
+                           request={"command": "pdeml eval", "precision": "float32"})
     assert out == tmp_path / "eval-float32"
     after = _snapshot(tmp_path)
     assert {k: v for k, v in after.items() if k in before} == before
@@ -1282,12 +1286,13 @@ def cli_output_foreign(kind, tmp_path):
 
     path = tmp_path / ("out.json" if kind == "json" else "out.png")
     path.write_bytes(b"mine")
+    request = {"command": "pdeml test"}
     if kind == "json":
-        write = lambda: write_text_atomic(path, "{}")  # noqa: E731
+        write = lambda: write_text_atomic(path, "{}", request=request)  # noqa: E731
     else:
         fig = pyplot().figure()
-        write = (lambda: save_figure_atomic(fig, path, dpi=20)) if kind == "figure" else (  # noqa: E731
-            lambda: save_figure(fig, path, dpi=20))
+        write = (lambda: save_figure_atomic(fig, path, dpi=20, request=request)) if (  # noqa: E731
+            kind == "figure") else (lambda: save_figure(fig, path, dpi=20, request=request))
     try:
         with pytest.raises(FileExistsError, match=f"refusing to overwrite.*{path.name}"):
             write()
@@ -1297,11 +1302,206 @@ def cli_output_foreign(kind, tmp_path):
     assert path.read_bytes() == b"mine"
     # pdeml's own output is rewritten on a rerun, with its checksum
     other = tmp_path / "ours.json"
-    write_text_atomic(other, "{}")
-    write_text_atomic(other, '{"again": 1}')
+    write_text_atomic(other, "{}", request=request)
+    write_text_atomic(other, '{"again": 1}', request=request)
     from pdeml.core.io import read_json
 
     assert read_json(other) == {"again": 1}
+
+
+# ---------------------------------------------------------------------------- files: same request
+
+
+def _files_and_sidecars(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def _json_request(n):
+    return {"command": "pdeml test", "options": {"steps": n}}
+
+
+def _writer_json(path, n):
+    from pdeml.cli import write_text_atomic
+
+    write_text_atomic(path / "result.json", json.dumps({"n": n}), request=_json_request(n))
+
+
+def _writer_figure(path, n):
+    from pdeml.cli import save_figure_atomic
+    from pdeml.experiments.common import pyplot
+
+    fig = pyplot().figure(figsize=(1, 1))
+    try:
+        save_figure_atomic(fig, path / "plot.png", dpi=20, request=_json_request(n))
+    finally:
+        pyplot().close(fig)
+
+
+def _writer_outputs(path, n):
+    _write_outputs(path, {"function": "run_experiment", "config": {"steps": n}})
+
+
+def _writer_evaluation(path, n):
+    from pdeml.experiments.common import write_evaluation
+
+    write_evaluation(path, "float64", {"test": float(n)}, {"pred": np.full(3, n)},
+                     request={"command": "pdeml eval", "seed": n})
+
+
+def _writer_lpn(path, n):
+    _write_lpn(path, alpha=0.1 * n)
+
+
+def _writer_dataset(path, n):
+    from pdeml.pde import save_dataset
+    from pdeml.pde.datasets import PDEDataset
+
+    save_dataset(path / "d.npz", PDEDataset(u0=np.ones(3), u=np.full((1, 3, 2), n),
+                                            metadata={"request": {"samples": n}}))
+
+
+_REQUEST_WRITERS = {
+    "cli_json": (_writer_json, "result.json", "options.steps: 1 -> 2"),
+    "cli_figure": (_writer_figure, "plot.png", "options.steps: 1 -> 2"),
+    "run_outputs": (_writer_outputs, "predictions.npz", "config.steps: 1 -> 2"),
+    "evaluation": (_writer_evaluation, "predictions.npz", "seed: 1 -> 2"),
+    "lpn": (_writer_lpn, "model.eqx", "config.model.alpha: 0.1 -> 0.2"),
+    "dataset": (_writer_dataset, "d.npz", "samples: 1 -> 2"),
+}
+
+
+@cases("files", "exact resume", {
+    k: (f"{k.replace('_', ' ')} written again for the same request (an idempotent rerun): "
+        "replaced, the new content verified by its checksum", (k,))
+    for k in _REQUEST_WRITERS
+})
+def same_request_rerun(kind, tmp_path):
+    write, _, _ = _REQUEST_WRITERS[kind]
+    write(tmp_path, 1)
+    first = _files_and_sidecars(tmp_path)
+    write(tmp_path, 1)  # the same request: allowed, and the same bytes
+    assert _files_and_sidecars(tmp_path) == first
+    if kind == "cli_json":
+        from pdeml.cli import write_text_atomic
+        from pdeml.core.io import read_json
+
+        write_text_atomic(tmp_path / "result.json", '{"n": "again"}', request=_json_request(1))
+        assert read_json(tmp_path / "result.json") == {"n": "again"}
+
+
+@cases("files", "clear error", {
+    k: (f"{k.replace('_', ' ')} over one pdeml wrote for another request: FileExistsError "
+        "naming the file, the request that wrote it and the differing field; every file "
+        "byte-identical", (k,))
+    for k in _REQUEST_WRITERS
+})
+def other_request_refused(kind, tmp_path):
+    write, name, diff = _REQUEST_WRITERS[kind]
+    write(tmp_path, 1)
+    before = _files_and_sidecars(tmp_path)
+    with pytest.raises(FileExistsError) as err:
+        write(tmp_path, 2)
+    message = _message(err)
+    assert name in message and "another request" in message and diff in message, message
+    assert "choose another" in message and "delete" in message
+    assert _files_and_sidecars(tmp_path) == before
+
+
+@case("files", "clear error", "an output whose .sha256 predates request records (an earlier "
+      "pdeml): counted as another request, refused with a message saying so; file kept")
+def legacy_sidecar_refused(tmp_path):
+    import hashlib
+
+    from pdeml.cli import write_text_atomic
+
+    path = tmp_path / "result.json"
+    path.write_bytes(b"{}\n")
+    (tmp_path / "result.json.sha256").write_text(
+        f"{hashlib.sha256(b'{}' + chr(10).encode()).hexdigest()}  result.json\n")
+    before = _files_and_sidecars(tmp_path)
+    with pytest.raises(FileExistsError, match="without recording for which request.*result.json"):
+        write_text_atomic(path, '{"new": 1}', request=_json_request(1))
+    assert _files_and_sidecars(tmp_path) == before
+
+
+@case("files", "exact resume", "the request record in a .sha256 sidecar is a comment line: "
+      "sha256sum -c still verifies the file, and pdeml's own check still catches a change")
+def request_record_in_sidecar(tmp_path):
+    import shutil
+
+    from pdeml.core.io import ChecksumError, read_json
+
+    _writer_json(tmp_path, 1)
+    assert read_json(tmp_path / "result.json") == {"n": 1}
+    if shutil.which("sha256sum"):
+        done = subprocess.run(["sha256sum", "-c", "result.json.sha256"], cwd=tmp_path,
+                              capture_output=True, text=True)
+        assert done.returncode == 0 and "result.json: OK" in done.stdout, done
+    (tmp_path / "result.json").write_text('{"n": 9}')
+    with pytest.raises(ChecksumError, match="result.json.*SHA-256 differs"):
+        read_json(tmp_path / "result.json")
+
+
+@case("files", "clear error", "an experiment whose run directory keeps results.json of another "
+      "configuration (config.json and checkpoints deleted): refused before any training, "
+      "naming results.json and the field; the file kept")
+def experiment_other_request(tmp_path, monkeypatch):
+    import pdeml.experiments.runner as runner
+    from pdeml.experiments import DiffusionSorptionConfig
+    from pdeml.experiments.config import config_dict
+
+    run_dir = tmp_path / "run"
+    old = DiffusionSorptionConfig(steps=1, learning_rate=1e-3)
+    _write_outputs(run_dir, {"function": "run_experiment", "config": config_dict(old),
+                             "precision": "float64" if jax.config.jax_enable_x64 else "float32"})
+    before = _files_and_sidecars(run_dir)
+    monkeypatch.setattr(runner, "load_data", lambda *a, **k: pytest.fail("trained anyway"))
+    with pytest.raises(FileExistsError, match=r"another request.*config\.learning_rate"):
+        runner.run_experiment(DiffusionSorptionConfig(steps=1, learning_rate=1e-2), run_dir,
+                              progress=False)
+    assert _files_and_sidecars(run_dir) == before
+
+
+_BARRON = ["barron", "solve", "--dim", "1", "--n", "5", "--max-steps", "3"]
+
+
+@case("files", "clear error", "the command line rerun into its own --out (same options: "
+      "allowed, same result.json) and then with other options: one-line error naming "
+      "result.json and the differing option, exit status 2, every file byte-identical")
+def cli_other_request(tmp_path, capsys):
+    from pdeml.cli import main
+
+    out = ["--out", str(tmp_path / "d")]
+    assert main(_BARRON + out) in (0, 1)  # 1: not converged in 3 steps, as asked
+    first = _files_and_sidecars(tmp_path)
+    assert main(_BARRON + out) in (0, 1)
+    assert _files_and_sidecars(tmp_path) == first
+    capsys.readouterr()
+    assert main(_BARRON[:-1] + ["4"] + out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "result.json" in err and "another request" in err and "max_steps: 3 -> 4" in err
+    assert _files_and_sidecars(tmp_path) == first
+
+
+@case("files", "clear error", "pdeml data --out FILE over a dataset pdeml generated for other "
+      "parameters: one-line error naming the file, exit status 2, the file kept (rerunning "
+      "the same command reuses it)")
+def data_cli_out_other_request(tmp_path, capsys):
+    from pdeml.cli import main
+
+    base = ["data", "diffusion-sorption", "--nx", "8", "--nt", "4", "--out",
+            str(tmp_path / "ds.npz")]
+    assert main(base + ["--samples", "2"]) == 0
+    first = _files_and_sidecars(tmp_path)
+    assert main(base + ["--samples", "2"]) == 0
+    assert _files_and_sidecars(tmp_path) == first
+    capsys.readouterr()
+    assert main(base + ["--samples", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ds.npz" in err and "another request" in err, err
+    assert _files_and_sidecars(tmp_path) == first
 
 
 @case("runs", "exact resume", "a crash in the middle of appending a metrics record (a partial "

@@ -178,32 +178,63 @@ def writable_dir(path, option: str = "--out") -> Path:
     return path
 
 
-def write_text_atomic(path, text: str, *, what: str = "output file") -> Path:
-    """Write ``text`` to ``path`` atomically with a ``.sha256`` sidecar
-    (:func:`pdeml.core.io.write_with_sidecar`), so a reader never sees a half-written file.
+# Options that say where a command writes or how it prints, not what it computes: left out of
+# the command's request (see :func:`command_request`).
+_NOT_REQUEST = frozenset({"func", "out", "json", "plot", "png", "no_progress", "x64_global",
+                          "x64_local", "float32", "default_precision"})
 
-    A file that pdeml did not write (no sidecar) is never replaced: ``FileExistsError`` names
-    it (:func:`pdeml.core.io.check_overwrite`).
+
+def command_request(args: argparse.Namespace) -> dict:
+    """The request a parsed command makes: its name and every option that determines its
+    result (the output location and the printing options left out; the precision as
+    ``precision``). Recorded with each file the command writes; a rerun of the same command
+    may replace them, another command may not (:func:`pdeml.core.io.write_protected`)."""
+    func = getattr(args, "func", None)
+    words = [getattr(args, "command", None) or ""]
+    words += [str(v) for k, v in sorted(vars(args).items()) if k.endswith("_command") and v]
+    options = {}
+    for key, value in sorted(vars(args).items()):
+        if (key in _NOT_REQUEST or key == "command" or key.endswith("_command")
+                or key.startswith("_") or callable(value)):
+            continue
+        if isinstance(value, Path):
+            value = os.path.abspath(value)
+        elif isinstance(value, (list, tuple)):
+            value = [os.path.abspath(v) if isinstance(v, Path) else v for v in value]
+        options[key] = value
+    return {"command": " ".join(["pdeml"] + [w for w in words if w]),
+            "action": getattr(func, "__qualname__", None),
+            "precision": precision_of(args), "options": options}
+
+
+def write_text_atomic(path, text: str, *, request, what: str = "output file") -> Path:
+    """Write ``text`` to ``path`` atomically with a ``.sha256`` sidecar that records
+    ``request`` (:func:`pdeml.core.io.write_protected`), so a reader never sees a half-written
+    file.
+
+    A file that pdeml did not write, or wrote for another request (another command, other
+    options), is never replaced: ``FileExistsError`` names it and the request that wrote it.
+    Commands pass :func:`command_request`.
     """
-    from pdeml.core.io import check_overwrite, sidecar_path, write_with_sidecar
+    from pdeml.core.io import write_protected
 
-    check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what=what)
-    return write_with_sidecar(path, text.encode("utf-8"))
+    return write_protected(path, text.encode("utf-8"), request=request, what=what)
 
 
-def save_figure_atomic(fig, path, *, what: str = "figure", **savefig_kwargs) -> Path:
+def save_figure_atomic(fig, path, *, request, what: str = "figure", **savefig_kwargs) -> Path:
     """``fig.savefig`` written atomically with a ``.sha256`` sidecar; like
-    :func:`write_text_atomic`, never over a file pdeml did not write."""
+    :func:`write_text_atomic`, never over a file pdeml did not write for ``request``."""
     import io
 
-    from pdeml.core.io import check_overwrite, sidecar_path, write_with_sidecar
+    from pdeml.core.io import check_overwrite, sidecar_path, write_protected
 
     path = Path(path)
-    check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what=what)
+    # checked before rendering, so a refused figure costs nothing
+    check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what=what, request=request)
     buf = io.BytesIO()
     savefig_kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
     fig.savefig(buf, **savefig_kwargs)
-    return write_with_sidecar(path, buf.getvalue())
+    return write_protected(path, buf.getvalue(), request=request, what=what)
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -11,6 +11,7 @@ from pdeml.cli import (
     CLIError,
     add_precision,
     add_seed,
+    command_request,
     nonnegative_float,
     positive_float,
     positive_int,
@@ -44,16 +45,17 @@ def _save(args, payload, fig=None, *, summary=None):
     """Write ``result.json`` (and ``plot.png``) under ``--out``, honour the deprecated ``--json
     PATH`` / ``--plot PATH`` spellings, then print JSON (``--json``) or a short summary."""
     out = writable_dir(args.out) if args.out is not None else None
+    request = command_request(args)
     if out is not None:
-        write_text_atomic(out / "result.json", json.dumps(payload, indent=1))
+        write_text_atomic(out / "result.json", json.dumps(payload, indent=1), request=request)
     if isinstance(args.json, str):  # deprecated: --json PATH
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.json, json.dumps(payload, indent=1))
+        write_text_atomic(args.json, json.dumps(payload, indent=1), request=request)
     if fig is not None:
         if out is not None:
-            save_figure_atomic(fig, out / "plot.png", dpi=90)
+            save_figure_atomic(fig, out / "plot.png", request=request, dpi=90)
         if args.plot:  # deprecated: --plot PATH
-            save_figure_atomic(fig, args.plot, dpi=90)
+            save_figure_atomic(fig, args.plot, request=request, dpi=90)
     if args.json is True:
         print(json.dumps(payload, indent=1))
         return

@@ -32,6 +32,7 @@ from pdeml.cli import (
     add_json,
     add_precision,
     add_seed,
+    command_request,
     positive_int,
     save_figure_atomic,
     writable_dir,
@@ -349,15 +350,15 @@ def _plt():
     return plt
 
 
-def _figure_ds(run_dirs: dict, path: Path) -> Path:
+def _figure_ds(run_dirs: dict, path: Path, *, request) -> Path:
     from pdeml.experiments.diffusion_sorption import plot_predictions
 
     names = {"soft": "PI-SC", "hard": "PI-HC", "moe": "PI-HC-MoE"}
     return plot_predictions({names.get(m, m): d for m, d in run_dirs.items()}, path, sample=0,
-                            title="diffusion-sorption, test sample 0")
+                            title="diffusion-sorption, test sample 0", request=request)
 
 
-def _figure_lpn(curves: dict, path: Path) -> Path:
+def _figure_lpn(curves: dict, path: Path, *, request) -> Path:
     import numpy as np
 
     plt = _plt()
@@ -374,12 +375,12 @@ def _figure_lpn(curves: dict, path: Path) -> Path:
         a.legend()
         a.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=100)
+    save_figure_atomic(fig, path, request=request, dpi=100)
     plt.close(fig)
     return path
 
 
-def _figure_ct(images: dict, info: dict, path: Path) -> Path:
+def _figure_ct(images: dict, info: dict, path: Path, *, request) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(1, len(images), figsize=(3 * len(images), 3.3))
     for a, (name, img) in zip(ax, images.items()):
@@ -388,12 +389,12 @@ def _figure_ct(images: dict, info: dict, path: Path) -> Path:
         a.set_title(name if m is None else f"{name}: {m['psnr']:.1f} dB")
         a.axis("off")
     fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=100)
+    save_figure_atomic(fig, path, request=request, dpi=100)
     plt.close(fig)
     return path
 
 
-def _figure_barron(curves: dict, info: dict, path: Path) -> Path:
+def _figure_barron(curves: dict, info: dict, path: Path, *, request) -> Path:
     import numpy as np
 
     plt = _plt()
@@ -411,12 +412,14 @@ def _figure_barron(curves: dict, info: dict, path: Path) -> Path:
         a.legend(fontsize=8)
         a.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=100)
+    save_figure_atomic(fig, path, request=request, dpi=100)
     plt.close(fig)
     return path
 
 
 # ---------------------------------------------------------------------------- driver
+
+_FIGURES = ("diffusion_sorption", "lpn_laplace", "inverse_ct", "barron")
 
 
 def _table(summary: dict) -> list[tuple[str, str, str, str]]:
@@ -452,22 +455,29 @@ def _table(summary: dict) -> list[tuple[str, str, str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pdeml.core.io import check_overwrite, sidecar_path
+
     out = writable_dir(args.out)
     sizes = _sizes(args)
     t0 = time.perf_counter()
     summary: dict = {"config": {"seed": args.seed, "quick": bool(args.quick), "out": str(out)},
                      "figures": {}, "seconds": {}}
     json_path = out / "demo.json"
+    request = command_request(args)  # recorded with every file; a rerun may replace them
+    for path in [json_path] + [out / f"{name}.png" for name in _FIGURES]:
+        # another command's demo output is refused now, not after minutes of work
+        check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what="--out",
+                        request=request)
 
     def save():
         summary["seconds"]["total"] = time.perf_counter() - t0
         summary["table"] = [dict(zip(("pillar", "quantity", "ours", "paper"), r)) for r in _table(summary)]
-        write_text_atomic(json_path, json.dumps(summary, indent=2))
+        write_text_atomic(json_path, json.dumps(summary, indent=2), request=request)
 
     def figure(name, draw, *a):
         # results are on disk before any figure is drawn; a failing figure is reported, not fatal
         try:
-            summary["figures"][name] = str(draw(*a, out / f"{name}.png"))
+            summary["figures"][name] = str(draw(*a, out / f"{name}.png", request=request))
         except Exception as e:  # noqa: BLE001 - the numbers are already saved
             summary["figures"][name] = f"failed: {type(e).__name__}: {e}"
             print(f"      figure {name}.png failed: {type(e).__name__}: {e}", flush=True)

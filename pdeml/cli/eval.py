@@ -20,6 +20,7 @@ from pdeml.cli import (
     add_json,
     add_precision,
     add_seed,
+    command_request,
     nonnegative_int,
     writable_dir,
     write_text_atomic,
@@ -55,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     from pdeml.experiments import evaluate_run, load_data, load_run
     from pdeml.experiments.common import write_evaluation
+    from pdeml.experiments.config import config_dict
 
     out = writable_dir(args.out) if args.out is not None else None
+    request = command_request(args)
+    precision = "float64" if jax.config.jax_enable_x64 else "float32"
     rows, kinds = [], set()
     for d in args.run_dirs:
         if not (d / "config.json").exists():
@@ -71,15 +75,19 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.sample < preds.shape[0]:
             raise CLIError(f"--sample must be in [0, {preds.shape[0] - 1}], got {args.sample}")
         # beside the run's own results.json / predictions.npz (eval-<precision>/), never over them
-        where = write_evaluation(d, "float64" if jax.config.jax_enable_x64 else "float32",
-                                 {"step": step, "test": metrics},
+        # a run's evaluation is its own request (this run at this step, precision and seed),
+        # whichever other runs this command evaluates beside it
+        where = write_evaluation(d, precision, {"step": step, "test": metrics},
                                  {"pred": np.asarray(preds), "ref": np.asarray(test_set.dataset.u),
-                                  "u0": np.asarray(test_set.dataset.u0)})
+                                  "u0": np.asarray(test_set.dataset.u0)},
+                                 request={"command": "pdeml eval", "run": config_dict(config),
+                                          "step": step, "precision": precision,
+                                          "seed": args.seed})
         rows.append((str(d), config.method, step, metrics, where))
         kinds.add(type(config))
     summary = {str(n): {"method": m, "step": st, "test": met} for n, m, st, met, _ in rows}
     if out is not None:
-        write_text_atomic(out / "eval.json", json.dumps(summary, indent=2))
+        write_text_atomic(out / "eval.json", json.dumps(summary, indent=2), request=request)
     plots = [p for p in (args.plot, out / "predictions.png" if out is not None else None) if p]
     if plots and len(kinds) > 1:
         raise CLIError("the runs are of different experiments "
@@ -87,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     plot_predictions = _plotter(next(iter(kinds))) if plots else None
     for target in plots:
         plot_predictions({f"{m} ({Path(n).name})": w for n, m, _, _, w in rows}, target,
-                         sample=args.sample)
+                         sample=args.sample, request=request)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

@@ -25,6 +25,7 @@ from pdeml.cli import (
     add_json,
     add_precision,
     add_seed,
+    command_request,
     nonnegative_float,
     positive_float,
     positive_int,
@@ -217,12 +218,14 @@ def run(args) -> int:
         info.update(rho=rho, iterations=int(res.iterations), converged=bool(res.converged))
     info["psnr"] = float(psnr(est, x)[0, 0])
     info["ssim"] = float(ssim(est, x)[0, 0])
+    request = command_request(args)
     if args.png:  # deprecated spelling of --out: one PNG at this path
-        info["png"] = str(_save_png(Path(args.png), x, op.adjoint(y), est))
+        info["png"] = str(_save_png(Path(args.png), x, op.adjoint(y), est, request=request))
     if out is not None:
-        info["png"] = str(_save_png(out / "reconstruction.png", x, op.adjoint(y), est))
+        info["png"] = str(_save_png(out / "reconstruction.png", x, op.adjoint(y), est,
+                                    request=request))
         info["json"] = str(out / "result.json")
-        write_text_atomic(out / "result.json", json.dumps(info, indent=2))
+        write_text_atomic(out / "result.json", json.dumps(info, indent=2), request=request)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -240,7 +243,7 @@ def _lpn_from(args, dtype):
     return jax.tree.map(lambda a: a.astype(dtype) if hasattr(a, "astype") else a, prox)
 
 
-def _save_png(path, x, aty, est):
+def _save_png(path, x, aty, est, *, request):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -253,7 +256,7 @@ def _save_png(path, x, aty, est):
         a.set_title(t)
         a.axis("off")
     fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=90)
+    save_figure_atomic(fig, path, request=request, dpi=90)
     plt.close(fig)
     return path
 

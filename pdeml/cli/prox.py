@@ -21,6 +21,7 @@ from pdeml.cli import (
     add_json,
     add_precision,
     add_seed,
+    command_request,
     nonnegative_float,
     nonnegative_int,
     positive_float,
@@ -112,9 +113,11 @@ def run_train(args) -> int:
 
     from pdeml.data import sample_laplace
     from pdeml.prox import Schedule, Stage, train_lpn
-    from pdeml.prox.analysis import build_lpn, save_lpn
+    from pdeml.prox.analysis import build_lpn, check_lpn_overwrite, save_lpn
 
     out = writable_dir(args.out)
+    request = command_request(args)
+    check_lpn_overwrite(out, request)  # before training: another command's model is kept
     if args.data == "laplace":
         kind = args.model or "dense"
         if kind != "dense":
@@ -162,7 +165,7 @@ def run_train(args) -> int:
                     progress=not args.no_progress, log_every=args.steps_per_call)
     config = {"model": model_cfg, "data": args.data, "sigma": sigma, "loss": args.loss,
               "gammas": gammas, "steps": total, "event_ndim": event}
-    save_lpn(out, res.model, config)
+    save_lpn(out, res.model, config, request=request)
     last = [r for r in res.history if r.get("kind") == "train"][-1]
     if args.json:
         print(json.dumps({"steps": total, "final_loss": float(last["loss"]), "out": str(out),

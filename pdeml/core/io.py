@@ -10,7 +10,13 @@
 - :func:`write_with_sidecar` / :func:`verify_sidecar`: files that keep their own format (JSON,
   ``.npz``) get a ``<name>.sha256`` beside them (``sha256sum`` format); :func:`write_json` /
   :func:`read_json` for JSON documents (results, configurations).
-- :func:`check_overwrite`: refuse to replace a file that pdeml did not write.
+- :func:`check_overwrite`: refuse to replace a file that pdeml did not write or, given a
+  ``request``, wrote for another request; :func:`write_protected` checks and writes in one call.
+  A *request* is what the caller asked for: a JSON-serialisable description of the command or
+  function and its configuration (:func:`request_fingerprint` hashes it). It is recorded with
+  the file (a ``# pdeml-request`` comment line in the sidecar, which ``sha256sum -c`` skips; in
+  the header of a checksummed file) and a rerun of the same request may replace the file, any
+  other may not.
 - :class:`DirectoryLock`: an exclusive ``flock`` on a lock file, for one writer per directory.
 """
 
@@ -30,14 +36,20 @@ __all__ = [
     "DirectoryLockedError",
     "atomic_write",
     "check_overwrite",
+    "describe_request",
     "fsync_dir",
     "is_checksummed",
     "read_checksummed",
     "read_json",
+    "recorded_request",
+    "request_differences",
+    "request_fingerprint",
+    "request_record",
     "sidecar_path",
     "verify_sidecar",
     "write_checksummed",
     "write_json",
+    "write_protected",
     "write_with_sidecar",
 ]
 
@@ -198,14 +210,61 @@ def sidecar_path(path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def write_with_sidecar(path, data: bytes) -> Path:
+_REQUEST_TAG = "# pdeml-request"
+
+
+def request_fingerprint(request) -> str:
+    """SHA-256 of ``request`` as canonical JSON (sorted keys; paths and other non-JSON values
+    as their ``str``): the identity of a request, recorded with the files written for it."""
+    try:
+        text = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"request must be JSON-serialisable: {e}") from None
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def request_record(request) -> dict:
+    """``{"sha256": fingerprint, "request": request as JSON}``: what is stored with a file."""
+    return {"sha256": request_fingerprint(request),
+            "request": json.loads(json.dumps(request, sort_keys=True, default=str))}
+
+
+def write_with_sidecar(path, data: bytes, *, request=None) -> Path:
     """Atomically write ``data`` to ``path`` and its SHA-256 to ``<path>.sha256`` (the
     ``sha256sum`` format, so ``sha256sum -c`` verifies it too). For files people open with
-    other tools (JSON, ``.npz``), which must stay in their own format."""
+    other tools (JSON, ``.npz``), which must stay in their own format.
+
+    With ``request``, the sidecar gets a second line ``# pdeml-request <json>`` (fingerprint
+    and request; ``sha256sum -c`` skips comment lines) read by :func:`recorded_request`. This
+    writes unconditionally: :func:`write_protected` checks before writing."""
+    lines = None
+    if request is not None:
+        record = request_record(request)
+        lines = f"{_REQUEST_TAG} {json.dumps(record, sort_keys=True, separators=(',', ':'))}\n"
     path = atomic_write(path, data)
     digest = hashlib.sha256(data).hexdigest()
-    atomic_write(sidecar_path(path), f"{digest}  {path.name}\n".encode())
+    atomic_write(sidecar_path(path), (f"{digest}  {path.name}\n" + (lines or "")).encode())
     return path
+
+
+def recorded_request(path) -> dict | None:
+    """The request record (``{"sha256": ..., "request": ...}``) in ``path``'s sidecar, or
+    None when the sidecar is absent, unreadable, or was written without a request (by a
+    pdeml before requests were recorded, or by a content-addressed cache)."""
+    try:
+        text = sidecar_path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        if line.startswith(_REQUEST_TAG + " "):
+            try:
+                record = json.loads(line[len(_REQUEST_TAG) + 1:])
+            except ValueError:
+                return None
+            if isinstance(record, dict) and isinstance(record.get("sha256"), str):
+                return record
+            return None
+    return None
 
 
 def verify_sidecar(path, *, what: str = "file", required: bool = True) -> bool:
@@ -227,8 +286,9 @@ def verify_sidecar(path, *, what: str = "file", required: bool = True) -> bool:
                                 "not written by pdeml, or its checksum was removed")
         return False
     try:
-        want = side.read_text().split()[0]
-    except (OSError, IndexError, UnicodeDecodeError):
+        want = next(line for line in side.read_text().splitlines()
+                    if line.strip() and not line.startswith("#")).split()[0]
+    except (OSError, StopIteration, IndexError, UnicodeDecodeError):
         raise ChecksumError(f"checksum file {str(side)!r} is unreadable") from None
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -240,9 +300,11 @@ def verify_sidecar(path, *, what: str = "file", required: bool = True) -> bool:
     return True
 
 
-def write_json(path, obj) -> Path:
-    """Atomically write ``obj`` as indented JSON, with a ``.sha256`` sidecar."""
-    return write_with_sidecar(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+def write_json(path, obj, *, request=None) -> Path:
+    """Atomically write ``obj`` as indented JSON, with a ``.sha256`` sidecar (recording
+    ``request`` if given; no overwrite check: see :func:`write_protected`)."""
+    return write_with_sidecar(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"),
+                              request=request)
 
 
 def read_json(path, *, what: str = "file", required: bool = True):
@@ -254,21 +316,94 @@ def read_json(path, *, what: str = "file", required: bool = True):
         raise ChecksumError(f"{what} {str(path)!r} is not valid JSON ({e})") from None
 
 
-def check_overwrite(path, *, ours, what: str = "file") -> None:
-    """Refuse to replace an existing ``path`` unless ``ours(path)`` says pdeml wrote it.
+def _flatten(obj, prefix=""):
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1] if prefix else "request": obj}
+
+
+def _short(value, limit: int = 60) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_request(request) -> str:
+    """A one-line description of a request (its ``command`` / ``function`` if it has one)."""
+    if isinstance(request, dict):
+        for key in ("command", "function"):
+            if isinstance(request.get(key), str):
+                return request[key]
+    return _short(request)
+
+
+def request_differences(old, new, *, limit: int = 6) -> str:
+    """``field: old -> new`` for the fields where two requests differ (at most ``limit``)."""
+    a, b = _flatten(json.loads(json.dumps(old, default=str))), _flatten(
+        json.loads(json.dumps(new, default=str)))
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    parts = [f"{k}: {_short(a.get(k, '<absent>'), 40)} -> {_short(b.get(k, '<absent>'), 40)}"
+             for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f"and {len(keys) - limit} more")
+    return ", ".join(parts) or "same fields, other values"
+
+
+def check_overwrite(path, *, ours, what: str = "file", request=None, recorded=None) -> None:
+    """Refuse to replace an existing ``path`` unless pdeml wrote it (``ours(path)``) and, when
+    ``request`` is given, wrote it for the same request.
+
+    The stored request is ``recorded(path)`` (default :func:`recorded_request`, the sidecar's
+    record): a dict with the ``sha256`` fingerprint and the ``request``, or None. A file pdeml
+    wrote without recording a request (an older pdeml) counts as written for another request:
+    nothing proves it was this one. ``request=None`` checks only that pdeml wrote the file: for
+    content-addressed files whose name already encodes the request (dataset caches, prior
+    caches, checkpoints of a run directory whose configuration is checked).
 
     Raises:
-        FileExistsError: ``path`` exists and was not written by pdeml (the message names it).
+        FileExistsError: ``path`` exists and was not written by pdeml, or was written for
+            another request; the message names the file, the request that wrote it, and what
+            to do (choose another path, or delete the file and its ``.sha256``).
         IsADirectoryError: ``path`` is a directory.
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{what} {str(path)!r} is a directory")
-    if path.exists() and not ours(path):
+    if not path.exists():
+        return
+    if not ours(path):
         raise FileExistsError(
             f"refusing to overwrite {str(path)!r}: it exists and was not written by pdeml (no "
             f"pdeml checksum); move it away or choose another {what} path"
         )
+    if request is None:
+        return
+    record = (recorded or recorded_request)(path)
+    fix = (f"choose another {what} path, or delete {str(path)!r} (and its .sha256) to replace it")
+    if record is None:
+        raise FileExistsError(
+            f"refusing to overwrite {str(path)!r}: pdeml wrote it without recording for which "
+            f"request (an earlier pdeml version), so it may belong to another command; {fix}"
+        )
+    if record.get("sha256") != request_fingerprint(request):
+        old = record.get("request")
+        raise FileExistsError(
+            f"refusing to overwrite {str(path)!r}: pdeml wrote it for another request "
+            f"({describe_request(old)}; differs in {request_differences(old, request)}); {fix}"
+        )
+
+
+def write_protected(path, data: bytes, *, request, what: str = "output file") -> Path:
+    """Write ``data`` to ``path`` atomically with a ``.sha256`` sidecar recording ``request``,
+    unless ``path`` exists and pdeml did not write it for the same ``request``
+    (:func:`check_overwrite`; ``FileExistsError`` naming the file and the other request). A
+    rerun of the same request replaces its own file (idempotent reruns, resumed runs)."""
+    if request is None:
+        raise TypeError("write_protected needs the request the file is written for")
+    check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what=what, request=request)
+    return write_with_sidecar(path, data, request=request)
 
 
 class DirectoryLock:

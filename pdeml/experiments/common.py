@@ -5,6 +5,7 @@ check, lock, outputs and evaluations written atomically with checksums)."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pdeml.core.io import (
     sidecar_path,
     verify_sidecar,
     write_json,
-    write_with_sidecar,
+    write_protected,
 )
 
 
@@ -149,15 +150,29 @@ def _npz_bytes(arrays: dict) -> bytes:
     return buf.getvalue()
 
 
-def write_run_outputs(out_dir, results: dict, arrays: dict, *, results_name: str = "results.json"):
-    """``results`` as JSON and ``arrays`` as ``predictions.npz`` in ``out_dir``, each written
-    atomically with a ``.sha256`` sidecar. Returns ``out_dir``."""
+def check_run_outputs(out_dir, *, request, results_name: str = "results.json") -> None:
+    """Raise ``FileExistsError`` if :func:`write_run_outputs` with ``request`` would be refused
+    (a ``predictions.npz`` or ``results_name`` in ``out_dir`` that pdeml did not write for this
+    request); writes nothing. Runs call it before training, so a refusal costs no work."""
     out_dir = Path(out_dir)
-    for name in ("predictions.npz", results_name):  # never over a file pdeml did not write
+    for name in ("predictions.npz", results_name):
         check_overwrite(out_dir / name, ours=lambda p: sidecar_path(p).is_file(),
-                        what="run output")
-    write_with_sidecar(out_dir / "predictions.npz", _npz_bytes(arrays))
-    write_json(out_dir / results_name, results)
+                        what="run output", request=request)
+
+
+def write_run_outputs(out_dir, results: dict, arrays: dict, *, request,
+                      results_name: str = "results.json"):
+    """``results`` as JSON and ``arrays`` as ``predictions.npz`` in ``out_dir``, each written
+    atomically with a ``.sha256`` sidecar recording ``request`` (for a run: its
+    configuration). Never over a file pdeml did not write for the same request: both files
+    are checked before either is written (``FileExistsError``). Returns ``out_dir``."""
+    out_dir = Path(out_dir)
+    check_run_outputs(out_dir, request=request, results_name=results_name)
+    write_protected(out_dir / "predictions.npz", _npz_bytes(arrays), request=request,
+                    what="run output")
+    write_protected(out_dir / results_name,
+                    (json.dumps(results, indent=2) + "\n").encode("utf-8"), request=request,
+                    what="run output")
     return out_dir
 
 
@@ -169,11 +184,13 @@ def evaluation_dir(run_dir, precision: str) -> Path:
     return Path(run_dir) / f"eval-{precision}"
 
 
-def write_evaluation(run_dir, precision: str, report: dict, arrays: dict) -> Path:
+def write_evaluation(run_dir, precision: str, report: dict, arrays: dict, *, request) -> Path:
     """Write an evaluation (``eval.json`` + ``predictions.npz``) into
-    :func:`evaluation_dir`; returns that directory."""
+    :func:`evaluation_dir`, recording ``request`` (``pdeml eval``: the run's configuration,
+    its step, the precision and the seed); returns that directory. An evaluation made for
+    another request is not replaced (``FileExistsError``)."""
     out = evaluation_dir(run_dir, precision)
-    return write_run_outputs(out, report, arrays, results_name="eval.json")
+    return write_run_outputs(out, report, arrays, results_name="eval.json", request=request)
 
 
 def load_predictions(directory):
@@ -197,16 +214,32 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, out_png, *, dpi: int) -> Path:
-    """Lay out ``fig``, write it atomically with a ``.sha256`` sidecar to ``out_png`` (parents
-    created) and close it; a file pdeml did not write is never replaced (``FileExistsError``)."""
+def save_figure(fig, out_png, *, dpi: int, request) -> Path:
+    """Lay out ``fig``, write it atomically with a ``.sha256`` sidecar recording ``request`` to
+    ``out_png`` (parents created) and close it; a file pdeml did not write for the same
+    request is never replaced (``FileExistsError``)."""
     import io
 
     fig.tight_layout()
     out_png = Path(out_png)
-    check_overwrite(out_png, ours=lambda p: sidecar_path(p).is_file(), what="figure")
+    try:
+        check_overwrite(out_png, ours=lambda p: sidecar_path(p).is_file(), what="figure",
+                        request=request)
+    except BaseException:
+        pyplot().close(fig)
+        raise
     out_png.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, dpi=dpi, format=out_png.suffix.lstrip(".") or "png")
     pyplot().close(fig)
-    return write_with_sidecar(out_png, buf.getvalue())  # never a half-written figure
+    # never a half-written figure, never over another request's
+    return write_protected(out_png, buf.getvalue(), request=request, what="figure")
+
+
+def plot_request(function: str, run_dirs: dict, **options) -> dict:
+    """The request of a prediction plot called from Python without one: the function, the
+    runs (label -> absolute directory) and its options."""
+    import os
+
+    return {"function": function, "runs": {str(k): os.path.abspath(v) for k, v in run_dirs.items()},
+            "options": options}

@@ -20,7 +20,13 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from pdeml.experiments.common import load_predictions, pyplot, save_figure, make_optimizer
+from pdeml.experiments.common import (
+    load_predictions,
+    make_optimizer,
+    plot_request,
+    pyplot,
+    save_figure,
+)
 from pdeml.experiments.config import METHODS, ExperimentConfig, config_dict, option
 from pdeml.experiments.runner import build_model, evaluate, load_data, load_run, run_experiment
 from pdeml.pde import DiffusionSorption, load_or_generate
@@ -172,9 +178,14 @@ parse_experts = DiffusionSorptionConfig.parse_experts
 
 
 def plot_predictions(run_dirs: dict[str, Path], out_png, *, sample: int = 0,
-                     title: str | None = None) -> Path:
+                     title: str | None = None, request=None) -> Path:
     """Reference, predictions and errors of one test sample for several runs (needs matplotlib);
-    ``run_dirs``: ``{label: directory holding predictions.npz}``."""
+    ``run_dirs``: ``{label: directory holding predictions.npz}``. ``request`` is recorded with
+    the PNG (default: this function, the runs and the options); a PNG pdeml wrote for another
+    request is not replaced."""
+    if request is None:
+        request = plot_request("diffusion_sorption.plot_predictions", run_dirs,
+                               sample=sample, title=title)
     plt = pyplot()
     loaded = {name: load_predictions(d) for name, d in run_dirs.items()}
     ref = next(iter(loaded.values()))["ref"][sample]
@@ -198,4 +209,4 @@ def plot_predictions(run_dirs: dict[str, Path], out_png, *, sample: int = 0,
         ax.set_ylabel("t / T")
     if title is not None:
         fig.suptitle(title)
-    return save_figure(fig, out_png, dpi=110)
+    return save_figure(fig, out_png, dpi=110, request=request)

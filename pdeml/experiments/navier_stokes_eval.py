@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pdeml.constraints import relative_l2
-from pdeml.experiments.common import load_predictions, pyplot, save_figure
+from pdeml.experiments.common import load_predictions, plot_request, pyplot, save_figure
 from pdeml.pde.cache import (
     CachedDataset,
     CacheError,
@@ -147,7 +147,7 @@ def evaluate_baselines(problem: NavierStokes2D, u0s, us) -> dict:
 
 
 def plot_predictions(run_dirs: dict, out_png, *, sample: int = 0, fine: bool = False,
-                     times=None) -> Path:
+                     times=None, request=None) -> Path:
     """Vorticity snapshots of one test sample: reference, each run's prediction and |error|.
 
     Args:
@@ -156,10 +156,15 @@ def plot_predictions(run_dirs: dict, out_png, *, sample: int = 0, fine: bool = F
         sample: test sample index.
         fine: show the finer test grid (``pred_fine``/``ref_fine``) instead of the training grid.
         times: time-level indices to show (default: the middle and the last level).
+        request: recorded with the PNG (default: this function, the runs and the options); a
+            PNG pdeml wrote for another request is not replaced (``FileExistsError``).
 
     One row per time level: the reference, then each run's prediction and absolute error
     (shared colour scales for the vorticity and for the errors of a row).
     """
+    if request is None:
+        request = plot_request("navier_stokes_eval.plot_predictions", run_dirs, sample=sample,
+                               fine=fine, times=None if times is None else list(times))
     plt = pyplot()
     pk, rk = ("pred_fine", "ref_fine") if fine else ("pred", "ref")
     loaded = {}
@@ -199,6 +204,6 @@ def plot_predictions(run_dirs: dict, out_png, *, sample: int = 0, fine: bool = F
         ax.set_yticks([])
     grid = "x".join(str(n) for n in ref.shape[:2])
     fig.suptitle(f"Navier-Stokes vorticity, test sample {sample}, {grid} grid", fontsize=10)
-    return save_figure(fig, out_png, dpi=100)
+    return save_figure(fig, out_png, dpi=100, request=request)
 
 

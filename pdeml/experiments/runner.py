@@ -27,6 +27,7 @@ from pdeml.experiments.common import (
     make_optimizer,
     run_lock,
     training_functions,
+    check_run_outputs,
     write_run_config,
     write_run_outputs,
 )
@@ -236,6 +237,11 @@ def run_experiment(config: ExperimentConfig, run_dir, *, progress: bool = True) 
     defaults = config_dict(type(config)(method=config.method))
     # Nothing is written before the run is known to be valid: a rejected run leaves no trace.
     check_run_config(run_dir, cfg, defaults)
+    # The outputs record the request that wrote them (the configuration and the precision): a
+    # results.json / predictions.npz of another request is refused now, not after training.
+    request = {"function": "run_experiment", "config": cfg,
+               "precision": "float64" if jax.config.jax_enable_x64 else "float32"}
+    check_run_outputs(run_dir, request=request)
 
     t0 = time.perf_counter()
     train_set, test_set = load_data(config, progress=progress)
@@ -280,5 +286,5 @@ def run_experiment(config: ExperimentConfig, run_dir, *, progress: bool = True) 
     results["dataset_checksums"] = checksums
     results["environment"] = {"jax": jax.__version__, "backend": jax.default_backend(),
                               "x64": bool(jax.config.jax_enable_x64)}
-    write_run_outputs(run_dir, results, arrays)
+    write_run_outputs(run_dir, results, arrays, request=request)
     return results

@@ -34,7 +34,7 @@ import numpy as np
 from pdeml.pde.datasets import PDEDataset, dataset_request, generate_dataset
 from pdeml.pde.diffusion_sorption import DiffusionSorption
 from pdeml.pde.diffusion_sorption_solver import DiffusionSorptionSolver
-from pdeml.core.io import atomic_write, check_overwrite
+from pdeml.core.io import atomic_write, check_overwrite, request_record
 
 __all__ = [
     "CacheError",
@@ -116,14 +116,28 @@ def is_pdeml_dataset(path: str | os.PathLike) -> bool:
         return False
 
 
+def _recorded_dataset_request(path) -> dict | None:
+    """The request stored in a dataset file's metadata, as a request record (None: none)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            request = json.loads(str(z["metadata_json"])).get("request")
+    except Exception:  # damaged: nothing proves which request wrote it
+        return None
+    return None if request is None else request_record(request)
+
+
 def save_dataset(path: str | os.PathLike, dataset: PDEDataset) -> str:
     """Write ``dataset`` atomically to ``path`` (``.npz``); returns the arrays' checksum.
 
     An existing ``path`` is only replaced if it is a dataset file pdeml wrote
-    (:func:`is_pdeml_dataset`); any other file raises ``FileExistsError`` naming it.
+    (:func:`is_pdeml_dataset`) for the same request (``dataset.metadata["request"]``, the
+    parameters that determine the data, compared with the one stored in the file); any other
+    file raises ``FileExistsError`` naming it. A dataset without a ``request`` in its metadata
+    is only checked for being pdeml's.
     """
     path = Path(path)
-    check_overwrite(path, ours=is_pdeml_dataset, what="dataset")
+    check_overwrite(path, ours=is_pdeml_dataset, what="dataset",
+                    request=dataset.metadata.get("request"), recorded=_recorded_dataset_request)
     return _write_dataset(path, dataset)
 
 

@@ -25,6 +25,7 @@ from pdeml.core.io import (
     check_overwrite,
     is_checksummed,
     read_checksummed,
+    request_record,
     sidecar_path,
     write_checksummed,
     write_json,
@@ -38,6 +39,7 @@ __all__ = [
     "interpolation_profile",
     "build_lpn",
     "save_lpn",
+    "check_lpn_overwrite",
     "load_lpn",
 ]
 
@@ -112,31 +114,57 @@ def build_lpn(config: dict, *, key=None) -> LPN:
 _LPN_KIND = "lpn"  # model.eqx: magic b"PDEML-LPN 1\n", header with the config, checksum
 
 
-def save_lpn(path, lpn: LPN, config: dict) -> None:
+def _lpn_recorded(path):
+    """The request record in a saved ``model.eqx``'s verified header (None: none, or unreadable)."""
+    try:
+        header, _ = read_checksummed(path, _LPN_KIND, what="LPN model file")
+    except ChecksumError:
+        return None
+    record = header.get("request")
+    return record if isinstance(record, dict) else None
+
+
+def check_lpn_overwrite(path, request) -> None:
+    """Raise ``FileExistsError`` if :func:`save_lpn` into directory ``path`` for ``request``
+    would be refused: a ``model.eqx`` or ``config.json`` there that pdeml did not write, or
+    wrote for another request. Writes nothing (commands call it before training)."""
+    path = Path(path)
+    check_overwrite(path / "model.eqx", ours=lambda p: is_checksummed(p, _LPN_KIND),
+                    what="LPN model", request=request, recorded=_lpn_recorded)
+    check_overwrite(path / "config.json", ours=lambda p: sidecar_path(p).exists(),
+                    what="LPN config", request=request)
+
+
+def save_lpn(path, lpn: LPN, config: dict, *, request=None) -> None:
     """Write ``model.eqx`` (parameters, with ``config`` in its checksummed header) and a
     readable copy ``config.json`` into directory ``path``.
 
     ``model.eqx`` is written atomically (a crash leaves the previous model or the new one) in
-    the checksummed format of :mod:`pdeml.core.io`; :func:`load_lpn` verifies it. A directory
-    whose ``model.eqx`` or ``config.json`` was not written by pdeml is refused
-    (``FileExistsError``) rather than overwritten.
+    the checksummed format of :mod:`pdeml.core.io`; :func:`load_lpn` verifies it. Both files
+    record ``request`` (default ``{"function": "save_lpn", "config": config}``; ``pdeml prox
+    train`` passes its command): a directory whose ``model.eqx`` or ``config.json`` was not
+    written by pdeml, or was written for another request, is refused (``FileExistsError``
+    naming the file and that request) rather than overwritten; saving again for the same
+    request replaces them.
     """
     if not isinstance(lpn, LPN):
         raise TypeError(f"lpn must be an LPN, got {type(lpn).__name__}")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"save_lpn needs a directory; {str(path)!r} is a file")
-    model, cfg = path / "model.eqx", path / "config.json"
-    check_overwrite(model, ours=lambda p: is_checksummed(p, _LPN_KIND), what="LPN model")
-    check_overwrite(cfg, ours=lambda p: sidecar_path(p).exists(), what="LPN config")
     try:
-        header = {"config": json.loads(json.dumps(config))}
+        config = json.loads(json.dumps(config))
     except TypeError as e:
         raise TypeError(f"config must be JSON-serialisable: {e}") from None
+    if request is None:
+        request = {"function": "save_lpn", "config": config}
+    model, cfg = path / "model.eqx", path / "config.json"
+    check_lpn_overwrite(path, request)
+    header = {"config": config, "request": request_record(request)}
     buf = io.BytesIO()
     eqx.tree_serialise_leaves(buf, lpn)
     write_checksummed(model, _LPN_KIND, buf.getvalue(), header)
-    write_json(cfg, config)
+    write_json(cfg, config, request=request)
 
 
 def load_lpn(path) -> tuple[LPN, dict]:
