@@ -94,10 +94,10 @@ def _sizes(args) -> Sizes:
                      ds_overrides=dict(nx=16, nt=6, train_samples=4, test_samples=2, batch_size=2,
                                        num_basis=4, num_points=20, width=8, modes=3, layers=1,
                                        padding=2, max_lm_steps=30),
-                     lpn_hidden=(16, 16), lpn_pretrain=50, lpn_stage=20, lpn_batch=256,
+                     lpn_hidden=(16, 16), lpn_pretrain=50, lpn_stage=20, lpn_batch=128,
                      ct_iters=10, barron_dims=(2,), barron_n=9)
     return Sizes(ds_steps=args.steps or 150, ds_overrides={}, lpn_hidden=(50, 50, 50, 50),
-                 lpn_pretrain=500, lpn_stage=600, lpn_batch=2000, ct_iters=300,
+                 lpn_pretrain=500, lpn_stage=600, lpn_batch=500, ct_iters=300,
                  barron_dims=(2, 4), barron_n=15)
 
 
@@ -184,20 +184,22 @@ def _lpn_laplace(args, sizes: Sizes) -> tuple[dict, dict]:
     import jax.numpy as jnp
     import numpy as np
 
-    from pdeml.data import sample_laplace
     from pdeml.nets.icnn import DenseICNN
-    from pdeml.prox import LPN, evaluate_regularizer, laplace_schedule, soft_threshold, train_lpn
+    from pdeml.prox import (LPN, evaluate_regularizer, laplace_posterior_sampler,
+                            laplace_schedule, soft_threshold, train_lpn)
 
     key = jax.random.key(args.seed)
     schedule = laplace_schedule(pretrain_steps=sizes.lpn_pretrain, stage_steps=sizes.lpn_stage)
     print(f"      DenseICNN 1 -> {' x '.join(map(str, sizes.lpn_hidden))}, softplus beta 10, "
-          f"alpha 0.01; x ~ Laplace(0, 1), sigma 1, batch {sizes.lpn_batch}; {schedule.total_steps}"
+          f"alpha 0.01; x ~ Laplace(0, 1), sigma 1; {sizes.lpn_batch} y per step from a wider "
+          f"proposal, 32 posterior draws of x each; {schedule.total_steps}"
           f" steps (l1 pre-training, then proximal matching with gamma "
           f"{', '.join(f'{s.gamma:g}' for s in schedule.stages if s.loss == 'pm')})", flush=True)
     lpn = LPN(DenseICNN(1, sizes.lpn_hidden, key=key, beta=10.0, alpha=0.01, dtype=jnp.float32))
     batch = sizes.lpn_batch
     t0 = time.perf_counter()
-    res = train_lpn(lpn, lambda k: sample_laplace(k, batch, 1, dtype=jnp.float32), schedule,
+    sampler = laplace_posterior_sampler(batch, x_per_y=32, dtype=jnp.float32)
+    res = train_lpn(lpn, sampler, schedule,
                     key=jax.random.fold_in(key, 1), sigma=1.0, steps_per_call=100,
                     progress=not args.no_progress, log_every=100)
     seconds = time.perf_counter() - t0
