@@ -16,7 +16,7 @@ from pdeml.cli import demo, main
 def test_quick_demo_writes_every_pillar_and_survives_a_failing_figure(tmp_path, capsys, monkeypatch):
     seen_before_figure = {}
 
-    def failing_figure(curves, path):
+    def failing_figure(curves, path, **kwargs):
         # the LPN's numbers are already on disk when its figure is drawn
         seen_before_figure.update(json.loads((tmp_path / "demo.json").read_text()))
         raise RuntimeError("no display")
