@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from pdeml.core.io import atomic_write
+from pdeml.core.io import read_json as _read_verified_json
+from pdeml.core.io import write_protected
 
 
 def _version(dist):
@@ -76,8 +77,20 @@ def command(script: str, argv) -> str:
 # ---- result files ---------------------------------------------------------------------------
 
 
+def output_request(path) -> dict:
+    """The request a benchmark output is written for: the output itself. Any benchmark run may
+    replace its own outputs (reruns, ``--append``); a file pdeml did not write, or wrote for
+    another request (e.g. a run directory's ``results.json``), is refused."""
+    return {"writer": "pdeml benchmarks", "output": os.path.basename(str(path))}
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Write atomically with a ``.sha256`` sidecar (:func:`pdeml.core.io.write_protected`)."""
+    write_protected(path, data, request=output_request(path), what="benchmark output")
+
+
 def write_text(path, text: str) -> None:
-    atomic_write(path, text.encode())
+    write_bytes(path, text.encode())
 
 
 def write_json(path, obj, indent: int = 1, **kw) -> None:
@@ -85,8 +98,8 @@ def write_json(path, obj, indent: int = 1, **kw) -> None:
 
 
 def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+    """A benchmark result, verified against its ``.sha256`` sidecar when it has one."""
+    return _read_verified_json(path, what="benchmark result", required=False)
 
 
 def md_table(header, rows, sep=None) -> list[str]:
@@ -115,7 +128,7 @@ def savefig(fig, path, dpi: int) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, dpi=dpi, format=os.path.splitext(str(path))[1].lstrip(".") or "png")
     pyplot().close(fig)
-    atomic_write(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 # ---- timing ---------------------------------------------------------------------------------

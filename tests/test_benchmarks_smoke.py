@@ -72,3 +72,28 @@ def test_moe_scaling_points_part_smallest_case():
             assert r["median_s"] > 0 and r["memory"]["total_allocation_bytes"] >= 64 * 11 * 8 * 8
         assert rec["ratio_moe_over_hc"]["training"] == pytest.approx(
             rec["results"]["moe"]["training"]["median_s"] / rec["results"]["hc"]["training"]["median_s"])
+
+
+def test_benchmark_outputs_are_checksummed_and_never_overwrite_a_foreign_file(tmp_path):
+    # benchmarks/_common writes every result through pdeml.core.io.write_protected: atomic,
+    # with a .sha256 sidecar; a rerun replaces its own output, a file pdeml did not write is
+    # refused (kept byte for byte), and a damaged result is detected on read.
+    from pdeml.core.io import ChecksumError
+
+    bench = load_benchmark()  # puts benchmarks/ on sys.path
+    import _common
+
+    out = tmp_path / "results.json"
+    _common.write_json(out, {"a": 1})
+    assert (tmp_path / "results.json.sha256").is_file()
+    _common.write_json(out, {"a": 2})  # a rerun of the benchmark replaces its own output
+    assert _common.read_json(out) == {"a": 2}
+    out.write_text('{"a": 3}')  # damaged or edited behind the sidecar's back
+    with pytest.raises(ChecksumError, match="results.json"):
+        _common.read_json(out)
+    foreign = tmp_path / "mine.md"
+    foreign.write_text("a user's notes\n")
+    with pytest.raises(FileExistsError, match="mine.md"):
+        _common.write_text(foreign, "table\n")
+    assert foreign.read_text() == "a user's notes\n"
+    assert bench.DEFAULT_OUT  # the module loaded
