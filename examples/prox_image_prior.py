@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pdeml.cli.prox import run_train
-from pdeml.core.io import check_overwrite, request_fingerprint, sidecar_path, write_protected
+from pdeml.core.io import check_overwrite, request_fingerprint, write_protected
 from pdeml.data.images import load_image_dataset
 from pdeml.prox.analysis import interpolation_profile, load_lpn, perturbation_study
 
@@ -63,7 +63,7 @@ def main(argv=None):
                "options": {k: v for k, v in vars(args).items() if k not in ("out", "model_dir")}}
     paths = [out / f"image_prior_{args.data}.json", out / f"image_prior_{args.data}.png"]
     for path in paths:  # refuse before training, not after
-        check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what="--out",
+        check_overwrite(path, what="--out",
                         request=request)
     model_dir = args.model_dir or str(Path(tempfile.gettempdir()) / (
         f"pdeml_image_prior_{args.data}_{request_fingerprint(request)[:12]}"))

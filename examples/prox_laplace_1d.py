@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pdeml.core.io import check_overwrite, sidecar_path, write_protected
+from pdeml.core.io import check_overwrite, write_protected
 from pdeml.data import sample_laplace
 from pdeml.prox import laplace_posterior_sampler
 from pdeml.nets.icnn import DenseICNN
@@ -183,7 +183,7 @@ def main(argv=None):
                "options": {k: v for k, v in vars(args).items() if k not in ("out", "quiet")}}
     paths = [out / f"{name}.json", out / f"{name}_curves.npz", out / f"{name}.png"]
     for path in paths:  # refuse before training, not after
-        check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what="--out",
+        check_overwrite(path, what="--out",
                         request=request)
     results = run(args)
     summary = {

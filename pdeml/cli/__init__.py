@@ -226,11 +226,11 @@ def save_figure_atomic(fig, path, *, request, what: str = "figure", **savefig_kw
     :func:`write_text_atomic`, never over a file pdeml did not write for ``request``."""
     import io
 
-    from pdeml.core.io import check_overwrite, sidecar_path, write_protected
+    from pdeml.core.io import check_overwrite, write_protected
 
     path = Path(path)
     # checked before rendering, so a refused figure costs nothing
-    check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what=what, request=request)
+    check_overwrite(path, what=what, request=request)
     buf = io.BytesIO()
     savefig_kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
     fig.savefig(buf, **savefig_kwargs)

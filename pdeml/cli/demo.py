@@ -457,7 +457,7 @@ def _table(summary: dict) -> list[tuple[str, str, str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pdeml.core.io import check_overwrite, sidecar_path
+    from pdeml.core.io import check_overwrite
 
     out = writable_dir(args.out)
     sizes = _sizes(args)
@@ -468,7 +468,7 @@ def run(args: argparse.Namespace) -> int:
     request = command_request(args)  # recorded with every file; a rerun may replace them
     for path in [json_path] + [out / f"{name}.png" for name in _FIGURES]:
         # another command's demo output is refused now, not after minutes of work
-        check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what="--out",
+        check_overwrite(path, what="--out",
                         request=request)
 
     def save():

@@ -351,9 +351,10 @@ def request_differences(old, new, *, limit: int = 6) -> str:
     return ", ".join(parts) or "same fields, other values"
 
 
-def check_overwrite(path, *, ours, what: str = "file", request=None, recorded=None) -> None:
-    """Refuse to replace an existing ``path`` unless pdeml wrote it (``ours(path)``) and, when
-    ``request`` is given, wrote it for the same request.
+def check_overwrite(path, *, ours=None, what: str = "file", request=None,
+                    recorded=None) -> None:
+    """Refuse to replace an existing ``path`` unless pdeml wrote it (``ours(path)``; default:
+    it has a ``.sha256`` sidecar) and, when ``request`` is given, wrote it for the same request.
 
     The stored request is ``recorded(path)`` (default :func:`recorded_request`, the sidecar's
     record): a dict with the ``sha256`` fingerprint and the ``request``, or None. A file pdeml
@@ -373,7 +374,7 @@ def check_overwrite(path, *, ours, what: str = "file", request=None, recorded=No
         raise IsADirectoryError(f"{what} {str(path)!r} is a directory")
     if not path.exists():
         return
-    if not ours(path):
+    if not (ours or (lambda p: sidecar_path(p).is_file()))(path):
         raise FileExistsError(
             f"refusing to overwrite {str(path)!r}: it exists and was not written by pdeml (no "
             f"pdeml checksum); move it away or choose another {what} path"
@@ -402,7 +403,7 @@ def write_protected(path, data: bytes, *, request, what: str = "output file") ->
     rerun of the same request replaces its own file (idempotent reruns, resumed runs)."""
     if request is None:
         raise TypeError("write_protected needs the request the file is written for")
-    check_overwrite(path, ours=lambda p: sidecar_path(p).is_file(), what=what, request=request)
+    check_overwrite(path, what=what, request=request)
     return write_with_sidecar(path, data, request=request)
 
 

@@ -17,7 +17,6 @@ from pdeml.core.io import (
     DirectoryLock,
     check_overwrite,
     read_json,
-    sidecar_path,
     verify_sidecar,
     write_json,
     write_protected,
@@ -156,8 +155,7 @@ def check_run_outputs(out_dir, *, request, results_name: str = "results.json") -
     request); writes nothing. Runs call it before training, so a refusal costs no work."""
     out_dir = Path(out_dir)
     for name in ("predictions.npz", results_name):
-        check_overwrite(out_dir / name, ours=lambda p: sidecar_path(p).is_file(),
-                        what="run output", request=request)
+        check_overwrite(out_dir / name, what="run output", request=request)
 
 
 def write_run_outputs(out_dir, results: dict, arrays: dict, *, request,
@@ -223,8 +221,7 @@ def save_figure(fig, out_png, *, dpi: int, request) -> Path:
     fig.tight_layout()
     out_png = Path(out_png)
     try:
-        check_overwrite(out_png, ours=lambda p: sidecar_path(p).is_file(), what="figure",
-                        request=request)
+        check_overwrite(out_png, what="figure", request=request)
     except BaseException:
         pyplot().close(fig)
         raise

@@ -392,7 +392,7 @@ class PriorCache:
         path = self.path(name)
         targets = (path / "model.eqx", path / "config.json")
         for target in targets:
-            check_overwrite(target, ours=lambda p: sidecar_path(p).is_file(), what="cached prior")
+            check_overwrite(target, what="cached prior")
         buf = io.BytesIO()
         eqx.tree_serialise_leaves(buf, model)
         data = buf.getvalue()
