@@ -47,8 +47,9 @@ WORKER = textwrap.dedent(
     bb = jnp.asarray(np.stack([basis, basis * (1 + 0.1 * x)]))
     u0 = jnp.asarray(0.5 * np.exp(-np.array([[3.0], [5.0]]) * x[None, :, 0, 0]))
     # K = 6 experts (3 x 2, overlapping): not a multiple of 4 or 8 devices -> dummy padding.
+    # argv[2]: Schwarz rounds (one all-reduce of the blended field per round when sharded).
     layer = MoEHardConstraint(prob, Partition.uniform((16, 6), (3, 2), overlap=0.3),
-                              num_points=8)
+                              num_points=8, sweeps=int(sys.argv[2]))
     key = jax.random.key(3)
 
     def value_and_grad(call):
@@ -103,10 +104,12 @@ SLOW = ["8 devices, expert=8"]
 
 
 @pytest.mark.parametrize(
-    "names", [FAST, pytest.param(SLOW, marks=pytest.mark.slow)], ids=["fast", "slow"]
+    "names, sweeps",
+    [(FAST, 0), (FAST[:1], 2), pytest.param(SLOW, 0, marks=pytest.mark.slow)],
+    ids=["fast", "schwarz", "slow"],
 )
-def test_sharded_equals_unsharded_on_4_and_8_devices(names):
-    out = run_worker(WORKER, 8, json.dumps(names))
+def test_sharded_equals_unsharded_on_4_and_8_devices(names, sweeps):
+    out = run_worker(WORKER, 8, json.dumps(names), str(sweeps))
     # Every reference solve converged: the comparison is not blurred by failed solves.
     assert out["ref_converged"], out["ref_iterations"]
     # Masked early exit: each expert reports its own iteration count (here 5 to 33), not the

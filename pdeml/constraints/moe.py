@@ -13,6 +13,16 @@ The K solves are independent: they are ``vmap``-ed here (one device) and spread 
 by :class:`pdeml.parallel.ShardedMoE`. Gradients flow per expert by the implicit function
 theorem of :func:`pdeml.core.solve_least_squares`.
 
+**Schwarz coupling** (``sweeps = S > 0``). An expert whose subdomain touches no physical
+boundary has no lateral boundary data: its PDE and IC rows do not determine its field, and the
+error grows with K (docs/constraints.md, *Why accuracy fell with K*). With ``sweeps = S`` the
+layer does S more rounds of solves (overlapping additive Schwarz): in every round expert k
+also imposes ``u_k = u`` at its interface points (just outside its extended subdomain, see
+:meth:`Partition.interface_points`), where ``u`` is the blended field of the previous round;
+there ``phi_k = 0``, so the data comes from the neighbours. Each round is again K independent
+solves (warm-started from the previous round's ``w``; across devices it needs one all-gather
+of the blended field), and the derivative flows through every round.
+
 Differences from the published code (see the project's METHODS.md): smooth blending instead of
 stitching, per-expert diagnostics (iterations, residuals, converged flag, conditioning) instead
 of silently used failures, and an explicit choice of points per expert vs total
@@ -96,6 +106,16 @@ class MoEHardConstraint(eqx.Module):
             ``"optimistix-cholesky"``).
         ridge: Tikhonov weight on every ``w_k``.
         throw: raise if any expert's solve fails (``False``: report in ``info.stats``).
+        sweeps: rounds of Schwarz coupling after the independent solves (0: the independent
+            experts of [HC-MoE]; needs a spatial partition).
+        interface_weight: weight of the interface rows ``interface_weight * (b(x) @ w_k -
+            u(x))`` (the same role as the PDE's IC/BC row weights).
+        interface_idx, interface_valid: the partition's
+            :meth:`~Partition.interface_points` (``(K, P, ndim)``, ``(K, P)``; P = 0 when
+            ``sweeps == 0``).
+
+    ``info.stats`` describes the last round; its ``iterations`` are summed over the rounds, and
+    its ``constraint_norm`` includes the interface rows when ``sweeps > 0``.
 
     With K = 1 (``Partition.uniform(grid, (1, ..., 1))``) this is exactly
     :class:`HardConstraint`: the same key samples the same points (one sampling rule,
@@ -126,10 +146,14 @@ class MoEHardConstraint(eqx.Module):
     ridge: float = eqx.field(static=True, default=0.0)
     throw: bool = eqx.field(static=True, default=True)
     interior_counts: tuple[int, ...] = eqx.field(static=True, default=())
+    sweeps: int = eqx.field(static=True, default=0)
+    interface_weight: float = eqx.field(static=True, default=1.0)
+    interface_idx: Int[Array, "k p ndim"] | None = None
+    interface_valid: Bool[Array, "k p"] | None = None
 
     def __init__(self, problem, partition, num_points=None, points="per_expert", *,
                  solver=LevenbergMarquardt(), adjoint=ImplicitAdjoint(), backend="native",
-                 ridge=0.0, throw=True):
+                 ridge=0.0, throw=True, sweeps=0, interface_weight=1.0):
         check_choice("backend", backend, BACKENDS)
         check_choice("points", points, POINTS_MODES)
         if not isinstance(partition, Partition):
@@ -180,6 +204,26 @@ class MoEHardConstraint(eqx.Module):
         self.ridge = float(ridge)
         self.throw = throw
         self.interior_counts = counts
+        if not (isinstance(sweeps, (int, np.integer)) and not isinstance(sweeps, bool)
+                and sweeps >= 0):
+            raise ValueError(f"sweeps must be a non-negative integer, got {sweeps!r}")
+        if not (isinstance(interface_weight, (int, float)) and interface_weight > 0
+                and np.isfinite(interface_weight)):
+            raise ValueError(f"interface_weight must be a positive number, got "
+                             f"{interface_weight!r}")
+        self.sweeps = int(sweeps)
+        self.interface_weight = float(interface_weight)
+        ndim = len(problem.grid_shape)
+        if self.sweeps and k > 1:
+            if partition.assignment != "spatial":
+                raise ValueError("sweeps > 0 (Schwarz coupling) needs a spatial partition "
+                                 "(Partition.uniform); random experts have no interfaces")
+            idx, valid = partition.interface_points()
+        else:  # one expert has no interface: nothing to couple
+            self.sweeps = 0
+            idx, valid = np.zeros((k, 0, ndim), np.int32), np.zeros((k, 0), bool)
+        self.interface_idx = jnp.asarray(idx)
+        self.interface_valid = jnp.asarray(valid)
 
     @property
     def num_experts(self) -> int:
@@ -241,21 +285,32 @@ class MoEHardConstraint(eqx.Module):
 
         return jax.lax.stop_gradient(jax.vmap(touched)(self.partition.members.astype(basis.dtype)))
 
-    def least_squares_problem(self, basis, data, points, row_mask) -> StructuredLeastSquares:
-        """The structured least-squares problem of one expert."""
+    def least_squares_problem(self, basis, data, points, row_mask,
+                              interface=None) -> StructuredLeastSquares:
+        """The structured least-squares problem of one expert.
+
+        ``interface``: optional ``(idx (P, ndim), valid (P,), values (P,))``: the rows
+        ``interface_weight * (basis[idx] @ w - values)`` where ``valid`` (Schwarz coupling).
+        """
         rows, targets = self.problem.constraint_rows(basis, data)
         rows = jnp.where(row_mask[:, None], rows, 0)
         targets = jnp.where(row_mask, targets, 0)
+        if interface is not None:
+            idx, valid, values = interface
+            c = self.interface_weight * valid.astype(rows.dtype)
+            rows = jnp.concatenate([rows, c[:, None] * basis[tuple(jnp.moveaxis(idx, -1, 0))]])
+            targets = jnp.concatenate([targets, c * values.astype(targets.dtype)])
         aux = self.problem.aux_at(data, points)
         return StructuredLeastSquares.from_basis(
             basis, points, self.problem.features_at, self.problem.pointwise, aux, rows, targets,
             self.ridge)
 
     def solve_expert(self, basis, data, points, row_mask, w0=None, use_w0=None, *,
-                     throw: bool | None = None):
-        """Solve one expert: ``(w (N,), stats)``. The same steps as :class:`HardConstraint`."""
+                     throw: bool | None = None, interface=None):
+        """Solve one expert: ``(w (N,), stats)``. The same steps as :class:`HardConstraint`
+        (``interface``: see :meth:`least_squares_problem`)."""
         points = jnp.asarray(points)
-        lsq = self.least_squares_problem(basis, data, points, row_mask)
+        lsq = self.least_squares_problem(basis, data, points, row_mask, interface)
         w0 = choose_start(w0, use_w0,
                           lambda: linearised_start(self.problem, lsq, data, points, row_mask))
         sol = solve_least_squares(
@@ -263,6 +318,43 @@ class MoEHardConstraint(eqx.Module):
             throw=self.throw if throw is None else throw,
         )
         return sol.value, sol.stats
+
+    def solve_all(self, basis, data, points, masks, w0=None, use_w0=None, weights=None, *,
+                  gather=None, interface=None, throw=None):
+        """Every expert's solve, then the Schwarz rounds: ``(u, w (K, N), stats)``.
+
+        ``weights`` ``(K, *grid)`` (default: the partition's), ``interface`` ``(idx, valid)``
+        (default: the layer's) and ``gather`` (applied to the locally blended field, e.g. a
+        ``psum`` over a device axis) let :class:`pdeml.parallel.ShardedMoE` run this on its
+        slice of the experts.
+        """
+        throw = self.throw if throw is None else throw
+        weights = self.partition.weights if weights is None else weights
+        weights = weights.astype(basis.dtype)
+        idx, valid = ((self.interface_idx, self.interface_valid) if interface is None
+                      else interface)
+        gather = (lambda v: v) if gather is None else gather
+
+        def blend(w):
+            return gather(jnp.einsum("k...,...n,kn->...", weights, basis, w))
+
+        def solve(w0, use_w0, iface, last):
+            return jax.vmap(
+                lambda p, m, w, i: self.solve_expert(basis, data, p, m, w, use_w0,
+                                                     throw=throw and last, interface=i),
+                in_axes=(0, 0, None if w0 is None else 0, None if iface is None else 0),
+            )(points, masks, w0, iface)
+
+        w, stats = solve(w0, use_w0, None, self.sweeps == 0)
+        u = blend(w)
+        iterations = stats.iterations
+        for s in range(self.sweeps):
+            values = u[tuple(jnp.moveaxis(idx, -1, 0))]  # (K, P)
+            w, stats = solve(w, None, (idx, valid, values), s == self.sweeps - 1)
+            iterations = iterations + stats.iterations
+            u = blend(w)
+        stats = eqx.tree_at(lambda st: st.iterations, stats, iterations)
+        return u, w, stats
 
     def blend(self, basis, w: Float[Array, "k n"]) -> Float[Array, "*grid"]:
         """``u = sum_k phi_k * (basis @ w_k)``."""
@@ -322,9 +414,5 @@ class MoEHardConstraint(eqx.Module):
                              f"{jnp.shape(basis)[-1]}), got {jnp.shape(w0)}")
         if use_w0 is not None and w0 is None:
             raise ValueError("use_w0 needs w0")
-        w, stats = jax.vmap(self.solve_expert,
-                            in_axes=(None, None, 0, 0, None if w0 is None else 0, None))(
-            basis, data, points, masks, w0, use_w0
-        )
-        return self.blend(basis, w), MoEConstraintInfo(w=w, stats=stats, points=points,
-                                                        row_mask=masks)
+        u, w, stats = self.solve_all(basis, data, points, masks, w0, use_w0)
+        return u, MoEConstraintInfo(w=w, stats=stats, points=points, row_mask=masks)

@@ -150,6 +150,8 @@ class Partition(eqx.Module):
         assignment: ``"spatial"`` or ``"random"``.
         boundary_rows: ``"all"`` or ``"touching"`` (which IC/BC rows each expert gets).
         member_counts: points in each expert's subdomain (static, for checks at trace time).
+        periodic: which grid axes wrap around (``Partition.uniform(periodic=...)``; empty:
+            none). Used by :meth:`interface_points`.
 
     Example:
         >>> p = Partition.uniform((8, 6), (2, 1), overlap=0.5)
@@ -165,6 +167,7 @@ class Partition(eqx.Module):
     assignment: str = eqx.field(static=True, default="spatial")
     boundary_rows: str = eqx.field(static=True, default="all")
     member_counts: tuple[int, ...] = eqx.field(static=True, default=())
+    periodic: tuple[bool, ...] = eqx.field(static=True, default=())
 
     def __check_init__(self):
         check_choice("assignment", self.assignment, ASSIGNMENTS)
@@ -252,6 +255,7 @@ class Partition(eqx.Module):
             assignment="spatial",
             boundary_rows=boundary_rows,
             member_counts=tuple(int(c) for c in members.reshape(members.shape[0], -1).sum(1)),
+            periodic=periodic,
         )
 
     @classmethod
@@ -322,4 +326,43 @@ class Partition(eqx.Module):
             grid_shape=self.grid_shape, splits=self.splits, overlap=self.overlap,
             assignment=self.assignment, boundary_rows=self.boundary_rows,
             member_counts=tuple(self.member_counts[i] for i in order),
+            periodic=self.periodic,
         )
+
+    def interface_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices (K, P, ndim), valid (K, P))``: the grid points just outside each expert.
+
+        Point x is on the interface of expert k when it is not in ``members[k]`` but one of
+        its grid neighbours (+-1 along one axis; across the wrap of a periodic axis) is. This
+        is the boundary of the expert's extended subdomain inside the domain, where the
+        overlapping Schwarz coupling of :class:`~pdeml.constraints.MoEHardConstraint`
+        (``sweeps > 0``) imposes the neighbours' field; ``weights[k]`` vanishes there, so the
+        blended field at these points comes from the other experts only. The lists are padded
+        to the longest one (``valid`` marks the real entries; padding repeats the first
+        point). Needs a spatial partition: random experts are not contiguous.
+        """
+        if self.assignment != "spatial":
+            raise ValueError("interface points need a spatial partition (Partition.uniform); "
+                             f"this one has assignment={self.assignment!r}")
+        members = np.asarray(self.members)
+        periodic = self.periodic or (False,) * len(self.grid_shape)
+        near = np.zeros_like(members)
+        for a, wrap in enumerate(periodic):
+            for shift in (1, -1):
+                moved = np.roll(members, shift, axis=a + 1)
+                if not wrap:  # np.roll wraps: drop what came across the end
+                    edge = [slice(None)] * members.ndim
+                    edge[a + 1] = 0 if shift == 1 else -1
+                    moved[tuple(edge)] = False
+                near |= moved
+        outside = near & ~members
+        lists = [np.argwhere(o) for o in outside]
+        size = max(1, max(len(p) for p in lists))
+        idx = np.zeros((len(lists), size, len(self.grid_shape)), np.int32)
+        valid = np.zeros((len(lists), size), bool)
+        for k, pts in enumerate(lists):
+            if len(pts):
+                idx[k, :len(pts)] = pts
+                idx[k, len(pts):] = pts[0]
+                valid[k, :len(pts)] = True
+        return idx, valid
