@@ -18,6 +18,13 @@ Issue 3 / METHODS.md section 1 (the paper's scaling figure). Two parts, one run:
   Faked CPU devices share the machine's cores, so on a 2-core laptop this measures the
   overhead of sharding, not a speed-up; on several GPUs it is the expert-parallel speed-up.
 
+* ``experts``: the mixture against K in {1, 2, 4, 8, 16} at equal total points
+  (``--experts-points``, default 2e4) on the same grid and basis, experts vmapped on one device,
+  independent (S = 0) and with 4 Schwarz rounds (overlap 0.9, touching rows); times and ratios
+  to K = 1.
+
+``--parts`` runs a subset and keeps the other parts of an existing ``moe_scaling.json``.
+
 Measured figures: docs/constraints.md (*Cost*).
 
 The basis is the one of ``benchmarks/constraint_layer.py`` (reference solution + Legendre
@@ -40,7 +47,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import env, pyplot, savefig, time_function, write_json  # noqa: E402
+from _common import env, pyplot, read_json, savefig, time_function, write_json  # noqa: E402
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "moe_scaling")
 FULL_POINTS = (100, 1000, 10000, 100000)
@@ -101,6 +108,47 @@ def points_part(m_values, repeats, iterations, nx=1024, nt=101, n=16):
             md: rec["results"]["moe"][md]["median_s"] / rec["results"]["hc"][md]["median_s"]
             for md in ("inference", "training")}
         records.append(rec)
+    return records
+
+
+def experts_part(k_values, sweeps_values, m_total, repeats, iterations, nx=1024, nt=101, n=16):
+    """Step time of the mixture against K at equal total points, experts vmapped on one device,
+    without (S = 0) and with Schwarz rounds (S > 0; every round costs K more solves)."""
+    import jax
+    import jax.numpy as jnp
+
+    from constraint_layer import make_basis, make_setup
+    from pdeml.constraints import MoEHardConstraint, Partition
+    from pdeml.core import LevenbergMarquardt
+
+    setup = make_setup(nx, nt)
+    basis, _ = make_basis(setup, n)
+    solver = LevenbergMarquardt(max_steps=iterations)
+    records = []
+    for k in k_values:
+        for sweeps in sweeps_values if k > 1 else (0,):
+            part = Partition.uniform(setup.problem.grid_shape, (k, 1), overlap=0.9 if k > 1 else 0.0,
+                                     boundary_rows="touching")
+            layer = MoEHardConstraint(setup.problem, part, num_points=m_total, points="total",
+                                      solver=solver, throw=False, sweeps=sweeps)
+
+            def infer(b, d, key, layer=layer):
+                return layer(b, d, key=key)[0]
+
+            def train(b, d, key, layer=layer):
+                return jax.value_and_grad(lambda b: jnp.mean(layer(b, d, key=key)[0] ** 2))(b)
+
+            args = (basis, setup.data, jax.random.key(k))
+            r_inf, _ = _timed(infer, args, repeats)
+            r_tr, _ = _timed(train, args, repeats)
+            records.append({"K": k, "sweeps": sweeps, "points_per_expert": m_total // k,
+                            "inference": r_inf, "training": r_tr})
+            print(f"  K={k:>2} S={sweeps}: inference {r_inf['median_s']:.4f} s, training "
+                  f"{r_tr['median_s']:.4f} s", flush=True)
+    base = records[0]
+    for rec in records:
+        rec["ratio_to_k1"] = {md: rec[md]["median_s"] / base[md]["median_s"]
+                              for md in ("inference", "training")}
     return records
 
 
@@ -169,7 +217,8 @@ def plot(result, path):
     except ImportError:
         print("matplotlib not installed: no plot (pip install 'pdeml[plot]')")
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    exp = result.get("experts") or []
+    fig, axes = plt.subplots(1, 3 if exp else 2, figsize=(16 if exp else 11, 4))
     pts, dev, modes = result["points"], result["devices"], (("inference", "C0"), ("training", "C1"))
     for name, style in (("hc", "o-"), ("moe", "s--")):
         for md, color in modes:
@@ -187,7 +236,17 @@ def plot(result, path):
         axes[1].set(xlabel=f"devices ({dev[0]['platform']})", ylabel="median time per call [s]",
                     title=f"ShardedMoE, K=8, batch 2, {result['config']['device_points']} pts/expert")
         axes[1].grid(True, alpha=0.3)
-    for ax in axes[: 1 + bool(dev)]:
+    if exp:
+        for sweeps, style in ((0, "o-"), (4, "s--")):
+            rows = [r for r in exp if r["sweeps"] == sweeps or r["K"] == 1]
+            for md, color in modes:
+                axes[2].plot([r["K"] for r in rows], [r[md]["median_s"] for r in rows], style,
+                             color=color, label=f"S={sweeps} {md}")
+        axes[2].set_xscale("log", base=2)
+        axes[2].set(xlabel="experts K (vmapped, one device)", ylabel="median time per call [s]",
+                    title=f"MoE at {exp[0]['points_per_expert']} points in total")
+        axes[2].grid(True, alpha=0.3)
+    for ax in axes[: 1 + bool(dev)] if not exp else [axes[0], axes[2]] + ([axes[1]] if dev else []):
         ax.legend(fontsize=8)
     savefig(fig, path, 110)
 
@@ -202,6 +261,10 @@ def main(argv=None) -> int:
     ap.add_argument("--device-points", type=int, default=2000,
                     help="points per expert in the device part (default 2000)")
     ap.add_argument("--device-worker", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--parts", default="points,devices,experts",
+                    help="parts to run; the others are kept from an existing moe_scaling.json")
+    ap.add_argument("--experts-points", type=int, default=20000,
+                    help="total points in the experts part (default 20000)")
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.iterations < 1 or args.device_points < 1:
         ap.error("--repeats, --iterations and --device-points must be >= 1")
@@ -219,10 +282,22 @@ def main(argv=None) -> int:
     gpus = [d for d in jax.devices() if d.platform != "cpu"]
     if gpus:
         counts = tuple(c for c in counts if c <= len(gpus))
-    print("points part (HC vs MoE, equal total points)", flush=True)
-    pts = points_part(m_values, args.repeats, args.iterations)
-    print("devices part (ShardedMoE)", flush=True)
-    dev = devices_part(counts, args.device_points, args.repeats, args.iterations)
+    parts = args.parts.split(",")
+    path = os.path.join(args.out, "moe_scaling.json")
+    old = read_json(path) if os.path.exists(path) and set(parts) != {"points", "devices",
+                                                                     "experts"} else {}
+    pts, dev, exp = old.get("points"), old.get("devices"), old.get("experts")
+    if "points" in parts:
+        print("points part (HC vs MoE, equal total points)", flush=True)
+        pts = points_part(m_values, args.repeats, args.iterations)
+    if "devices" in parts:
+        print("devices part (ShardedMoE)", flush=True)
+        dev = devices_part(counts, args.device_points, args.repeats, args.iterations)
+    if "experts" in parts:
+        print("experts part (MoE against K, with and without Schwarz rounds)", flush=True)
+        exp = experts_part((1, 2) if args.quick else (1, 2, 4, 8, 16), (0, 4),
+                           1000 if args.quick else args.experts_points, args.repeats,
+                           args.iterations)
     result = {
         "benchmark": "moe_scaling",
         "config": {"iterations": args.iterations, "repeats": args.repeats,
@@ -230,14 +305,17 @@ def main(argv=None) -> int:
                    "dtype": "float64", "points_problem": "DiffusionSorption 1024 x 101, N = 16, "
                    "MoE = Partition.uniform((1024, 101), (4, 1)), points='total'",
                    "devices_problem": "DiffusionSorption 512 x 51, N = 16, K = 8 experts along x, "
-                   "batch 2"},
+                   "batch 2",
+                   "experts_problem": "DiffusionSorption 1024 x 101, N = 16, K experts along x, "
+                   "overlap 0.9, touching rows, points='total', S in {0, 4}"},
         "environment": env("python", "jax", "machine", "cpus", "backend",
                            load_average_end=list(os.getloadavg())),
         "points": pts,
         "devices": dev,
+        "experts": exp,
+        "parts_run": parts,
         "total_seconds": time.perf_counter() - t0,
     }
-    path = os.path.join(args.out, "moe_scaling.json")
     write_json(path, result)
     plot(result, os.path.join(args.out, "moe_scaling.png"))
     print(f"wrote {path} ({result['total_seconds']:.0f} s)")

@@ -74,6 +74,26 @@ def test_moe_scaling_points_part_smallest_case():
             rec["results"]["moe"]["training"]["median_s"] / rec["results"]["hc"]["training"]["median_s"])
 
 
+def test_moe_scaling_experts_part_smallest_case():
+    import sys
+
+    sys.path.insert(0, str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("moe_scaling_benchmark",
+                                                  BENCH.parent / "moe_scaling.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    recs = json.loads(json.dumps(bench.experts_part((1, 2), (0, 2), 200, 1, 3, nx=64, nt=11,
+                                                    n=8)))
+    assert [(r["K"], r["sweeps"], r["points_per_expert"]) for r in recs] == [
+        (1, 0, 200), (2, 0, 100), (2, 2, 100)]
+    assert recs[0]["ratio_to_k1"] == {"inference": 1.0, "training": 1.0}
+    for r in recs:
+        for mode in ("inference", "training"):
+            assert r[mode]["median_s"] > 0
+            assert r["ratio_to_k1"][mode] == pytest.approx(
+                r[mode]["median_s"] / recs[0][mode]["median_s"])
+
+
 def test_benchmark_outputs_are_checksummed_and_never_overwrite_a_foreign_file(tmp_path):
     # benchmarks/_common writes every result through pdeml.core.io.write_protected: atomic,
     # with a .sha256 sidecar; a rerun replaces its own output, a file pdeml did not write is

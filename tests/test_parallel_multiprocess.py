@@ -28,8 +28,9 @@ WORKER = textwrap.dedent(
     a, c, d = rng.normal(size=6), rng.normal(size=6), rng.uniform(0, 6, size=6)
     basis = np.cos(3 * a * x + c * t + d)[None]
     u0 = 0.5 * np.exp(-3 * x[None, :, 0, 0])
+    # Two Schwarz rounds: the blended field is all-reduced across the processes every round.
     layer = MoEHardConstraint(prob, Partition.uniform((16, 6), (2, 1), overlap=0.3),
-                              num_points=8)
+                              num_points=8, sweeps=2)
     pts = np.asarray(layer.select_points(jax.random.key(0)))[None]
     mesh = pp.expert_mesh()  # spans both processes' devices
     sharded = pp.ShardedMoE(layer, mesh)

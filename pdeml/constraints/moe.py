@@ -20,8 +20,15 @@ layer does S more rounds of solves (overlapping additive Schwarz): in every roun
 also imposes ``u_k = u`` at its interface points (just outside its extended subdomain, see
 :meth:`Partition.interface_points`), where ``u`` is the blended field of the previous round;
 there ``phi_k = 0``, so the data comes from the neighbours. Each round is again K independent
-solves (warm-started from the previous round's ``w``; across devices it needs one all-gather
+solves (warm-started from the previous round's ``w``; across devices it needs one all-reduce
 of the blended field), and the derivative flows through every round.
+
+One-level Schwarz moves information by one overlap band per round, so the rounds needed grow
+with K. With ``coarse=True`` (the default) the first interface data come instead from a
+*coarse global solve*: one least-squares problem over the whole domain with every IC/BC row
+and as many points as one expert (every K-th of the experts' points), whose field is globally
+consistent; the experts then refine it locally. This is the coarse level of a two-level
+Schwarz method: the error no longer grows with K (docs/constraints.md).
 
 Differences from the published code (see the project's METHODS.md): smooth blending instead of
 stitching, per-expert diagnostics (iterations, residuals, converged flag, conditioning) instead
@@ -110,12 +117,15 @@ class MoEHardConstraint(eqx.Module):
             experts of [HC-MoE]; needs a spatial partition).
         interface_weight: weight of the interface rows ``interface_weight * (b(x) @ w_k -
             u(x))`` (the same role as the PDE's IC/BC row weights).
+        coarse: with ``sweeps > 0``, start the rounds from a coarse global solve (``True``)
+            instead of the independent expert solves (``False``).
         interface_idx, interface_valid: the partition's
             :meth:`~Partition.interface_points` (``(K, P, ndim)``, ``(K, P)``; P = 0 when
             ``sweeps == 0``).
 
     ``info.stats`` describes the last round; its ``iterations`` are summed over the rounds, and
-    its ``constraint_norm`` includes the interface rows when ``sweeps > 0``.
+    its ``constraint_norm`` includes the interface rows when ``sweeps > 0`` (and the coarse
+    solve's iterations are counted in every expert's).
 
     With K = 1 (``Partition.uniform(grid, (1, ..., 1))``) this is exactly
     :class:`HardConstraint`: the same key samples the same points (one sampling rule,
@@ -148,12 +158,13 @@ class MoEHardConstraint(eqx.Module):
     interior_counts: tuple[int, ...] = eqx.field(static=True, default=())
     sweeps: int = eqx.field(static=True, default=0)
     interface_weight: float = eqx.field(static=True, default=1.0)
+    coarse: bool = eqx.field(static=True, default=True)
     interface_idx: Int[Array, "k p ndim"] | None = None
     interface_valid: Bool[Array, "k p"] | None = None
 
     def __init__(self, problem, partition, num_points=None, points="per_expert", *,
                  solver=LevenbergMarquardt(), adjoint=ImplicitAdjoint(), backend="native",
-                 ridge=0.0, throw=True, sweeps=0, interface_weight=1.0):
+                 ridge=0.0, throw=True, sweeps=0, interface_weight=1.0, coarse=True):
         check_choice("backend", backend, BACKENDS)
         check_choice("points", points, POINTS_MODES)
         if not isinstance(partition, Partition):
@@ -213,6 +224,7 @@ class MoEHardConstraint(eqx.Module):
                              f"{interface_weight!r}")
         self.sweeps = int(sweeps)
         self.interface_weight = float(interface_weight)
+        self.coarse = bool(coarse)
         ndim = len(problem.grid_shape)
         if self.sweeps and k > 1:
             if partition.assignment != "spatial":
@@ -319,13 +331,19 @@ class MoEHardConstraint(eqx.Module):
         )
         return sol.value, sol.stats
 
+    def coarse_points(self, points: Int[Array, "k m ndim"]) -> Int[Array, "mc ndim"]:
+        """The coarse solve's points: every K-th of all the experts' points (as many as one
+        expert has)."""
+        return points.reshape(-1, points.shape[-1])[:: self.num_experts]
+
     def solve_all(self, basis, data, points, masks, w0=None, use_w0=None, weights=None, *,
-                  gather=None, interface=None, throw=None):
+                  gather=None, interface=None, all_points=None, throw=None):
         """Every expert's solve, then the Schwarz rounds: ``(u, w (K, N), stats)``.
 
         ``weights`` ``(K, *grid)`` (default: the partition's), ``interface`` ``(idx, valid)``
-        (default: the layer's) and ``gather`` (applied to the locally blended field, e.g. a
-        ``psum`` over a device axis) let :class:`pdeml.parallel.ShardedMoE` run this on its
+        (default: the layer's), ``gather`` (applied to the locally blended field, e.g. a
+        ``psum`` over a device axis) and ``all_points`` (every expert's points, for the coarse
+        solve; default ``points``) let :class:`pdeml.parallel.ShardedMoE` run this on its
         slice of the experts.
         """
         throw = self.throw if throw is None else throw
@@ -345,9 +363,20 @@ class MoEHardConstraint(eqx.Module):
                 in_axes=(0, 0, None if w0 is None else 0, None if iface is None else 0),
             )(points, masks, w0, iface)
 
-        w, stats = solve(w0, use_w0, None, self.sweeps == 0)
-        u = blend(w)
-        iterations = stats.iterations
+        if self.sweeps and self.coarse:
+            # The coarse level: one global solve (every IC/BC row), the same on every device.
+            pts_c = self.coarse_points(points if all_points is None else all_points)
+            rows = jnp.ones(masks.shape[1:], bool)
+            w_c, stats_c = self.solve_expert(basis, data, pts_c, rows, throw=False)
+            w = jnp.broadcast_to(w_c, (points.shape[0], w_c.shape[0]))
+            if w0 is not None:  # the caller's start for the first round
+                w = w0 if use_w0 is None else jnp.where(use_w0, w0, w)
+            u = basis @ w_c
+            iterations = jnp.broadcast_to(stats_c.iterations, (points.shape[0],))
+        else:
+            w, stats = solve(w0, use_w0, None, self.sweeps == 0)
+            u = blend(w)
+            iterations = stats.iterations
         for s in range(self.sweeps):
             values = u[tuple(jnp.moveaxis(idx, -1, 0))]  # (K, P)
             w, stats = solve(w, None, (idx, valid, values), s == self.sweeps - 1)

@@ -142,6 +142,14 @@ class ExperimentConfig:
                                 "expert or only the experts they touch", choices=BOUNDARY_ROWS)
     points_mode: str = option("total", "--method moe: --num-points per expert or in total over "
                               "the experts", choices=POINTS_MODES)
+    sweeps: int = option(0, "--method moe: rounds of Schwarz coupling after the independent "
+                         "expert solves, in which every expert also imposes its neighbours' "
+                         "field at its interface (0: independent experts)", check="index")
+    interface_weight: float = option(10.0, "--method moe: weight of the Schwarz interface rows",
+                                     check="positive")
+    coarse: bool = option(True, "--method moe with --sweeps: start the Schwarz rounds from a "
+                          "coarse global solve (two-level) instead of the independent expert "
+                          "solves", check="bool")
     carry_start: bool = option(False, "start each training sample's solve from its solution the "
                                "last time it was in a batch (a carried, checkpointed state) "
                                "instead of the layer's own start (hard and moe only)")
@@ -194,7 +202,7 @@ class ExperimentConfig:
 
             # Fail before any data is generated: too many experts or points per expert.
             MoEHardConstraint(prob, self.partition(), num_points=self.num_points,
-                              points=self.points_mode)
+                              points=self.points_mode, sweeps=self.sweeps, coarse=self.coarse)
 
     def validate(self) -> None:
         """Checks of the subclass's own fields (run after the shared ones)."""

@@ -55,7 +55,9 @@ def constraint_layer(config: ExperimentConfig, refine: int = 1):
     solver = LevenbergMarquardt(max_steps=config.max_lm_steps)
     if config.method == "moe":
         return MoEHardConstraint(prob, config.partition(refine), num_points=config.num_points,
-                                 points=config.points_mode, solver=solver, throw=False)
+                                 points=config.points_mode, solver=solver, throw=False,
+                                 sweeps=config.sweeps, interface_weight=config.interface_weight,
+                                 coarse=config.coarse)
     return HardConstraint(prob, num_points=config.num_points, solver=solver, throw=False)
 
 

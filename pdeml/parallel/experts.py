@@ -180,12 +180,15 @@ class ShardedMoE(eqx.Module):
         ba, ea = self.batch_axis, self.expert_axis
 
         def local(basis_l, data_l, pts_l, msk_l, weights_l, idx_l, valid_l):
-            def one(b, d, p, m):
+            # Every expert's points (the coarse solve's), without the padding's copies.
+            everyone = jax.lax.all_gather(pts_l, ea, axis=1, tiled=True)[:, : layer.num_experts]
+
+            def one(b, d, p, m, a):
                 return layer.solve_all(b, d, p, m, weights=weights_l,
                                        gather=lambda v: jax.lax.psum(v, ea),
-                                       interface=(idx_l, valid_l), throw=False)
+                                       interface=(idx_l, valid_l), all_points=a, throw=False)
 
-            return jax.vmap(one)(basis_l, data_l, pts_l, msk_l)
+            return jax.vmap(one)(basis_l, data_l, pts_l, msk_l, everyone)
 
         fn = jax.shard_map(
             local,
