@@ -38,7 +38,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RUN_ENV, env, md_table, pyplot, savefig, write_json, write_text  # noqa: E402
+from _common import (  # noqa: E402
+    RUN_ENV,
+    env,
+    md_table,
+    pyplot,
+    read_json,
+    savefig,
+    write_json,
+    write_text,
+)
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "moe_k")
 
@@ -66,7 +75,21 @@ QUICK = {
 }
 
 
-def config_for(pde, k, mode, seed, sweeps, args):
+def parse_variant(token: str) -> tuple[int, bool]:
+    """``"4"`` -> 4 one-level rounds; ``"4c"`` -> 4 two-level rounds (after the coarse solve)."""
+    token = str(token).strip()
+    coarse = token.endswith("c")
+    sweeps = int(token[:-1] if coarse else token)
+    if sweeps < 0 or (coarse and sweeps == 0):
+        raise ValueError(f"bad Schwarz variant {token!r}: use S >= 0 or Sc with S >= 1")
+    return sweeps, coarse or sweeps == 0  # (S = 0: the option's default, unused)
+
+
+def variant_label(sweeps: int, coarse: bool) -> str:
+    return "0 (independent)" if sweeps == 0 else f"{sweeps} ({'two' if coarse else 'one'}-level)"
+
+
+def config_for(pde, k, mode, seed, variant, args):
     from pdeml.experiments import REGISTRY
 
     setup = SETUPS[pde]
@@ -74,16 +97,29 @@ def config_for(pde, k, mode, seed, sweeps, args):
     if args.steps:
         base["steps"] = args.steps
     m = setup[mode] if not args.quick else (40 if mode == "total" else 10)
+    sweeps, coarse = parse_variant(variant)
     return REGISTRY[pde](method="moe", experts=setup["experts"][k], points_mode=mode,
-                         num_points=m, seed=seed, sweeps=sweeps, **setup["moe"], **base)
+                         num_points=m, seed=seed, sweeps=sweeps, coarse=coarse, **setup["moe"],
+                         **base)
 
 
 def run_row(config, run_dir, n_val):
-    """``{test, validation, iterations, converged, seconds}`` of one trained row."""
+    """``{test, validation, iterations, converged, seconds}`` of one trained row.
+
+    A finished row is read back from ``run_dir/moe_k_row.json`` (checked against the
+    configuration) instead of being evaluated again: every evaluation compiles, and one
+    process that compiles hundreds of programs runs out of JIT code memory."""
+    import jax
     import jax.numpy as jnp
 
     from pdeml.experiments import evaluate_run, load_run, run_experiment
+    from pdeml.experiments.config import config_dict
 
+    cached = Path(run_dir) / "moe_k_row.json"
+    if cached.exists():
+        row = read_json(cached)
+        if row.get("config") == config_dict(config) and row.get("validation_ics") == n_val:
+            return row["result"]
     t0 = time.perf_counter()
     res = run_experiment(config, run_dir, progress=False)
     _, model, _ = load_run(run_dir)
@@ -91,11 +127,24 @@ def run_row(config, run_dir, n_val):
                          dtype=jnp.result_type(float))
     val_metrics, _ = evaluate_run(config, model, val)
     test = res["test"]
-    return {"test": test["rel_l2_mean"], "test_std": test["rel_l2_std"],
+    out = {"test": test["rel_l2_mean"], "test_std": test["rel_l2_std"],
             "validation": val_metrics["rel_l2_mean"],
             "converged": test.get("lm_converged_fraction"),
             "iterations": test.get("lm_iterations_mean"),
-            "train_s": res["seconds"]["train"], "seconds": time.perf_counter() - t0}
+            "train_s": _train_seconds(Path(run_dir), res), "seconds": time.perf_counter() - t0}
+    write_json(cached, {"config": config_dict(config), "validation_ics": n_val, "result": out})
+    jax.clear_caches()
+    return out
+
+
+def _train_seconds(run_dir: Path, res: dict) -> float:
+    """The training wall time from the run's metrics (a resumed run's own call is ~0 s)."""
+    import json
+
+    walls = [json.loads(line).get("wall_time") for line in
+             (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    walls = [w for w in walls if w is not None]
+    return float(walls[-1]) if walls else float(res["seconds"]["train"])
 
 
 def main(argv=None):
@@ -104,8 +153,9 @@ def main(argv=None):
     p.add_argument("--experts", default=None, help="comma-separated K (default: the PDE's)")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--modes", default="total,per_expert")
-    p.add_argument("--select-sweeps", default="0,2,4,8",
-                   help="candidate Schwarz rounds, chosen per K on validation ICs")
+    p.add_argument("--select-sweeps", default="0,2,4,8,1c,2c,4c,8c",
+                   help="candidate Schwarz variants, chosen per K on validation ICs: S = S "
+                   "one-level rounds, Sc = S two-level rounds (after the coarse solve)")
     p.add_argument("--steps", type=int, default=None, help="override the benchmark's steps")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=DEFAULT_OUT)
@@ -123,7 +173,12 @@ def main(argv=None):
         p.error(f"--experts: K {bad} not available for {args.pde} ({list(setup['experts'])})")
     seeds = [int(s) for s in args.seeds.split(",")]
     modes = args.modes.split(",")
-    candidates = [int(s) for s in args.select_sweeps.split(",")]
+    candidates = args.select_sweeps.split(",")
+    for c in candidates:
+        try:
+            parse_variant(c)
+        except ValueError as e:
+            p.error(f"--select-sweeps: {e}")
     out = Path(args.out)
     runs = Path(args.runs) if args.runs else out / "runs"
     t_start = time.perf_counter()
@@ -133,33 +188,34 @@ def main(argv=None):
                   for k, v in setup.items()},
               "selection": [], "rows": []}
 
-    def row(k, mode, seed, sweeps):
-        cfg = config_for(args.pde, k, mode, seed, sweeps, args)
-        name = f"K{k}_{mode}_s{seed}_S{sweeps}"
+    def row(k, mode, seed, variant):
+        cfg = config_for(args.pde, k, mode, seed, variant, args)
+        name = f"K{k}_{mode}_s{seed}_S{variant}"
         print(f"[moe_k] {args.pde} {name}", flush=True)
         r = run_row(cfg, runs / name, setup["validation"] if not args.quick else 2)
         config = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-        return {"K": k, "mode": mode, "seed": seed, "sweeps": sweeps,
+        return {"K": k, "mode": mode, "seed": seed, "variant": str(variant),
+                "sweeps": cfg.sweeps, "coarse": cfg.coarse,
                 "experts": list(cfg.experts), "points_per_expert": cfg.num_points // k
                 if mode == "total" else cfg.num_points, **r,
                 "config": {a: (list(b) if isinstance(b, tuple) else b) for a, b in config.items()}}
 
     # Selection: S per K on the validation ICs (seed 0, equal total points).
-    chosen = {1: 0}
+    chosen = {1: "0"}
     for k in ks:
         if k == 1:
             continue
         sel = [row(k, "total", 0, s) for s in candidates]
         record["selection"].extend(sel)
-        chosen[k] = min(sel, key=lambda r: r["validation"])["sweeps"]
+        chosen[k] = min(sel, key=lambda r: r["validation"])["variant"]
         record["chosen_sweeps"] = {str(a): b for a, b in chosen.items()}
         write_outputs(out, record, time.perf_counter() - t_start)
     # The table.
-    done = {(r["K"], r["mode"], r["seed"], r["sweeps"]): r for r in record["selection"]}
+    done = {(r["K"], r["mode"], r["seed"], r["variant"]): r for r in record["selection"]}
     for seed in seeds:
         for mode in modes:
             for k in ks:
-                for s in sorted({0, chosen[k]}):
+                for s in sorted({"0", chosen[k]}):
                     key = (k, mode, seed, s)
                     r = done.get(key) or row(*key)
                     done[key] = r
@@ -189,18 +245,20 @@ def write_outputs(out: Path, record: dict, seconds: float, final: bool = False) 
         lines += ["## Selection of S on validation ICs (seed 0, equal total points)", ""]
         lines += md_table(["K", "S", "validation rel. L2", "test rel. L2 (not used)",
                            "train s"],
-                          [[r["K"], r["sweeps"], _fmt(r["validation"]), _fmt(r["test"]),
+                          [[r["K"], variant_label(r["sweeps"], r["coarse"]),
+                            _fmt(r["validation"]), _fmt(r["test"]),
                             f"{r['train_s']:.0f}"] for r in record["selection"]])
         lines += ["", f"Chosen: {record.get('chosen_sweeps')}", ""]
     if record["rows"]:
         lines += ["## Test error against K", ""]
         by = {}
         for r in record["rows"]:
-            by.setdefault((r["mode"], r["K"], r["sweeps"]), []).append(r)
+            by.setdefault((r["mode"], r["K"], r["variant"]), []).append(r)
         table = []
         for (mode, k, sw), rs in sorted(by.items()):
             tests = [r["test"] for r in rs]
-            table.append([mode, k, sw, rs[0]["points_per_expert"],
+            table.append([mode, k, variant_label(rs[0]["sweeps"], rs[0]["coarse"]),
+                          rs[0]["points_per_expert"],
                           ", ".join(f"s{r['seed']} {_fmt(r['test'])}" for r in rs),
                           _fmt(float(np.mean(tests))),
                           _fmt(float(np.mean([r["validation"] for r in rs]))),

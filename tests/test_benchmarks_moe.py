@@ -104,18 +104,21 @@ def test_moe_k_quick_run_chooses_sweeps_on_validation(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_moe_k", ROOT / "benchmarks" / "moe_k.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    mod.main(["--quick", "--experts", "1,2", "--select-sweeps", "0,1", "--seeds", "0",
+    mod.main(["--quick", "--experts", "1,2", "--select-sweeps", "0,1,1c", "--seeds", "0",
               "--modes", "total", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")])
     doc = json.loads((tmp_path / "out" / "moe_k.json").read_text())
     assert doc["complete"]
     sel = doc["selection"]
-    assert [(r["K"], r["sweeps"]) for r in sel] == [(2, 0), (2, 1)]
+    assert [(r["K"], r["sweeps"], r["coarse"]) for r in sel] == [
+        (2, 0, True), (2, 1, False), (2, 1, True)]
     chosen = doc["chosen_sweeps"]["2"]
-    assert chosen == min(sel, key=lambda r: r["validation"])["sweeps"]
-    got = {(r["K"], r["sweeps"]): r for r in doc["rows"]}
-    assert set(got) == {(1, 0), (2, 0), (2, chosen)}
+    assert chosen == min(sel, key=lambda r: r["validation"])["variant"]
+    got = {(r["K"], r["variant"]): r for r in doc["rows"]}
+    assert set(got) == {(1, "0"), (2, "0"), (2, chosen)}
     # The selection runs are reused, not retrained, in the table.
-    assert got[(2, chosen)]["test"] == next(r for r in sel if r["sweeps"] == chosen)["test"]
+    assert got[(2, chosen)]["test"] == next(r for r in sel if r["variant"] == chosen)["test"]
     assert all(0 < r["test"] < 10 and r["config"]["points_mode"] == "total" for r in doc["rows"])
     assert "| total | 2 |" in (tmp_path / "out" / "moe_k.md").read_text()
     assert (tmp_path / "out" / "moe_k.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="bad Schwarz variant"):
+        mod.parse_variant("0c")

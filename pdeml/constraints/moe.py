@@ -28,7 +28,9 @@ with K. With ``coarse=True`` (the default) the first interface data come instead
 *coarse global solve*: one least-squares problem over the whole domain with every IC/BC row
 and as many points as one expert (every K-th of the experts' points), whose field is globally
 consistent; the experts then refine it locally. This is the coarse level of a two-level
-Schwarz method: the error no longer grows with K (docs/constraints.md).
+Schwarz method: the error no longer grows with K (docs/constraints.md). The coarse solve is
+only a start: no derivative flows through it (the rounds' fixed point does not depend on it),
+so the gradient is exact up to what the S rounds have not yet forgotten of the start.
 
 Differences from the published code (see the project's METHODS.md): smooth blending instead of
 stitching, per-expert diagnostics (iterations, residuals, converged flag, conditioning) instead
@@ -45,6 +47,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
 from pdeml.constraints.partition import Partition
@@ -367,7 +370,12 @@ class MoEHardConstraint(eqx.Module):
             # The coarse level: one global solve (every IC/BC row), the same on every device.
             pts_c = self.coarse_points(points if all_points is None else all_points)
             rows = jnp.ones(masks.shape[1:], bool)
-            w_c, stats_c = self.solve_expert(basis, data, pts_c, rows, throw=False)
+            # Only the first interface data and start: the rounds' fixed point does not depend
+            # on it, so no derivative flows through it (nor through a coarse solve that
+            # stopped short of stationarity).
+            w_c, stats_c = self.solve_expert(lax.stop_gradient(basis), data, pts_c, rows,
+                                             throw=False)
+            w_c = lax.stop_gradient(w_c)
             w = jnp.broadcast_to(w_c, (points.shape[0], w_c.shape[0]))
             if w0 is not None:  # the caller's start for the first round
                 w = w0 if use_w0 is None else jnp.where(use_w0, w0, w)
