@@ -167,6 +167,8 @@ def main(argv=None):
 
     jax.config.update("jax_enable_x64", True)
     setup = SETUPS[args.pde]
+    if args.steps:
+        setup = dict(setup, base=dict(setup["base"], steps=args.steps))
     ks = [int(k) for k in args.experts.split(",")] if args.experts else list(setup["experts"])
     bad = [k for k in ks if k not in setup["experts"]]
     if bad:

@@ -20,8 +20,8 @@ Issue 3 / METHODS.md section 1 (the paper's scaling figure). Two parts, one run:
 
 * ``experts``: the mixture against K in {1, 2, 4, 8, 16} at equal total points
   (``--experts-points``, default 2e4) on the same grid and basis, experts vmapped on one device,
-  independent (S = 0) and with 4 Schwarz rounds (overlap 0.9, touching rows); times and ratios
-  to K = 1.
+  independent (S = 0) and with 4 two-level Schwarz rounds (overlap 0.9, touching rows); times
+  and ratios to K = 1.
 
 ``--parts`` runs a subset and keeps the other parts of an existing ``moe_scaling.json``.
 
@@ -130,7 +130,7 @@ def experts_part(k_values, sweeps_values, m_total, repeats, iterations, nx=1024,
             part = Partition.uniform(setup.problem.grid_shape, (k, 1), overlap=0.9 if k > 1 else 0.0,
                                      boundary_rows="touching")
             layer = MoEHardConstraint(setup.problem, part, num_points=m_total, points="total",
-                                      solver=solver, throw=False, sweeps=sweeps)
+                                      solver=solver, throw=False, sweeps=sweeps, coarse=True)
 
             def infer(b, d, key, layer=layer):
                 return layer(b, d, key=key)[0]
