@@ -53,7 +53,7 @@ def test_constraint_layer_smallest_case():
     assert np.isfinite(rec["results"]["native"]["fwd"]["condition_number"])
 
 
-def test_moe_scaling_points_part_smallest_case():
+def load_moe_scaling():
     import sys
 
     sys.path.insert(0, str(BENCH.parent))
@@ -61,6 +61,11 @@ def test_moe_scaling_points_part_smallest_case():
                                                   BENCH.parent / "moe_scaling.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_moe_scaling_points_part_smallest_case():
+    bench = load_moe_scaling()
     (rec,) = json.loads(json.dumps(bench.points_part((200,), 1, 3, nx=64, nt=11, n=8)))
     assert rec["m_total"] == 200
     assert rec["results"]["hc"]["points_per_solve"] == 200
@@ -75,15 +80,8 @@ def test_moe_scaling_points_part_smallest_case():
 
 
 def test_moe_scaling_experts_part_smallest_case():
-    import sys
-
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("moe_scaling_benchmark",
-                                                  BENCH.parent / "moe_scaling.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    recs = json.loads(json.dumps(bench.experts_part((1, 2), (0, 2), 200, 1, 3, nx=64, nt=11,
-                                                    n=8)))
+    recs = json.loads(json.dumps(load_moe_scaling().experts_part((1, 2), (0, 2), 200, 1, 3,
+                                                                 nx=64, nt=11, n=8)))
     assert [(r["K"], r["sweeps"], r["points_per_expert"]) for r in recs] == [
         (1, 0, 200), (2, 0, 100), (2, 2, 100)]
     assert recs[0]["ratio_to_k1"] == {"inference": 1.0, "training": 1.0}
