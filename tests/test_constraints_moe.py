@@ -356,16 +356,16 @@ def schwarz_case():
     return prob, u0, ref, _legendre_basis(prob.nx, prob.nt, 24)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
 def test_schwarz_rounds_recover_the_accuracy_lost_with_more_experts(schwarz_case, dtype):
     """Independent experts without lateral boundary data are under-determined: with a basis
     that does not contain the solution, K = 4 experts (touching rows, 1000 points in total)
     are ~10x less accurate than one constraint. Schwarz rounds give them the neighbours'
     field at their interfaces; started from the coarse global solve (two-level, the default)
     the mixture is *more* accurate than one constraint at every K, and more so as K grows.
-    Measured (float64; float32 the same to ~1e-4): K = 1 1.13%; independent K = 4 11.2%;
-    one-level, 4 rounds: K = 4 0.35%, K = 8 6.4%; two-level, 2 rounds: K = 2, 4, 8 ->
-    1.04%, 0.37%, 0.28%."""
+    Measured (float64; float32, in the slow lane, the same to ~1e-4): K = 1 1.13%;
+    independent K = 4 11.2%; one-level, 4 rounds: K = 4 0.35% (K = 8: 6.4%); two-level,
+    2 rounds: K = 4, 8 -> 0.37%, 0.28%."""
     from pdeml.core import LevenbergMarquardt
 
     prob, u0, ref, basis = schwarz_case
@@ -387,12 +387,10 @@ def test_schwarz_rounds_recover_the_accuracy_lost_with_more_experts(schwarz_case
         one = error(1, 0)
         independent = error(4, 0)
         one_level = error(4, 4, coarse=False)
-        two_level = [error(k, 2) for k in (2, 4, 8)]
+        two_level = [error(k, 2) for k in (4, 8)]
     assert independent > 5 * one  # the loss of accuracy with K (so the test can fail)
     assert one_level < 0.5 * one
-    # Not worse than one constraint at K = 2 (1.04% against 1.13%), better and better beyond.
-    assert two_level[0] < 1.05 * one, (one, two_level)
-    assert two_level[2] < two_level[1] < min(two_level[0], 0.5 * one), (one, two_level)
+    assert two_level[1] < two_level[0] < 0.5 * one, (one, two_level)  # better as K grows
 
 
 def test_schwarz_gradient_matches_finite_differences():
@@ -409,6 +407,7 @@ def test_schwarz_gradient_matches_finite_differences():
     assert float(jnp.abs(solve(layer, basis, pts)[0] - u0_).max()) > 1e-6
 
 
+@pytest.mark.slow
 def test_two_level_gradient_is_exact_up_to_the_rounds_truncation():
     """Two-level: no derivative flows through the coarse start (the rounds' fixed point does
     not depend on it), so the gradient misses only what S rounds have not yet forgotten of
