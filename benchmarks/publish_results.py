@@ -50,6 +50,7 @@ FIGURES = {
     "moe/predictions.png": "moe_predictions.png",
     "moe_scaling/moe_scaling.png": "moe_scaling.png",
     "moe_k/diffusion-sorption/moe_k.png": "moe_k_diffusion_sorption.png",
+    "moe_k/navier-stokes/moe_k.png": "moe_k_navier_stokes.png",
     "constraint_layer/constraint_layer.png": "constraint_layer.png",
     "loss_continuity/loss_continuity.png": "loss_continuity.png",
     "solver_robustness/solver_robustness.png": "solver_robustness.png",
