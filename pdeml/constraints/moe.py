@@ -29,8 +29,9 @@ with K. With ``coarse=True`` (the default) the first interface data come instead
 and as many points as one expert (every K-th of the experts' points), whose field is globally
 consistent; the experts then refine it locally. This is the coarse level of a two-level
 Schwarz method: the error no longer grows with K (docs/constraints.md). The coarse solve is
-only a start: no derivative flows through it (the rounds' fixed point does not depend on it),
-so the gradient is exact up to what the S rounds have not yet forgotten of the start.
+only a start: its weights are held constant in the derivative (the rounds' fixed point does
+not depend on them), so the gradient is exact up to what the S rounds have not yet forgotten
+of the start.
 
 Differences from the published code (see the project's METHODS.md): smooth blending instead of
 stitching, per-expert diagnostics (iterations, residuals, converged flag, conditioning) instead
@@ -371,8 +372,8 @@ class MoEHardConstraint(eqx.Module):
             pts_c = self.coarse_points(points if all_points is None else all_points)
             rows = jnp.ones(masks.shape[1:], bool)
             # Only the first interface data and start: the rounds' fixed point does not depend
-            # on it, so no derivative flows through it (nor through a coarse solve that
-            # stopped short of stationarity).
+            # on it, so its weights are held constant in the derivative (no implicit
+            # derivative of a coarse solve that may have stopped short of stationarity).
             w_c, stats_c = self.solve_expert(lax.stop_gradient(basis), data, pts_c, rows,
                                              throw=False)
             w_c = lax.stop_gradient(w_c)
