@@ -28,7 +28,8 @@ with K. With ``coarse=True`` (the default) the first interface data come instead
 *coarse global solve*: one least-squares problem over the whole domain with every IC/BC row
 and as many points as one expert (every K-th of the experts' points), whose field is globally
 consistent; the experts then refine it locally. This is the coarse level of a two-level
-Schwarz method: the error no longer grows with K (docs/constraints.md). The coarse solve is
+Schwarz method: with a fixed basis the error no longer grows with K (in training on
+diffusion-sorption it still rises from K = 4 to K = 8; docs/constraints.md). The coarse solve is
 only a start: its weights are held constant in the derivative (the rounds' fixed point does
 not depend on them), so the gradient is exact up to what the S rounds have not yet forgotten
 of the start.
