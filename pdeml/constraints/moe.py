@@ -352,14 +352,12 @@ class MoEHardConstraint(eqx.Module):
         slice of the experts.
         """
         throw = self.throw if throw is None else throw
-        weights = self.partition.weights if weights is None else weights
-        weights = weights.astype(basis.dtype)
         idx, valid = ((self.interface_idx, self.interface_valid) if interface is None
                       else interface)
         gather = (lambda v: v) if gather is None else gather
 
         def blend(w):
-            return gather(jnp.einsum("k...,...n,kn->...", weights, basis, w))
+            return gather(self.blend(basis, w, weights))
 
         def solve(w0, use_w0, iface, last):
             return jax.vmap(
@@ -395,10 +393,11 @@ class MoEHardConstraint(eqx.Module):
         stats = eqx.tree_at(lambda st: st.iterations, stats, iterations)
         return u, w, stats
 
-    def blend(self, basis, w: Float[Array, "k n"]) -> Float[Array, "*grid"]:
-        """``u = sum_k phi_k * (basis @ w_k)``."""
-        weights = self.partition.weights.astype(basis.dtype)
-        return jnp.einsum("k...,...n,kn->...", weights, basis, w)
+    def blend(self, basis, w: Float[Array, "k n"], weights=None) -> Float[Array, "*grid"]:
+        """``u = sum_k phi_k * (basis @ w_k)`` (``weights``: the ``phi_k``, default the
+        partition's)."""
+        weights = self.partition.weights if weights is None else weights
+        return jnp.einsum("k...,...n,kn->...", weights.astype(basis.dtype), basis, w)
 
     def check_inputs(self, basis, points):
         grid = tuple(self.problem.grid_shape)
